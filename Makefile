@@ -1,0 +1,29 @@
+# ShardGuard: `make demo` runs the main job, `make test` the test suite, `make bench` the
+# benchmarks. Each first creates .venv and installs everything (scripts/setup.sh).
+# PyTorch is pinned to the CPU build; override with e.g. `make demo TORCH=torch==2.12.0`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+export PYTHON VENV TORCH
+
+BIN := $(VENV)/bin
+
+.PHONY: setup dataset demo test bench clean
+
+setup:
+	@scripts/setup.sh
+
+dataset:
+	@scripts/ensure-dataset.sh
+
+demo: setup dataset
+	$(BIN)/shardguard demo
+
+test: setup dataset
+	$(BIN)/python -m pytest -q
+
+bench: setup dataset
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,134 @@
+"""Commands on models: ``zoo``, ``train``, ``eval``, ``profile``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .._progress import log
+from ._options import DataDir, Force, Weights, parse_shape, refuse_overwrite
+from .app import app
+
+ModelRef = Annotated[str, typer.Argument(
+    help="Zoo name (see `shardguard zoo`), path/to/file.py:factory, or model.onnx.")]
+
+
+@app.command()
+def zoo() -> None:
+    """List the zoo's models.
+
+    Example: shardguard zoo
+    """
+    from rich.table import Table
+
+    from ..zoo import ZOO, checkpoints
+
+    table = Table("name", "input", "trained", "description")
+    for name, spec in ZOO.items():
+        meta = checkpoints.read_meta(p) if (p := checkpoints.shipped(name)) else None
+        trained = f"{meta.test_accuracy:.2%}" if meta else "random weights"
+        table.add_row(name, "×".join(map(str, spec.input_shape)), trained, spec.description)
+    from rich.console import Console
+
+    Console().print(table)
+
+
+@app.command()
+def train(
+    model: ModelRef,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the zoo recipe).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling, augmentation.")] = 0,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (one-cycle).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o",
+                      help="Checkpoint to write (default: checkpoints/MODEL.pt).")] = None,
+    data: DataDir = None,
+    force: Force = False,
+) -> None:
+    """Train a model on Fashion-MNIST and write a checkpoint with its metadata.
+
+    Example: shardguard train lenet5 --epochs 15 -o lenet5.pt
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from ..data import load_fashion_mnist
+    from ..zoo import ZOO, Recipe, build, checkpoints, load_model
+    from ..zoo.train import command_line, evaluate
+    from ..zoo.train import train as run_training
+
+    torch.manual_seed(seed)
+    loaded = load_model(model, pretrained=False)  # zoo models are built under ``seed`` here
+    out = output or Path("checkpoints") / f"{loaded.name}.pt"
+    refuse_overwrite(out, force)
+    recipe = ZOO[model].recipe if model in ZOO and ZOO[model].recipe else Recipe(epochs=8)
+    recipe = replace(recipe, epochs=epochs or recipe.epochs, lr=lr or recipe.lr)
+    if model in ZOO:
+        loaded.module = build(model, seed=seed)
+    train_split, test_split = load_fashion_mnist(data)
+    run_training(loaded.module, train_split, test_split, recipe, seed=seed)
+    accuracy = evaluate(loaded.module, test_split)
+    meta = checkpoints.save(loaded.module, out, {
+        "model": model, "dataset": "fashion-mnist", "test_accuracy": round(accuracy, 4),
+        "seed": seed, "epochs": recipe.epochs, "command": command_line(),
+        "torch_version": torch.__version__,
+        "params": sum(p.numel() for p in loaded.module.parameters()),
+    })
+    print(f"{model}: test accuracy {meta.test_accuracy:.4f} → {out} (sha256 {meta.sha256[:12]}…)")
+
+
+@app.command("eval")
+def eval_(
+    model: ModelRef,
+    weights: Weights = None,
+    n: Annotated[Optional[int], typer.Option("-n", help="Evaluate on the first N test images.")] = None,
+    data: DataDir = None,
+) -> None:
+    """Test-set accuracy of a model; checks it against the checkpoint's recorded accuracy.
+
+    Example: shardguard eval resnet-small
+    """
+    from ..data import load_split
+    from ..errors import IntegrityError
+    from ..zoo import load_model
+    from ..zoo.train import evaluate
+
+    loaded = load_model(model, weights=weights)
+    test = load_split("test", data)
+    accuracy = evaluate(loaded.module, test, n=n)
+    count = len(test) if n is None else min(n, len(test))
+    print(f"{loaded.name}: test accuracy {accuracy:.4f} on {count} images")
+    if loaded.meta is not None and n is None:
+        recorded = loaded.meta.test_accuracy
+        # Two images of slack: float summation order may differ between CPUs.
+        if abs(accuracy - recorded) > 2 / len(test) + 1e-9:
+            raise IntegrityError(f"{loaded.weights}: accuracy {accuracy:.4f} does not reproduce "
+                                 f"the recorded {recorded:.4f}")
+        log(f"reproduces the recorded accuracy {recorded:.4f}")
+
+
+@app.command()
+def profile(
+    model: ModelRef,
+    input_shape: Annotated[Optional[str], typer.Option(
+        "--input-shape", help="C,H,W of one input (default: the zoo model).")] = None,
+    weights: Weights = None,
+    measure: Annotated[bool, typer.Option(help="Also measure each node's latency on this host.")] = False,
+) -> None:
+    """Trace a model with torch.fx and print each node's MACs, parameters and output size.
+
+    Example: shardguard profile resnet18 --input-shape 3,224,224
+    """
+    from ..errors import ModelError
+    from ..graph import trace
+    from ..graph.report import print_profile
+    from ..zoo import load_model
+
+    loaded = load_model(model, weights=weights, pretrained=weights is not None)
+    shape = parse_shape(input_shape) if input_shape else loaded.input_shape
+    if shape is None:
+        raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
+    graph = trace(loaded.module, shape, measure=measure)
+    print_profile(graph, title=f"{loaded.name} {'×'.join(map(str, shape))}")

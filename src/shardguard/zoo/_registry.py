@@ -1,0 +1,55 @@
+"""The zoo's registry: names, factories, input shapes and training recipes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from . import imagenet, small
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a shipped checkpoint was trained (see ``zoo/train.py``)."""
+
+    epochs: int
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry."""
+
+    name: str
+    factory: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int]
+    description: str
+    recipe: Recipe | None = None  # None: not trained (random weights only)
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+ZOO: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("lenet5", small.LeNet5, (1, 28, 28), "LeNet-5, 2 conv + 3 FC",
+                  Recipe(epochs=15, augment=False)),
+        ModelSpec("vgg-small", small.VGGSmall, (1, 28, 28), "VGG-style, 6 conv (32/64/128) + 2 FC",
+                  Recipe(epochs=8)),
+        ModelSpec("resnet-small", small.ResNetSmall, (1, 28, 28),
+                  "CIFAR-style ResNet, 3 stages × 2 basic blocks (16/32/64)", Recipe(epochs=8)),
+        ModelSpec("mobilenetv2-small", small.MobileNetV2, (1, 28, 28),
+                  "MobileNetV2, inverted residuals with depthwise convs", Recipe(epochs=8)),
+        ModelSpec("resnet18", imagenet.resnet18, (3, 224, 224), "ResNet-18 (ImageNet size)"),
+        ModelSpec("resnet50", imagenet.resnet50, (3, 224, 224), "ResNet-50 (ImageNet size)"),
+        ModelSpec("vgg16", imagenet.vgg16, (3, 224, 224), "VGG-16 (ImageNet size)"),
+        ModelSpec("mobilenetv2", imagenet.mobilenetv2, (3, 224, 224),
+                  "MobileNetV2 1.0 (ImageNet size)"),
+    )
+}
+
+TRAINED = tuple(name for name, spec in ZOO.items() if spec.recipe is not None)

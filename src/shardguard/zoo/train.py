@@ -1,0 +1,112 @@
+"""Training and evaluation on in-memory tensors, with a progress bar and a fixed seed.
+
+    shardguard train resnet-small --epochs 8 -o resnet-small.pt
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .._progress import progress
+from ..data import Split
+from ._registry import Recipe
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    train_loss: float
+    test_accuracy: float
+
+
+def evaluate(module: nn.Module, split: Split, *, n: int | None = None,
+             batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``module`` on the first ``n`` samples of ``split``."""
+    return float(predict(module, split, n=n, batch_size=batch_size).eq(
+        torch.from_numpy(split.labels[:n])).float().mean())
+
+
+@torch.no_grad()
+def predict(module: nn.Module, split: Split, *, n: int | None = None,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Predicted classes for the first ``n`` samples of ``split``."""
+    was_training = module.training
+    module.eval()
+    x, _ = split.tensors(n)
+    preds = [module(chunk).argmax(1) for chunk in x.split(batch_size)]
+    module.train(was_training)
+    return torch.cat(preds)
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of (B, C, H, W) by up to ``pad`` pixels (zero fill), and flip half."""
+    b, _, h, w = x.shape
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    ox = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+    rows = (oy + torch.arange(h))[:, :, None]  # (B, H, 1)
+    cols = (ox + torch.arange(w))[:, None, :]  # (B, 1, W)
+    shifted = padded.permute(0, 2, 3, 1)[torch.arange(b)[:, None, None], rows, cols]  # (B, H, W, C)
+    flip = torch.rand(b, generator=generator) < 0.5
+    shifted[flip] = shifted[flip].flip(2)
+    return shifted.permute(0, 3, 1, 2).contiguous()
+
+
+def train(module: nn.Module, train_split: Split, test_split: Split, recipe: Recipe, *,
+          seed: int = 0, eval_n: int | None = None,
+          hook: Callable[[nn.Module], None] | None = None) -> list[EpochResult]:
+    """Train ``module`` in place with AdamW and a one-cycle schedule; evaluate after each epoch.
+
+    ``hook`` is called with the module before each batch (failout uses it).
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = train_split.tensors()
+    steps_per_epoch = math.ceil(len(y) / recipe.batch_size)
+    optimiser = torch.optim.AdamW(module.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    history: list[EpochResult] = []
+    with progress() as bar:
+        task = bar.add_task("training", total=recipe.epochs * steps_per_epoch, info="")
+        for epoch in range(1, recipe.epochs + 1):
+            module.train()
+            order = torch.randperm(len(y), generator=generator)
+            total = 0.0
+            for i in range(steps_per_epoch):
+                idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+                xb = x[idx]
+                if recipe.augment:
+                    xb = random_shift(xb, 2, generator)
+                if hook is not None:
+                    hook(module)
+                loss = loss_fn(module(xb), y[idx])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item()
+                bar.update(task, advance=1,
+                           info=f"epoch {epoch}/{recipe.epochs} loss {total / (i + 1):.3f}")
+            accuracy = evaluate(module, test_split, n=eval_n)
+            history.append(EpochResult(epoch, total / steps_per_epoch, accuracy))
+            bar.console.print(f"epoch {epoch}: loss {total / steps_per_epoch:.4f}, "
+                              f"test accuracy {accuracy:.4f}") if not bar.disable else None
+    module.eval()
+    return history
+
+
+def command_line() -> str:
+    """The command that is running, as it would be typed (recorded in checkpoint metadata)."""
+    argv = ["shardguard", *sys.argv[1:]]
+    return " ".join(argv)
