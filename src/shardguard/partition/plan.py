@@ -1,0 +1,163 @@
+"""The Plan: which device computes which part of a model, saved as human-editable YAML.
+
+A plan is a sequence of *segments*, contiguous runs of the model's graph in
+topological order (``first`` .. ``last`` node). A segment is computed whole on
+one device (``split: none``) or split across several: into spatial tiles of its
+output (``spatial``, rows × cols) or into groups of output channels
+(``channel``). Each piece is a *stage*, placed on a device, with optional
+replicas on other devices. Tensors that cross a segment boundary travel on
+*links* between stages; each link carries a protection setting::
+
+    shardguard_plan: 1
+    model: {ref: resnet-small, input_shape: [1, 28, 28]}
+    platform: rpi4x4-ethernet
+    strategy: pipeline
+    objective: latency
+    segments:
+      - first: stem_0
+        last: layers_2_relu_1
+        split: none
+        stages: [{name: s0, device: pi1}]
+      - first: layers_3_conv1
+        last: fc
+        split: none
+        stages: [{name: s1, device: pi2, replicas: [pi3]}]
+    links:
+      - {src: s0, dst: s1, tensors: [layers_2_relu_1], bytes: 12544, protection: none}
+
+Which tensors a link carries is derived from the graph (``links`` records it
+for people to read); ``protection`` is the part of ``links`` a person sets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .._config import Config, dump_yaml, load_yaml
+from ..errors import ConfigError
+
+PLAN_VERSION = 1
+Split = Literal["none", "spatial", "channel"]
+Strategy = Literal["pipeline", "spatial", "channel", "auto", "manual"]
+Objective = Literal["latency", "throughput", "energy", "energy-total"]
+Span = Annotated[list[int], Field(min_length=2, max_length=2)]
+
+
+class ModelRef(Config):
+    """What model the plan partitions."""
+
+    ref: str  # zoo name, path/to/file.py:factory, or .onnx file
+    weights: str | None = None  # state-dict file; None: the shipped checkpoint, if any
+    input_shape: list[int]  # C, H, W of one sample
+
+
+class StageSpec(Config):
+    """One piece of a segment on one device."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    device: str
+    replicas: list[str] = []  # devices holding a copy (failover, voting)
+    rows: Span | None = None  # spatial: output rows [start, stop) of the segment's last node
+    cols: Span | None = None  # spatial: output columns [start, stop)
+    channels: Span | None = None  # channel: output channels [start, stop)
+
+
+class SegmentSpec(Config):
+    first: str  # first node (topological order) computed by this segment
+    last: str  # last node computed by this segment
+    split: Split = "none"
+    stages: Annotated[list[StageSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _pieces(self) -> SegmentSpec:
+        for st in self.stages:
+            spatial = st.rows is not None or st.cols is not None
+            if self.split != "spatial" and spatial:
+                raise ValueError(f"stage {st.name}: rows/cols only apply to spatial segments")
+            if self.split != "channel" and st.channels is not None:
+                raise ValueError(f"stage {st.name}: channels only apply to channel segments")
+            if self.split == "spatial" and (st.rows is None or st.cols is None):
+                raise ValueError(f"stage {st.name}: a spatial stage needs rows and cols")
+            if self.split == "channel" and st.channels is None:
+                raise ValueError(f"stage {st.name}: a channel stage needs channels")
+            for span in (st.rows, st.cols, st.channels):
+                if span is not None and not 0 <= span[0] < span[1]:
+                    raise ValueError(f"stage {st.name}: empty or negative span {span}")
+        if self.split == "none" and len(self.stages) != 1:
+            raise ValueError("a segment with split: none has exactly one stage")
+        return self
+
+
+Protection = str  # "none", "mac:hmac-sha256", "aead:aes-128-gcm", ... (see defences)
+
+
+class LinkSpec(Config):
+    src: str  # stage name, or "input"
+    dst: str  # stage name, or "output"
+    tensors: list[str] = []  # graph nodes whose outputs (or pieces of them) cross this link
+    bytes: int = 0  # per sample
+    protection: Protection = "none"
+
+
+class Plan(Config):
+    """A partitioning of one model onto one platform."""
+
+    shardguard_plan: Literal[1] = PLAN_VERSION
+    model: ModelRef
+    platform: str  # built-in platform name or platform file
+    strategy: Strategy = "manual"
+    objective: Objective = "latency"
+    segments: Annotated[list[SegmentSpec], Field(min_length=1)]
+    links: list[LinkSpec] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> Plan:
+        names = [st.name for seg in self.segments for st in seg.stages]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stage names must be unique, repeated: {', '.join(dupes)}")
+        for st in self.stages:
+            if st.device in st.replicas:
+                raise ValueError(f"stage {st.name}: replica on its own device {st.device}")
+        return self
+
+    @property
+    def stages(self) -> list[StageSpec]:
+        return [st for seg in self.segments for st in seg.stages]
+
+    def stage(self, name: str) -> StageSpec:
+        for st in self.stages:
+            if st.name == name:
+                return st
+        raise ConfigError(f"plan has no stage {name!r}")
+
+    def devices_used(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for st in self.stages:
+            seen[st.device] = None
+            for r in st.replicas:
+                seen[r] = None
+        return list(seen)
+
+    def protection(self, src: str, dst: str) -> Protection:
+        for link in self.links:
+            if link.src == src and link.dst == dst:
+                return link.protection
+        return "none"
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self)
+
+    def save(self, path: Path, *, force: bool = False) -> None:
+        if path.exists() and not force:
+            raise ConfigError(f"{path}: already exists (use --force to overwrite)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml())
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and validate a plan file's structure (``bind`` checks it against model and platform)."""
+    return load_yaml(Plan, Path(path))

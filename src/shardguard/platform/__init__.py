@@ -1,0 +1,11 @@
+"""Platforms (devices, links, sourced figures) and the cost model.
+
+    p = load_platform("rpi4x4-ethernet")
+    p.devices["pi1"].mac_rate, p.devices["pi1"].sources["mac_rate"]
+"""
+
+from ._model import (Device, Link, Platform, PlatformSpec, builtin_platforms, load_platform,
+                     profiles)
+
+__all__ = ["Device", "Link", "Platform", "PlatformSpec", "builtin_platforms", "load_platform",
+           "profiles"]

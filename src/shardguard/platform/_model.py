@@ -1,0 +1,301 @@
+"""Platforms: devices and the links between them, from YAML, with every figure's source.
+
+A platform file names devices (each from a built-in profile, the calibrated
+``host``, or explicit figures) and the medium that connects them, with optional
+per-pair link overrides::
+
+    name: my-boards
+    medium: ethernet-100m          # built-in medium, or a mapping of explicit figures
+    devices:
+      - {name: pi1, profile: raspberry-pi-4}
+      - {name: nano, profile: jetson-nano-10w, memory_bytes: 2.0e9}
+    links:
+      - {a: pi1, b: nano, bandwidth_bps: 5.0e7, latency_s: 0.002}
+
+Units are SI base units: MAC/s, bytes, W, Hz, bit/s, s, J/byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from .._config import Config, load_yaml, read_yaml, validate
+from ..errors import ConfigError
+
+HERE = Path(__file__).parent
+BUILTIN_DIR = HERE / "builtin"
+GIVEN = "given in the platform file"
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class Figure(Config):
+    """A number and where it comes from."""
+
+    value: float
+    source: Annotated[str, Field(min_length=3)]
+
+
+class FlagFigure(Config):
+    value: bool
+    source: Annotated[str, Field(min_length=3)]
+
+
+class DeviceProfile(Config):
+    """A built-in device profile (``profiles.yaml``)."""
+
+    description: str
+    mac_rate: Figure
+    memory_bytes: Figure
+    active_power_w: Figure
+    idle_power_w: Figure
+    clock_hz: Figure
+    has_aes: FlagFigure
+    crypto_cycles_per_byte: dict[str, Figure]
+
+
+class MediumProfile(Config):
+    """A built-in network medium (``profiles.yaml``)."""
+
+    description: str
+    bandwidth_bps: Figure
+    latency_s: Figure
+    tx_j_per_byte: Figure
+    rx_j_per_byte: Figure
+    loss: Figure
+    shared: bool
+
+
+class Profiles(Config):
+    devices: dict[str, DeviceProfile]
+    media: dict[str, MediumProfile]
+
+
+class DeviceSpec(Config):
+    """A device in a platform file: a profile, explicit figures, or both (figures override)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    profile: str | None = None
+    mac_rate: Positive | None = None
+    memory_bytes: Positive | None = None
+    active_power_w: NonNegative | None = None
+    idle_power_w: NonNegative | None = None
+    clock_hz: Positive | None = None
+    has_aes: bool | None = None
+    crypto_cycles_per_byte: dict[str, Positive] | None = None
+
+
+class MediumSpec(Config):
+    """Explicit medium figures, or a built-in medium with overrides."""
+
+    profile: str | None = None
+    bandwidth_bps: Positive | None = None
+    latency_s: NonNegative | None = None
+    tx_j_per_byte: NonNegative | None = None
+    rx_j_per_byte: NonNegative | None = None
+    loss: Annotated[float, Field(ge=0, lt=1)] | None = None
+    shared: bool | None = None
+
+
+class LinkSpec(Config):
+    """Overrides for the link between two devices (both directions)."""
+
+    a: str
+    b: str
+    bandwidth_bps: Positive | None = None
+    latency_s: NonNegative | None = None
+    loss: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+
+class PlatformSpec(Config):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    medium: str | MediumSpec
+    devices: Annotated[list[DeviceSpec], Field(min_length=1)]
+    links: list[LinkSpec] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> PlatformSpec:
+        names = [d.name for d in self.devices]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"device names must be unique, repeated: {', '.join(dupes)}")
+        for i, link in enumerate(self.links):
+            for end in (link.a, link.b):
+                if end not in names:
+                    raise ValueError(f"links.{i}: unknown device {end!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class Device:
+    """A resolved device: plain numbers, and the source of each."""
+
+    name: str
+    profile: str | None
+    mac_rate: float
+    memory_bytes: float
+    active_power_w: float
+    idle_power_w: float
+    clock_hz: float
+    has_aes: bool
+    crypto_cycles_per_byte: dict[str, float]
+    sources: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def crypto_seconds(self, algorithm: str, nbytes: float) -> float:
+        """Time to seal or open ``nbytes`` with ``algorithm`` on this device."""
+        if algorithm == "none" or nbytes == 0:
+            return 0.0
+        cpb = self.crypto_cycles_per_byte.get(algorithm)
+        if cpb is None:
+            raise ConfigError(f"device {self.name}: no crypto figure for {algorithm!r}")
+        return nbytes * cpb / self.clock_hz
+
+
+@dataclass(frozen=True)
+class Link:
+    bandwidth_bps: float
+    latency_s: float
+    loss: float
+    tx_j_per_byte: float
+    rx_j_per_byte: float
+    shared: bool
+
+    def seconds(self, nbytes: float) -> float:
+        """Time for ``nbytes`` to cross the link (latency + serialisation)."""
+        return 0.0 if nbytes == 0 else self.latency_s + 8 * nbytes / self.bandwidth_bps
+
+
+LOCAL = Link(float("inf"), 0.0, 0.0, 0.0, 0.0, False)  # two stages on one device
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    description: str
+    devices: dict[str, Device]
+    medium: Link
+    medium_sources: dict[str, str]
+    overrides: dict[frozenset[str], Link]
+    source: str  # built-in name or file path
+
+    def link(self, a: str, b: str) -> Link:
+        """The link between devices ``a`` and ``b`` ("source"/"sink" use the medium)."""
+        if a == b:
+            return LOCAL
+        return self.overrides.get(frozenset((a, b)), self.medium)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.devices)
+
+
+@lru_cache(maxsize=1)
+def profiles() -> Profiles:
+    return load_yaml(Profiles, HERE / "profiles.yaml")
+
+
+_DEVICE_FIELDS = ("mac_rate", "memory_bytes", "active_power_w", "idle_power_w", "clock_hz")
+
+
+def _resolve_device(spec: DeviceSpec, where: str) -> Device:
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    crypto: dict[str, float] = {}
+    if spec.profile == "host":
+        from .host import host_profile
+        base: DeviceProfile | None = host_profile()
+    elif spec.profile is not None:
+        base = profiles().devices.get(spec.profile)
+        if base is None:
+            known = ", ".join([*profiles().devices, "host"])
+            raise ConfigError(f"{where}: unknown profile {spec.profile!r} (known: {known})")
+    else:
+        base = None
+    if base is not None:
+        for key in (*_DEVICE_FIELDS, "has_aes"):
+            fig = getattr(base, key)
+            values[key], sources[key] = fig.value, fig.source
+        for alg, fig in base.crypto_cycles_per_byte.items():
+            crypto[alg] = fig.value
+            sources[f"crypto_cycles_per_byte.{alg}"] = fig.source
+    for key in (*_DEVICE_FIELDS, "has_aes"):
+        if getattr(spec, key) is not None:
+            values[key], sources[key] = getattr(spec, key), GIVEN
+    for alg, cpb in (spec.crypto_cycles_per_byte or {}).items():
+        crypto[alg] = cpb
+        sources[f"crypto_cycles_per_byte.{alg}"] = GIVEN
+    if "memory_bytes" not in values:
+        raise ConfigError(f"{where}: device has no memory_bytes (and no profile giving one)")
+    missing = [k for k in (*_DEVICE_FIELDS, "has_aes") if k not in values]
+    if missing:
+        raise ConfigError(f"{where}: device needs {', '.join(missing)} (or a profile)")
+    return Device(name=spec.name, profile=spec.profile, crypto_cycles_per_byte=crypto,
+                  sources=sources, **values)
+
+
+def _resolve_medium(spec: str | MediumSpec, where: str) -> tuple[Link, dict[str, str]]:
+    if isinstance(spec, str):
+        spec = MediumSpec(profile=spec)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if spec.profile is not None:
+        base = profiles().media.get(spec.profile)
+        if base is None:
+            raise ConfigError(f"{where}: unknown medium {spec.profile!r} "
+                              f"(known: {', '.join(profiles().media)})")
+        for key in ("bandwidth_bps", "latency_s", "tx_j_per_byte", "rx_j_per_byte", "loss"):
+            fig = getattr(base, key)
+            values[key], sources[key] = fig.value, fig.source
+        values["shared"] = base.shared
+    for key in ("bandwidth_bps", "latency_s", "tx_j_per_byte", "rx_j_per_byte", "loss", "shared"):
+        if getattr(spec, key) is not None:
+            values[key], sources[key] = getattr(spec, key), GIVEN
+    missing = [k for k in ("bandwidth_bps", "latency_s", "tx_j_per_byte", "rx_j_per_byte")
+               if k not in values]
+    if missing:
+        raise ConfigError(f"{where}: medium needs {', '.join(missing)} (or a profile)")
+    values.setdefault("loss", 0.0)
+    values.setdefault("shared", False)
+    return Link(**values), sources
+
+
+def build_platform(spec: PlatformSpec, source: str) -> Platform:
+    devices = {d.name: _resolve_device(d, f"{source}: devices.{i} ({d.name})")
+               for i, d in enumerate(spec.devices)}
+    medium, medium_sources = _resolve_medium(spec.medium, f"{source}: medium")
+    overrides = {}
+    for link in spec.links:
+        overrides[frozenset((link.a, link.b))] = Link(
+            bandwidth_bps=link.bandwidth_bps or medium.bandwidth_bps,
+            latency_s=medium.latency_s if link.latency_s is None else link.latency_s,
+            loss=medium.loss if link.loss is None else link.loss,
+            tx_j_per_byte=medium.tx_j_per_byte, rx_j_per_byte=medium.rx_j_per_byte,
+            shared=medium.shared)
+    return Platform(spec.name, spec.description, devices, medium, medium_sources, overrides,
+                    source)
+
+
+def builtin_platforms() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def load_platform(ref: str | Path) -> Platform:
+    """A platform by built-in name (see ``builtin_platforms()``) or YAML file path."""
+    path = Path(ref)
+    if not path.suffix and (BUILTIN_DIR / f"{ref}.yaml").is_file():
+        path = BUILTIN_DIR / f"{ref}.yaml"
+        source = str(ref)
+    elif path.is_file():
+        source = str(path)
+    else:
+        raise ConfigError(f"{ref}: no such platform file or built-in platform "
+                          f"(built-in: {', '.join(builtin_platforms())})")
+    spec = validate(PlatformSpec, read_yaml(path), source)
+    return build_platform(spec, source)

@@ -1,0 +1,192 @@
+"""The cost model: latency, throughput, memory and energy per device of a compiled plan.
+
+Per stage: compute time = MACs / the device's effective MAC rate; crypto time =
+protected bytes × cycles per byte / clock, paid by the sender (seal) and the
+receiver (open). Per transfer: link time = latency + bytes / bandwidth (zero
+between stages on one device). End-to-end latency is the critical path of one
+request (stages on one device run one at a time). When requests stream, the
+period is the busiest resource: a device's compute + crypto, or a link's
+serialisation time (a shared medium carries all transfers). Per device and
+inference, energy = active power × busy time + radio energy per byte sent and
+received + idle power × the rest of the period. *Active* energy (compute,
+crypto, radio) is what the planners minimise; idle energy depends on the period
+and is reported beside it. Replicas are on standby: they cost memory, not time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ..errors import PlanningError
+from ..partition import CompiledPlan, Transfer
+from ..partition.compile import INPUT, OUTPUT
+from ._model import Platform
+
+SOURCE = "source"  # where inputs come from and outputs go: across the platform's medium
+
+
+def algorithm(protection: str) -> str:
+    """``"aead:aes-128-gcm"`` → ``"aes-128-gcm"``; ``"none"`` → ``"none"``."""
+    return protection.split(":", 1)[1] if ":" in protection else protection
+
+
+@dataclass
+class DeviceCost:
+    device: str
+    stages: list[str]
+    replicas: list[str]
+    compute_s: float = 0.0
+    crypto_s: float = 0.0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    memory_bytes: int = 0
+    memory_limit: float = 0.0
+    compute_j: float = 0.0
+    crypto_j: float = 0.0
+    radio_j: float = 0.0
+    idle_j: float = 0.0
+
+    @property
+    def busy_s(self) -> float:
+        return self.compute_s + self.crypto_s
+
+    @property
+    def active_j(self) -> float:
+        return self.compute_j + self.crypto_j + self.radio_j
+
+    @property
+    def energy_j(self) -> float:
+        return self.active_j + self.idle_j
+
+
+@dataclass
+class TransferCost:
+    """One link's message per request: every tensor piece from one stage to another."""
+
+    src: str  # stage, or "input"
+    dst: str  # stage, or "output"
+    tensors: list[Transfer]
+    nbytes: int
+    src_device: str
+    dst_device: str
+    protection: str
+    seconds: float  # latency + serialisation
+    occupancy_s: float  # serialisation only (what limits throughput)
+
+
+@dataclass
+class PlanCost:
+    latency_s: float
+    period_s: float
+    devices: dict[str, DeviceCost]
+    transfers: list[TransferCost]
+    stage_compute_s: dict[str, float]
+    stage_finish_s: dict[str, float] = field(default_factory=dict)
+    stage_start_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return 1.0 / self.period_s if self.period_s > 0 else float("inf")
+
+    @property
+    def max_active_j(self) -> float:
+        return max(d.active_j for d in self.devices.values())
+
+    @property
+    def total_active_j(self) -> float:
+        return sum(d.active_j for d in self.devices.values())
+
+    @property
+    def total_energy_j(self) -> float:
+        return sum(d.energy_j for d in self.devices.values())
+
+    def objective(self, name: str) -> float:
+        return {"latency": self.latency_s, "throughput": self.period_s,
+                "energy": self.max_active_j, "energy-total": self.total_active_j}[name]
+
+    def overflows(self) -> list[tuple[str, float]]:
+        """Devices whose memory is exceeded, with the excess in bytes."""
+        return [(d.device, d.memory_bytes - d.memory_limit) for d in self.devices.values()
+                if d.memory_bytes > d.memory_limit]
+
+
+def _device_of(compiled: CompiledPlan, stage: str) -> str:
+    return SOURCE if stage in (INPUT, OUTPUT) else compiled.by_name[stage].device
+
+
+def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
+    """Cost of ``compiled`` on ``platform`` for one inference (one sample)."""
+    plan = compiled.plan
+    devices: dict[str, DeviceCost] = {}
+    for name in plan.devices_used():
+        if name not in platform.devices:
+            raise PlanningError(f"plan uses device {name!r}, not in platform {platform.name}")
+        devices[name] = DeviceCost(name, [], [], memory_limit=platform.devices[name].memory_bytes)
+    for p in compiled.programs:
+        devices[p.device].stages.append(p.name)
+        devices[p.device].memory_bytes += p.memory_bytes
+        for r in p.replicas:
+            devices[r].replicas.append(p.name)
+            devices[r].memory_bytes += p.memory_bytes
+
+    # one message per (src stage, dst stage) and request: latency once, bytes summed
+    transfers: list[TransferCost] = []
+    crypto_of: dict[str, float] = defaultdict(float)  # stage → seal/open seconds
+    for (src_stage, dst_stage), group in compiled.links().items():
+        src, dst = _device_of(compiled, src_stage), _device_of(compiled, dst_stage)
+        nbytes = sum(t.nbytes for t in group)
+        protection = plan.protection(src_stage, dst_stage) if SOURCE not in (src, dst) else "none"
+        link = platform.medium if SOURCE in (src, dst) else platform.link(src, dst)
+        same = src == dst
+        transfers.append(TransferCost(
+            src_stage, dst_stage, group, nbytes, src, dst, protection,
+            0.0 if same else link.seconds(nbytes),
+            0.0 if same else 8 * nbytes / link.bandwidth_bps))
+        if same:
+            continue
+        alg = algorithm(protection)
+        if alg != "none":
+            crypto_of[src_stage] += platform.devices[src].crypto_seconds(alg, nbytes)
+            crypto_of[dst_stage] += platform.devices[dst].crypto_seconds(alg, nbytes)
+        if src != SOURCE:
+            devices[src].radio_j += link.tx_j_per_byte * nbytes
+            devices[src].bytes_sent += nbytes
+        if dst != SOURCE:
+            devices[dst].radio_j += link.rx_j_per_byte * nbytes
+            devices[dst].bytes_received += nbytes
+
+    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate for p in compiled.programs}
+    for p in compiled.programs:
+        dev = devices[p.device]
+        spec = platform.devices[p.device]
+        dev.compute_s += stage_compute[p.name]
+        dev.crypto_s += crypto_of[p.name]
+        dev.compute_j += spec.active_power_w * stage_compute[p.name]
+        dev.crypto_j += spec.active_power_w * crypto_of[p.name]
+
+    # critical path of one request; a device runs one stage at a time
+    by_dst: dict[str, list[TransferCost]] = defaultdict(list)
+    for tc in transfers:
+        by_dst[tc.dst].append(tc)
+    free: dict[str, float] = defaultdict(float)
+    start_s: dict[str, float] = {}
+    finish: dict[str, float] = {INPUT: 0.0}
+    for p in compiled.programs:
+        ready = max((finish[tc.src] + tc.seconds for tc in by_dst[p.name]), default=0.0)
+        start_s[p.name] = max(ready, free[p.device])
+        finish[p.name] = start_s[p.name] + stage_compute[p.name] + crypto_of[p.name]
+        free[p.device] = finish[p.name]
+    latency = max(finish[tc.src] + tc.seconds for tc in by_dst[OUTPUT])
+
+    # streaming period: the busiest device or link
+    link_busy: dict[object, float] = defaultdict(float)
+    for tc in transfers:
+        if tc.src_device == tc.dst_device:
+            continue
+        key = "medium" if platform.medium.shared else (tc.src_device, tc.dst_device)
+        link_busy[key] += tc.occupancy_s
+    period = max([d.busy_s for d in devices.values()] + list(link_busy.values()))
+    for name, dev in devices.items():
+        dev.idle_j = platform.devices[name].idle_power_w * max(0.0, period - dev.busy_s)
+    return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s)
