@@ -10,7 +10,9 @@ from shardguard.cli.app import _register, app
 from .conftest import run_cli
 
 _register()
-COMMANDS = sorted(c.name or c.callback.__name__ for c in app.registered_commands)
+COMMANDS = sorted([c.name or c.callback.__name__ for c in app.registered_commands]
+                  + [f"{g.name} {c.name or c.callback.__name__}" for g in app.registered_groups
+                     for c in g.typer_instance.registered_commands])
 
 
 def test_version():
@@ -20,7 +22,7 @@ def test_version():
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_with_an_example(command):
-    result = run_cli(command, "-h")
+    result = run_cli(*command.split(), "-h")
     assert result.code == 0, result.err
     assert "Example: shardguard " + command in " ".join(result.out.split())
 
@@ -30,6 +32,10 @@ def test_every_command_has_help_with_an_example(command):
     (["profile", "lenet5", "--input-shape", "3,28,28"], "input shape (3, 28, 28) does not fit"),
     (["profile", "lenet5", "--input-shape", "a,b"], "expected integers"),
     (["profile", "missing.py:factory", "--input-shape", "1,28,28"], "model file not found"),
+    (["plan", "lenet5", "-p", "nowhere.yaml", "-o", "x.yaml"], "no such platform file"),
+    (["check", "missing-plan.yaml"], "missing-plan.yaml: file not found"),
+    (["run", "missing-plan.yaml"], "give --workers"),
+    (["keys", "generate", "k", "--devices", ","], "give at least one device name"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args, message):
     result = run_cli(*args)

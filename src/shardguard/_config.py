@@ -58,5 +58,5 @@ def load_yaml(cls: type[C], path: Path) -> C:
 
 
 def dump_yaml(obj: BaseModel) -> str:
-    data = obj.model_dump(mode="json", exclude_defaults=False)
+    data = obj.model_dump(mode="json", exclude_none=True)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)

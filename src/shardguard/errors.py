@@ -11,7 +11,8 @@ any of them into one line and a non-zero exit, in one place (``cli/app.py``).
      │    └── ModelError        a model reference, factory, weights file or input shape
      ├── PlanningError          no plan satisfies the constraints, or a plan is invalid
      ├── TransportError         the network failed: unreachable, deadline passed
-     │    └── AuthenticationError   a peer is not who it must be
+     │    ├── AuthenticationError   a peer is not who it must be
+     │    └── MalformedMessage      a message is not what the protocol allows
      └── IntegrityError         data was altered: bad tag, replay, weight digest mismatch
 
 Messages are written to be shown alone on one line: they name the file, field
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "IntegrityError",
+    "MalformedMessage",
     "ModelError",
     "PlanningError",
     "ShardGuardError",
@@ -58,6 +60,10 @@ class TransportError(ShardGuardError):
 
 class AuthenticationError(TransportError):
     """A peer failed authentication."""
+
+
+class MalformedMessage(TransportError):
+    """A message failed validation (header, frame sizes, shapes, dtypes)."""
 
 
 class IntegrityError(ShardGuardError):

@@ -52,7 +52,7 @@ def _root(
 
 
 def _register() -> None:
-    from . import models, demo  # noqa: F401  (each module adds its commands to ``app``)
+    from . import demo, models, planning, runtime  # noqa: F401  (each adds its commands)
 
 
 def main(argv: list[str] | None = None) -> int:

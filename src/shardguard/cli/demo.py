@@ -25,5 +25,5 @@ def demo(
 
     summary = run_demo(out, data)
     print("\nShardGuard demo — summary")
-    for line in summary.lines():
+    for line in summary.lines:
         print("  " + line)

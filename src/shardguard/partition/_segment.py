@@ -282,6 +282,12 @@ class SegmentBuilder:
         if self.split == "channel" and module is not None:
             assert stage.channels is not None
             module = _slice_channels(module, *stage.channels)
+            if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: own channels
+                source = self._tensor_inputs(name)[0]
+                x, have = env[source]
+                want = (tuple(stage.channels), *have[1:])
+                root.add_module(name, module)
+                return g.call_module(name, (_crop_node(g, x, have, want),))
         elif self.split == "spatial" and module is not None and self.local_kind(name) == "window":
             source = self._tensor_inputs(name)[0]
             want = self.input_region(name, source, region)

@@ -73,6 +73,7 @@ def split_evenly(length: int, weights: Sequence[float]) -> list[tuple[int, int]]
     # keep every span non-empty
     for i in range(1, len(bounds)):
         bounds[i] = max(bounds[i], bounds[i - 1] + 1)
+    bounds[-1] = length
     for i in range(len(bounds) - 2, 0, -1):
         bounds[i] = min(bounds[i], bounds[i + 1] - 1)
     return [(bounds[i], bounds[i + 1]) for i in range(len(weights))]

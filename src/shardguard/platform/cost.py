@@ -19,8 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..errors import PlanningError
-from ..partition import CompiledPlan, Transfer
-from ..partition.compile import INPUT, OUTPUT
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan, Transfer
 from ._model import Platform
 
 SOURCE = "source"  # where inputs come from and outputs go: across the platform's medium

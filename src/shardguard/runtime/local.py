@@ -11,11 +11,12 @@ would carry, and a stage's outputs exactly what its device would send.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from ..partition import CompiledPlan, StageProgram, Transfer
+from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from ..partition._segment import assemble_tensors
 from ..partition.compile import INPUT, OUTPUT
 from ..partition.regions import full
@@ -43,7 +44,6 @@ class LocalExecutor:
         """Run a batch ``x`` (B, C, H, W) through every stage; return the model's output."""
         graph = self.compiled.graph
         sent: dict[str, torch.Tensor] = {}
-        input_name = graph.nodes[0].name
         for t in self.compiled.input_transfers:
             sent[t.id] = self._link(t, _cut(x, full(x.shape[1:]), t.region))
         results: list[tuple[torch.Tensor, tuple[tuple[int, int], ...]]] = []
@@ -57,7 +57,6 @@ class LocalExecutor:
                     results.append((value, t.region))
                 else:
                     sent[t.id] = value
-        del input_name
         target = full(graph.output_shape[1:])
         return assemble_tensors(results, target)
 
@@ -74,3 +73,34 @@ def _cut(x: torch.Tensor, have: tuple[tuple[int, int], ...],
     if have == want:
         return x
     return x[(slice(None), *[slice(a, b) for a, b in want])]
+
+
+@dataclass
+class CheckResult:
+    """How a partitioned run compares with the whole model on the same inputs."""
+
+    samples: int
+    max_abs_diff: float
+    output_range: float
+    same_class: int
+
+    @property
+    def relative(self) -> float:
+        return self.max_abs_diff / self.output_range if self.output_range > 0 else 0.0
+
+    def ok(self, tolerance: float = 1e-5) -> bool:
+        return self.relative <= tolerance and self.same_class == self.samples
+
+
+@torch.no_grad()
+def check(executor: LocalExecutor, whole: torch.nn.Module, x: torch.Tensor,
+          batch_size: int = 500) -> CheckResult:
+    """Run ``x`` through the partitioned plan and through ``whole``; compare."""
+    diff, lo, hi, same = 0.0, float("inf"), float("-inf"), 0
+    for chunk in x.split(batch_size):
+        ref = whole(chunk)
+        got = executor(chunk)
+        diff = max(diff, float((got - ref).abs().max()))
+        lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
+        same += int((got.argmax(1) == ref.argmax(1)).sum())
+    return CheckResult(len(x), diff, hi - lo, same)

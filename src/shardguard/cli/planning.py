@@ -1,0 +1,157 @@
+"""Commands on plans: ``platforms``, ``plan``, ``check``, ``cost``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ._options import DataDir, Force, parse_shape, refuse_overwrite
+from .app import app
+from .models import ModelRef
+
+
+@app.command()
+def platforms(
+    name: Annotated[Optional[str], typer.Argument(help="A platform to show in full.")] = None,
+) -> None:
+    """List the built-in platforms, or show one with the source of every figure.
+
+    Example: shardguard platforms rpi4x4-ethernet
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..platform import builtin_platforms, load_platform
+
+    console = Console(width=160)
+    if name is None:
+        for ref in builtin_platforms():
+            p = load_platform(ref)
+            console.print(f"{ref:20s} {p.description}")
+        return
+    p = load_platform(name)
+    table = Table("device", "figure", "value", "source", title=f"{p.name}: {p.description}")
+    for d in p.devices.values():
+        for key, source in d.sources.items():
+            value = (d.crypto_cycles_per_byte[key.split(".", 1)[1]] if "." in key
+                     else getattr(d, key))
+            table.add_row(d.name, key, f"{value:.4g}" if not isinstance(value, bool) else
+                          str(value), source)
+    for key, source in p.medium_sources.items():
+        table.add_row("(medium)", key, f"{getattr(p.medium, key):.4g}", source)
+    console.print(table)
+
+
+@app.command()
+def plan(
+    model: ModelRef,
+    platform: Annotated[str, typer.Option("--platform", "-p",
+                                          help="Built-in platform name or platform YAML.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Plan file to write.")],
+    strategy: Annotated[str, typer.Option(help="pipeline, spatial, channel or auto.")] = "pipeline",
+    objective: Annotated[str, typer.Option(
+        help="latency, throughput, energy (max per device) or energy-total.")] = "latency",
+    replicas: Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")] = 1,
+    input_shape: Annotated[Optional[str], typer.Option(
+        "--input-shape", help="C,H,W of one input (default: the zoo model's).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", "-w",
+                                                    help="State-dict file for the model.")] = None,
+    figure: Annotated[Optional[Path], typer.Option(help="Also draw the plan to this PNG.")] = None,
+    force: Force = False,
+) -> None:
+    """Partition a model onto a platform's devices and write the plan as YAML.
+
+    Example: shardguard plan resnet-small --platform rpi4x4-ethernet --strategy auto -o plan.yaml
+    """
+    from ..errors import ConfigError, ModelError
+    from ..graph import trace
+    from ..partition import ModelRef as PlanModel
+    from ..partition import make_plan
+    from ..platform import load_platform
+    from ..zoo import load_model
+    from ._tables import show, stage_table, summary_line
+
+    if strategy not in ("pipeline", "spatial", "channel", "auto"):
+        raise ConfigError(f"--strategy {strategy!r}: expected pipeline, spatial, channel or auto")
+    if objective not in ("latency", "throughput", "energy", "energy-total"):
+        raise ConfigError(f"--objective {objective!r}: expected latency, throughput, energy "
+                          "or energy-total")
+    if replicas < 1:
+        raise ConfigError(f"--replicas {replicas}: must be at least 1")
+    refuse_overwrite(output, force)
+    if figure is not None:
+        refuse_overwrite(figure, force)
+    loaded = load_model(model, weights=weights)
+    shape = parse_shape(input_shape) if input_shape else loaded.input_shape
+    if shape is None:
+        raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
+    graph = trace(loaded.module, shape)
+    target = load_platform(platform)
+    ref = PlanModel(ref=model, weights=str(weights) if weights else None, input_shape=list(shape))
+    planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
+                        objective=objective, replicas=replicas)  # type: ignore[arg-type]
+    planned.plan.save(output, force=force)
+    show(stage_table(planned))
+    print(summary_line(planned))
+    print(f"plan written to {output}")
+    if figure is not None:
+        from ..analysis.plan_figure import draw_plan
+
+        draw_plan(planned, figure)
+        print(f"figure written to {figure}")
+
+
+@app.command()
+def check(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
+    n: Annotated[Optional[int], typer.Option(
+        "-n", help="Inputs to compare (default: the whole Fashion-MNIST test set, or 8 random "
+                   "inputs for other input shapes).")] = None,
+    data: DataDir = None,
+) -> None:
+    """Run a plan locally and compare it with the whole model; exit 1 on any mismatch.
+
+    Example: shardguard check plan.yaml -n 1000
+    """
+    import torch
+
+    from ..data import load_split
+    from ..errors import PlanningError
+    from ..partition import bind
+    from ..runtime.local import LocalExecutor
+    from ..runtime.local import check as compare
+
+    bound = bind(plan_file)
+    shape = tuple(bound.plan.model.input_shape)
+    if shape == (1, 28, 28):
+        x, _ = load_split("test", data).tensors(n)
+    else:
+        x = torch.rand(n or 8, *shape, generator=torch.Generator().manual_seed(0))
+    result = compare(LocalExecutor(bound.compiled), bound.model.module, x)
+    print(f"{result.samples} inputs: max |difference| {result.max_abs_diff:.3g} "
+          f"({result.relative:.2e} of the output range); same predicted class on "
+          f"{result.same_class}/{result.samples}")
+    if not result.ok():
+        raise PlanningError(f"{plan_file}: the partitioned model does not match the whole model")
+    print("plan matches the whole model")
+
+
+@app.command()
+def cost(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
+) -> None:
+    """Print the cost model's figures per device: time, bytes, memory, energy.
+
+    Example: shardguard cost plan.yaml
+    """
+    from ..partition import bind
+    from ._tables import device_table, show, stage_table, summary_line
+
+    bound = bind(plan_file, build=False)
+    show(stage_table(bound), device_table(bound))
+    print(summary_line(bound))
+
+
+__all__ = ["check", "cost", "plan", "platforms", "refuse_overwrite"]

@@ -1,0 +1,152 @@
+"""Commands for the distributed runtime: ``keys``, ``worker``, ``run``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import ConfigError
+from ._options import DataDir, Force
+from .app import app
+
+keys_app = typer.Typer(help="CurveZMQ keys for the coordinator and the devices.",
+                       context_settings={"help_option_names": ["-h", "--help"]},
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate(
+    directory: Annotated[Path, typer.Argument(help="Directory to write the keys to.")],
+    devices: Annotated[str, typer.Option(help="Comma-separated device names.")],
+    force: Force = False,
+) -> None:
+    """Create key pairs for the coordinator and every device.
+
+    Example: shardguard keys generate keys/ --devices pi1,pi2,pi3,pi4
+    """
+    from ..runtime.keys import generate
+
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    if not names:
+        raise ConfigError("--devices: give at least one device name")
+    written = generate(directory, names, force=force)
+    print(f"wrote {len(written)} key files to {directory}; copy NAME.key_secret and "
+          "authorized/ to each device")
+
+
+@app.command()
+def worker(
+    bind: Annotated[str, typer.Option(help="Control address; data binds the next free port.")],
+    name: Annotated[str, typer.Option(help="This device's name in the platform.")],
+    keys: Annotated[Optional[Path], typer.Option(help="Key directory (shardguard keys generate).")]
+    = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime threads.")] = 1,
+) -> None:
+    """Run the worker for one device until stopped (needs only the light dependencies).
+
+    Example: shardguard worker --bind tcp://0.0.0.0:5555 --name pi1 --keys keys/
+    """
+    from ..runtime.worker import main as worker_main
+
+    argv = ["--bind", bind, "--name", name, "--threads", str(threads)]
+    if keys is not None:
+        argv += ["--keys", str(keys)]
+    code = worker_main(argv)
+    if code:
+        raise typer.Exit(code)
+
+
+def _parse_workers(text: str) -> dict[str, str]:
+    out = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, address = item.partition("=")
+        if not sep or not address.startswith("tcp://"):
+            raise ConfigError(f"--workers {item!r}: expected DEVICE=tcp://HOST:PORT")
+        out[name.strip()] = address.strip()
+    return out
+
+
+@app.command()
+def run(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
+    workers: Annotated[Optional[str], typer.Option(
+        help="Running workers: dev1=tcp://HOST:PORT,dev2=...")] = None,
+    spawn_local: Annotated[bool, typer.Option(
+        "--spawn-local", help="Start one worker per device on this machine, stop them after.")]
+    = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Compare every output with the local executor.")] = False,
+    n: Annotated[Optional[int], typer.Option("-n", help="Test images to stream (default all).")]
+    = None,
+    batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
+    window: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
+    deadline: Annotated[float, typer.Option(help="Seconds before a request is retried.")] = 10.0,
+    emulate_links: Annotated[bool, typer.Option(
+        "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
+                                "on every link.")] = False,
+    keys: Annotated[Optional[Path], typer.Option(help="Key directory (default: fresh keys "
+                                                      "for --spawn-local).")] = None,
+    data: DataDir = None,
+) -> None:
+    """Deploy a plan to workers and stream the test set through it.
+
+    Example: shardguard run plan.yaml --spawn-local --check -n 2000
+    """
+    import numpy as np
+    import torch
+
+    from ..data import load_split
+    from ..errors import IntegrityError
+    from ..partition import bind
+    from ..runtime.cluster import Cluster
+    from ..runtime.local import LocalExecutor
+
+    if not spawn_local and not workers:
+        raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
+    bound = bind(plan_file)
+    shape = tuple(bound.plan.model.input_shape)
+    labels = None
+    if shape == (1, 28, 28):
+        x, y = load_split("test", data).tensors(n)
+        labels = y.numpy()
+    else:
+        x = torch.rand(n or 64, *shape, generator=torch.Generator().manual_seed(0))
+    with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
+                 keys=keys, window=window, deadline_s=deadline,
+                 emulate_links=emulate_links) as c:
+        result = c.stream(x.numpy(), batch=batch)
+        stats = c.stats()
+    ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
+    print(f"{result.answered}/{len(result.latency_s)} requests answered "
+          f"({result.samples} images, {len(result.errors)} failed, {result.resubmitted} "
+          f"resubmitted, {result.duplicates} duplicates dropped)")
+    if labels is not None and ok.any():
+        accuracy = float((result.outputs[ok].argmax(1) == labels[ok]).mean())
+        print(f"accuracy {accuracy:.4f} on {int(ok.sum())} answered images")
+    pct = result.percentiles()
+    if pct:
+        print("latency " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in pct.items())
+              + f"; throughput {result.throughput:.1f} images/s")
+    for device, s in stats.items():
+        stages = ", ".join(f"{k} {v['compute_s'] * 1e3 / max(1, v['runs']):.3f} ms/run"
+                           for k, v in s["stages"].items())
+        links = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in s["bytes_per_link"].items())
+        rejected = sum(s["rejected"].values())
+        print(f"  {device}: {stages or 'standby'}; received {links or '-'}"
+              f"{f'; rejected {rejected}' if rejected else ''}")
+    if check:
+        with torch.no_grad():
+            ref = LocalExecutor(bound.compiled)(x).numpy()
+        diff = float(np.abs(result.outputs[ok] - ref[ok]).max()) if ok.any() else 0.0
+        scale = float(ref.max() - ref.min()) or 1.0
+        same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
+        print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
+              f"same class on {same}/{int(ok.sum())}")
+        if diff / scale > 1e-4 or same != int(ok.sum()) or not ok.all():
+            raise IntegrityError("distributed outputs differ from the local executor")
+        print("distributed run matches the local executor")

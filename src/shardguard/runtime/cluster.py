@@ -1,0 +1,467 @@
+"""The coordinator: deploy a plan to workers, stream requests through them, fail over.
+
+    with shardguard.runtime.cluster(bound, spawn_local=True) as c:
+        y = c.infer(x)                         # one request
+        result = c.stream(x_all, labels=y_all)  # many in flight, with failover
+
+Workers are reached over CurveZMQ-authenticated control sockets. Each request
+carries its route (stage → device); when a device fails (ZeroMQ heartbeats and
+connection events tell), requests in flight through it are resubmitted along a
+route through the stage's replicas, and results are deduplicated by request id.
+Every request ends as a result or an explicit error, within its deadline.
+"""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+import zmq.utils.monitor
+
+from .._progress import progress
+from ..errors import AuthenticationError, TransportError
+from ..partition.bind import Bound
+from ..partition.compile import INPUT, OUTPUT
+from ..partition.regions import full, relative
+from . import keys as keyring
+from . import wire
+from .export import export_plan
+from .relay import LinkModel, Relay
+
+HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
+
+
+@dataclass
+class Handle:
+    device: str
+    control: str
+    socket: zmq.Socket
+    monitor: zmq.Socket
+    data: str = ""
+    process: subprocess.Popen[str] | None = None
+    alive: bool = True
+    auth_failed: bool = False
+
+
+@dataclass
+class _Request:
+    req: int
+    index: int
+    x: np.ndarray
+    deadline: float
+    started: float
+    attempts: int = 1
+    route: dict[str, str] = field(default_factory=dict)
+    pieces: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class StreamResult:
+    """What came back from a stream: one row per request."""
+
+    outputs: np.ndarray  # (N, ...) — NaN rows where a request failed
+    errors: dict[int, str]  # request index → why it failed
+    latency_s: np.ndarray  # per request (NaN when failed)
+    ended_s: np.ndarray  # per request: time from first submission to its result or error
+    accepted: np.ndarray  # per request: how many results were accepted (1, or 0 if failed)
+    elapsed_s: float
+    samples: int
+    resubmitted: int = 0
+    duplicates: int = 0
+    worker_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> int:
+        return len(self.latency_s) - len(self.errors)
+
+    def percentiles(self) -> dict[str, float]:
+        ok = self.latency_s[~np.isnan(self.latency_s)]
+        if not len(ok):
+            return {}
+        return {f"p{q}": float(np.percentile(ok, q)) for q in (50, 95, 99)}
+
+    @property
+    def throughput(self) -> float:
+        return self.samples / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class Cluster:
+    """Workers running one plan; see the module docstring."""
+
+    def __init__(self, bound: Bound, *, workers: dict[str, str] | None = None,
+                 spawn_local: bool = False, keys: Path | None = None, window: int = 32,
+                 deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
+                 threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0) -> None:
+        if not spawn_local and not workers:
+            raise TransportError("give worker addresses (--workers) or spawn them locally")
+        self.bound, self.window, self.deadline_s = bound, window, deadline_s
+        self.max_attempts, self.threads, self.seed = max_attempts, threads, seed
+        self.devices = bound.plan.devices_used()
+        self.addresses = dict(workers or {})
+        missing = [d for d in self.devices if not spawn_local and d not in self.addresses]
+        if missing:
+            raise TransportError(f"no worker address for device(s) {', '.join(missing)}")
+        self.spawn_local, self.emulate_links, self.advertise = spawn_local, emulate_links, advertise
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.keys = keys
+        self.ctx = zmq.Context()
+        self.handles: dict[str, Handle] = {}
+        self.pushes: dict[str, zmq.Socket] = {}
+        self.relays: list[Relay] = []
+        self.next_req = 1
+        compiled = bound.compiled
+        self.input_transfers = compiled.input_transfers
+        self.output_transfers = compiled.output_transfers
+        self.output_schema = {
+            link: wire.Expected({t.id: ("float32", t.shape) for t in group}, 1 << 16)
+            for (src, dst), group in compiled.links().items() if dst == OUTPUT
+            for link in [f"{src}>{dst}"]}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.keys is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="shardguard-keys-")
+            self.keys = Path(self._tmp.name)
+            keyring.generate(self.keys, self.devices)
+        if self.spawn_local:
+            self._spawn()
+        public, secret = keyring.load_pair(self.keys, keyring.COORDINATOR)
+        for device in self.devices:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.curve_publickey, sock.curve_secretkey = public, secret
+            sock.curve_serverkey = keyring.load_public(self.keys, device)
+            sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+            monitor = sock.get_monitor_socket()
+            sock.connect(self.addresses[device])
+            handle = self.handles.setdefault(device, Handle(device, self.addresses[device],
+                                                            sock, monitor))
+            handle.socket, handle.monitor = sock, monitor
+        for device, handle in self.handles.items():
+            reply = self.call(device, {"kind": "hello"}, timeout=10.0)
+            handle.data = str(reply["data"])
+        self.sink = self.ctx.socket(zmq.PULL)
+        self.sink.setsockopt(zmq.LINGER, 0)
+        self.sink.bind(f"tcp://{self.advertise}:*")
+        sink_address = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
+        relays = self._start_relays(sink_address) if self.emulate_links else {}
+        artifacts = export_plan(self.bound.compiled)
+        hosted: dict[str, list[str]] = defaultdict(list)
+        for p in self.bound.compiled.programs:
+            for device in [p.device, *p.replicas]:
+                hosted[device].append(p.name)
+        for device in self.devices:
+            self.call(device, {
+                "kind": "deploy", "stages": [artifacts[s].to_wire() for s in hosted[device]],
+                "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
+                "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16},
+                timeout=120.0)
+        for t in self.input_transfers:  # connect now: the first requests must not be dropped
+            for device in [self.bound.compiled.by_name[t.dst].device,
+                           *self.bound.compiled.by_name[t.dst].replicas]:
+                self._push(self.handles[device].data).poll(5000, zmq.POLLOUT)
+
+    def _spawn(self) -> None:
+        assert self.keys is not None
+        for device in self.devices:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "shardguard.runtime.worker", "--bind", "tcp://127.0.0.1:0",
+                 "--name", device, "--keys", str(self.keys), "--threads", str(self.threads),
+                 "--exit-with-parent"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.handles[device] = Handle(device, "", None, None, process=proc)  # type: ignore[arg-type]
+        for device, handle in self.handles.items():
+            assert handle.process is not None and handle.process.stdout is not None
+            ready, _, _ = select.select([handle.process.stdout], [], [], 60.0)
+            line = handle.process.stdout.readline() if ready else ""
+            if not line.startswith("READY"):
+                err = handle.process.stderr.read() if handle.process.poll() is not None else ""
+                raise TransportError(f"worker {device} did not start: {line.strip()} "
+                                     f"{err.strip()[-300:]}")
+            self.addresses[device] = line.split()[2]
+
+    def _start_relays(self, sink: str) -> dict[str, str]:
+        """One link emulator per (link, receiving device), with that link's platform figures."""
+        out: dict[str, str] = {}
+        platform = self.bound.platform
+        for (src, dst), _ in self.bound.compiled.links().items():
+            if src == INPUT:
+                continue
+            link = f"{src}>{dst}"
+            src_device = self.bound.compiled.by_name[src].device
+            receivers = (["output"] if dst == OUTPUT else
+                         [self.bound.compiled.by_name[dst].device,
+                          *self.bound.compiled.by_name[dst].replicas])
+            for device in receivers:
+                spec = platform.medium if device == "output" else platform.link(src_device, device)
+                if device == src_device:
+                    continue
+                target = sink if device == "output" else self.handles[device].data
+                relay = Relay("tcp://127.0.0.1:*", target, LinkModel(
+                    spec.bandwidth_bps, spec.latency_s, spec.loss, self.seed), context=self.ctx)
+                relay.start()
+                self.relays.append(relay)
+                out[f"{link}@{device}"] = relay.address
+        return out
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            if handle.alive and handle.socket is not None and handle.data:
+                try:
+                    handle.socket.send(msgpack.packb({"kind": "shutdown"}), flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        for relay in self.relays:
+            relay.stop()
+        deadline = time.monotonic() + 3.0
+        for handle in self.handles.values():
+            if handle.process is not None:
+                try:
+                    handle.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    handle.process.kill()
+                    handle.process.wait()
+                for stream in (handle.process.stdout, handle.process.stderr):
+                    if stream is not None:
+                        stream.close()
+            for sock in (handle.socket, handle.monitor):
+                if sock is not None:
+                    sock.close(linger=0)
+        for sock in [*self.pushes.values(), getattr(self, "sink", None)]:
+            if sock is not None:
+                sock.close(linger=0)
+        self.ctx.term()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    # -- control ----------------------------------------------------------------------------
+    def call(self, device: str, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Send a control message to ``device`` and wait for its reply."""
+        handle = self.handles[device]
+        handle.socket.send(msgpack.packb(message, use_bin_type=True))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._watch(handle)
+            if handle.auth_failed:
+                raise AuthenticationError(f"worker {device} ({handle.control}) refused this "
+                                          "coordinator's key (CurveZMQ handshake failed)")
+            if handle.socket.poll(50):
+                reply = msgpack.unpackb(handle.socket.recv(), raw=False)
+                if not reply.get("ok"):
+                    raise TransportError(f"worker {device}: {reply.get('error')}")
+                return dict(reply)
+        raise TransportError(f"worker {device} ({handle.control}) did not answer "
+                             f"{message['kind']!r} within {timeout:.0f} s")
+
+    def _watch(self, handle: Handle) -> None:
+        """Read connection events: a lost connection (heartbeat or reset) marks a device failed."""
+        while handle.monitor is not None and handle.monitor.poll(0):
+            event = zmq.utils.monitor.recv_monitor_message(handle.monitor)
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                handle.auth_failed = True
+            elif kind in (zmq.EVENT_DISCONNECTED, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                          zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                handle.alive = False
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                handle.alive = True
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {d: self.call(d, {"kind": "stats"}) for d, h in self.handles.items() if h.alive}
+
+    def behave(self, device: str, **behaviour: Any) -> None:
+        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random."""
+        self.call(device, {"kind": "behave", "behaviour": behaviour})
+
+    # -- data -------------------------------------------------------------------------------
+    def _push(self, address: str) -> zmq.Socket:
+        sock = self.pushes.get(address)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.setsockopt(zmq.SNDHWM, 10_000)
+            sock.connect(address)
+            self.pushes[address] = sock
+        return sock
+
+    def _route(self) -> tuple[dict[str, str], str | None]:
+        route: dict[str, str] = {}
+        for p in self.bound.compiled.programs:
+            live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
+            if not live:
+                failed = ", ".join([p.device, *p.replicas])
+                return route, (f"stage {p.name} has no live device ({failed} failed"
+                               f"{'' if p.replicas else '; no replica'})")
+            route[p.name] = live[0]
+        route[OUTPUT] = "coordinator"
+        return route, None
+
+    def _submit(self, r: _Request) -> str | None:
+        route, error = self._route()
+        if error:
+            return error
+        r.route, r.pieces = route, {}
+        for t in self.input_transfers:
+            device = route[t.dst]
+            piece = _crop(r.x, full(r.x.shape[1:]), t.region)
+            frames = wire.encode(r.req, r.attempts, f"{INPUT}>{t.dst}", route, [(t.id, piece)])
+            try:
+                self._push(self.handles[device].data).send_multipart(frames, copy=False,
+                                                                     flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the device is unreachable: the deadline will resubmit
+        return None
+
+    def infer(self, x: np.ndarray | Any) -> np.ndarray:
+        """Run one request (a batch) through the cluster; raise if it fails."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        result = self.stream(x, batch=len(x), show_progress=False)
+        if result.errors:
+            raise TransportError(next(iter(result.errors.values())))
+        return result.outputs
+
+    def stream(self, x: np.ndarray | Any, *, batch: int = 1, show_progress: bool = True,
+               on_request: Any = None) -> StreamResult:
+        """Stream ``x`` (N, C, H, W) in requests of ``batch`` samples, ``window`` in flight."""
+        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        n = len(x)
+        starts = list(range(0, n, batch))
+        out_shape = self.bound.graph.output_shape[1:]
+        outputs = np.full((n, *out_shape), np.nan, dtype=np.float32)
+        latency = np.full(len(starts), np.nan)
+        ended = np.full(len(starts), np.nan)
+        accepted = np.zeros(len(starts), dtype=np.int64)
+        first_submit: dict[int, float] = {}
+        errors: dict[int, str] = {}
+        inflight: dict[int, _Request] = {}
+        finished: set[int] = set()
+        resubmitted = duplicates = 0
+        next_index = 0
+        poller = zmq.Poller()
+        poller.register(self.sink, zmq.POLLIN)
+        began = time.perf_counter()
+        with progress() as bar:
+            task = bar.add_task("streaming", total=len(starts), info="")
+            if not show_progress:
+                bar.update(task, visible=False)
+            while len(finished) + len(errors) < len(starts):
+                while len(inflight) < self.window and next_index < len(starts):
+                    s = starts[next_index]
+                    now = time.monotonic()
+                    r = _Request(self.next_req, next_index, x[s:s + batch], now + self.deadline_s,
+                                 time.perf_counter())
+                    first_submit[r.index] = r.started
+                    self.next_req += 1
+                    next_index += 1
+                    error = self._submit(r)
+                    if error:
+                        errors[r.index] = error
+                        bar.advance(task)
+                    else:
+                        inflight[r.req] = r
+                    if on_request is not None:
+                        on_request(r.index)
+                for handle in self.handles.values():
+                    was = handle.alive
+                    self._watch(handle)
+                    if was and not handle.alive:  # fail over what was going through it
+                        for r in [r for r in inflight.values()
+                                  if handle.device in r.route.values()]:
+                            resubmitted += self._retry(r, inflight, errors, bar, task,
+                                                       f"device {handle.device} failed")
+                if poller.poll(20):
+                    while True:
+                        try:
+                            frames = self.sink.recv_multipart(copy=False, flags=zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            header, arrays = wire.decode(frames, self.output_schema)
+                        except wire.MalformedMessage:
+                            continue
+                        r = inflight.get(header.req)
+                        if r is None:
+                            duplicates += 1
+                            continue
+                        r.pieces.update(arrays)
+                        if len(r.pieces) == len(self.output_transfers):
+                            del inflight[r.req]
+                            finished.add(r.index)
+                            s = starts[r.index]
+                            outputs[s:s + len(r.x)] = self._assemble(r.pieces)
+                            latency[r.index] = time.perf_counter() - r.started
+                            accepted[r.index] += 1
+                            bar.advance(task)
+                now = time.monotonic()
+                for r in [r for r in inflight.values() if r.deadline < now]:
+                    resubmitted += self._retry(r, inflight, errors, bar, task,
+                                               f"no answer within {self.deadline_s:.1f} s")
+                for index in [i for i in first_submit if i in finished or i in errors]:
+                    ended[index] = time.perf_counter() - first_submit.pop(index)
+        elapsed = time.perf_counter() - began
+        return StreamResult(outputs, errors, latency, ended, accepted, elapsed, n, resubmitted,
+                            duplicates)
+
+    def _retry(self, r: _Request, inflight: dict[int, _Request], errors: dict[int, str],
+               bar: Any, task: Any, why: str) -> int:
+        """Resubmit ``r`` under a new request id along a live route, or fail it explicitly."""
+        del inflight[r.req]
+        if r.attempts >= self.max_attempts:
+            errors[r.index] = f"{why}; gave up after {r.attempts} attempts"
+            bar.advance(task)
+            return 0
+        r.req, self.next_req = self.next_req, self.next_req + 1
+        r.attempts += 1
+        r.deadline = time.monotonic() + self.deadline_s
+        error = self._submit(r)
+        if error:
+            errors[r.index] = f"{why}; {error}"
+            bar.advance(task)
+            return 0
+        inflight[r.req] = r
+        return 1
+
+    def _assemble(self, pieces: dict[str, np.ndarray]) -> np.ndarray:
+        from ..partition._segment import assemble
+
+        parts = [(pieces[t.id], t.region) for t in self.output_transfers]
+        target = full(self.bound.graph.output_shape[1:])
+        return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim),
+                        lambda a, have, want: _crop(a, have, want))
+
+
+def _crop(x: np.ndarray, have: tuple[tuple[int, int], ...],
+          want: tuple[tuple[int, int], ...]) -> np.ndarray:
+    if have == want:
+        return x
+    rel = relative(want, have)
+    return np.ascontiguousarray(x[(slice(None), *[slice(a, b) for a, b in rel])])
+
+
+def cluster(bound: Bound, **options: Any) -> Cluster:
+    """A ``Cluster`` to use in a ``with`` block (see the module docstring)."""
+    return Cluster(bound, **options)

@@ -1,0 +1,80 @@
+"""Export each stage program to ONNX: the artifact a worker runs with onnxruntime.
+
+    artifacts = export_plan(compiled)      # one StageArtifact per stage, ONNX bytes inside
+
+Inputs are named ``in0..``, outputs ``out0..`` in the program's transfer order; the
+batch dimension is dynamic. The artifact also lists, for every input and output,
+its link (``src>dst``), tensor id, dtype and per-sample shape, so a worker can
+validate what it receives and route what it sends without knowing the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ModelError
+from ..partition.compile import CompiledPlan, StageProgram, Transfer
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str  # ONNX input/output name
+    link: str  # "src>dst"
+    tensor: str  # transfer id
+    dtype: str
+    shape: tuple[int, ...]  # per sample
+
+
+@dataclass(frozen=True)
+class StageArtifact:
+    stage: str
+    onnx: bytes
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.onnx).hexdigest()
+
+    def to_wire(self) -> dict[str, object]:
+        """A msgpack-able mapping (what the deploy message carries)."""
+        def ports(ps: tuple[Port, ...]) -> list[dict[str, object]]:
+            return [{"name": p.name, "link": p.link, "tensor": p.tensor, "dtype": p.dtype,
+                     "shape": list(p.shape)} for p in ps]
+        return {"stage": self.stage, "onnx": self.onnx, "inputs": ports(self.inputs),
+                "outputs": ports(self.outputs), "sha256": self.digest}
+
+
+def _port(prefix: str, i: int, t: Transfer) -> Port:
+    return Port(f"{prefix}{i}", f"{t.src}>{t.dst}", t.id, "float32", t.shape)
+
+
+def export_program(program: StageProgram, opset: int = 17) -> StageArtifact:
+    if program.module is None:
+        raise ModelError(f"stage {program.name}: program not built")
+    args = tuple(torch.zeros(2, *t.shape) for t in program.inputs)
+    in_names = [f"in{i}" for i in range(len(args))]
+    out_names = [f"out{i}" for i in range(len(program.outputs))]
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(program.module, args, buffer, input_names=in_names,
+                              output_names=out_names, opset_version=opset, dynamo=False,
+                              dynamic_axes={n: {0: "batch"} for n in in_names + out_names})
+    except Exception as exc:  # the exporter raises many types for unsupported ops
+        raise ModelError(f"stage {program.name}: ONNX export failed ({exc})") from exc
+    return StageArtifact(
+        program.name, buffer.getvalue(),
+        tuple(_port("in", i, t) for i, t in enumerate(program.inputs)),
+        tuple(_port("out", i, t) for i, t in enumerate(program.outputs)))
+
+
+def export_plan(compiled: CompiledPlan) -> dict[str, StageArtifact]:
+    compiled.build()
+    return {p.name: export_program(p) for p in compiled.programs}

@@ -1,0 +1,270 @@
+"""The data-plane wire format: one msgpack header frame, then one raw frame per tensor.
+
+    frames = encode(req=7, seq=0, link="s0>s1", route={"s1": "pi-2"}, arrays=[("x", x)])
+    socket.send_multipart(frames, copy=False)
+    schema = {"s0>s1": Expected({"x": ("float32", (16, 14, 14))})}
+    header, tensors = decode(socket.recv_multipart(copy=False), schema)
+    tensors["x"].shape                   # (B, 16, 14, 14), a read-only view of the frame
+
+Frame 0 is a msgpack map with exactly the keys v, kind, req, seq, link, route,
+tensors and flags; frame i (i >= 1) is tensor i-1's C-contiguous little-endian
+bytes. Everything that arrives is hostile until ``decode`` has checked it against
+what the receiver expects on that link, and a failed check is always a
+``MalformedMessage``. Light on purpose: stdlib, numpy and msgpack only (edge
+workers have no torch), and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import MalformedMessage
+
+__all__ = [
+    "DTYPES", "FLAG_DEGRADED", "FLAG_SEALED", "MAX_HEADER_BYTES", "WIRE_VERSION",
+    "Expected", "Header", "TensorSpec", "decode", "encode", "frame_nbytes", "parse_header",
+]
+
+WIRE_VERSION = 1
+MAX_HEADER_BYTES = 64 * 1024
+DTYPES = {"float32", "float16", "int64", "int32", "uint8", "bool"}
+
+FLAG_DEGRADED = 1 << 0  # the sender ran with a stage missing or replaced
+FLAG_SEALED = 1 << 1    # the tensor frames are AEAD-sealed / MAC-tagged
+_KNOWN_FLAGS = FLAG_DEGRADED | FLAG_SEALED
+
+MAX_NAME_LEN = 128         # stage and device names (characters)
+MAX_TENSOR_NAME_LEN = 256  # tensor names can be long ONNX value names
+MAX_ROUTE = 256
+MAX_TENSORS = 64
+MAX_DIMS = 8
+MAX_DIM = 2**31 - 1
+_MAX_ID = 2**63 - 1
+
+_KEYS = frozenset({"v", "kind", "req", "seq", "link", "route", "tensors", "flags"})
+_SPEC_KEYS = frozenset({"name", "dtype", "shape"})
+# Fixed byte order on the wire, whatever the host's.
+_WIRE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
+
+
+class _HasBuffer(Protocol):
+    """A zmq.Frame, without importing zmq."""
+
+    @property
+    def buffer(self) -> memoryview: ...
+
+
+Frame = bytes | bytearray | memoryview | _HasBuffer
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor frame's description in the header."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]  # full shape, batch dimension first
+
+
+@dataclass(frozen=True)
+class Header:
+    """A validated frame 0. ``route`` maps stage name -> device name."""
+
+    req: int
+    seq: int
+    link: str
+    route: Mapping[str, str]
+    tensors: tuple[TensorSpec, ...]
+    flags: int = 0
+
+    def to_bytes(self) -> bytes:
+        """The msgpack encoding of this header (frame 0)."""
+        return msgpack.packb({  # type: ignore[no-any-return]
+            "v": WIRE_VERSION, "kind": "data", "req": self.req, "seq": self.seq,
+            "link": self.link, "route": dict(self.route), "flags": self.flags,
+            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+                        for t in self.tensors],
+        }, use_bin_type=True)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a receiver accepts on one link: tensor name -> (dtype, per-sample shape without batch dim)."""
+
+    tensors: Mapping[str, tuple[str, tuple[int, ...]]]
+    max_batch: int = 1024
+
+
+def frame_nbytes(frame: Frame) -> int:
+    """Byte length of a frame (bytes, memoryview, or anything with ``.buffer`` like zmq.Frame)."""
+    return _view(frame).nbytes
+
+
+def encode(req: int, seq: int, link: str, route: Mapping[str, str],
+           arrays: Sequence[tuple[str, npt.NDArray[Any]]], flags: int = 0
+           ) -> list[bytes | memoryview]:
+    """Frames for one message: header bytes, then a memoryview of each array.
+
+    An array is copied only if it is not already C-contiguous little-endian; otherwise
+    its frame is a view of its own buffer. A message the receiver would reject raises
+    ``MalformedMessage`` here instead, so nothing invalid is ever sent.
+    """
+    bufs: list[npt.NDArray[Any]] = []
+    specs: list[TensorSpec] = []
+    for name, array in arrays:
+        if not isinstance(array, np.ndarray) or array.dtype.name not in DTYPES:
+            raise MalformedMessage(f"tensor {name!r}: not an ndarray of {sorted(DTYPES)}")
+        buf = np.ascontiguousarray(array, dtype=_WIRE_DTYPE[array.dtype.name])
+        specs.append(TensorSpec(name, buf.dtype.name, tuple(int(d) for d in array.shape)))
+        bufs.append(buf)
+    header = Header(req, seq, link, dict(route), tuple(specs), flags)
+    try:
+        raw = header.to_bytes()
+    except (TypeError, ValueError, OverflowError) as exc:  # a field msgpack cannot carry
+        raise MalformedMessage(f"header cannot be encoded: {exc}") from exc
+    parse_header(raw)  # the same rules as the receiver, in one place
+    return [raw, *(b.reshape(-1).view(np.uint8).data for b in bufs)]
+
+
+def parse_header(raw: bytes | memoryview) -> Header:
+    """Validate frame 0 strictly; raise ``MalformedMessage`` on anything unexpected."""
+    size = memoryview(raw).nbytes
+    if size > MAX_HEADER_BYTES:  # checked before unpacking: rejecting is cheap
+        raise MalformedMessage(f"header is {size} bytes, over the {MAX_HEADER_BYTES}-byte limit")
+    try:
+        obj = msgpack.unpackb(
+            raw, raw=False, strict_map_key=True, object_pairs_hook=_unique_keys,
+            max_bin_len=0, max_ext_len=0, max_str_len=4 * MAX_TENSOR_NAME_LEN,
+            max_array_len=max(MAX_TENSORS, MAX_DIMS), max_map_len=MAX_ROUTE)
+    except Exception as exc:  # msgpack raises many types on hostile input; all mean the same
+        raise MalformedMessage(f"header is not valid msgpack: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedMessage(f"header is a {type(obj).__name__}, not a map")
+    if obj.keys() != _KEYS:
+        missing, extra = sorted(_KEYS - obj.keys()), sorted(map(repr, obj.keys() - _KEYS))
+        raise MalformedMessage(f"header keys: missing {missing}, unexpected {extra}")
+    if obj["v"] != WIRE_VERSION or type(obj["v"]) is not int:
+        raise MalformedMessage(f"header 'v': unsupported version {obj['v']!r}")
+    if obj["kind"] != "data" or type(obj["kind"]) is not str:
+        raise MalformedMessage(f"header 'kind': {obj['kind']!r} is not 'data'")
+    flags = _int("flags", obj["flags"], 2**32 - 1)
+    if flags & ~_KNOWN_FLAGS:
+        raise MalformedMessage(f"header 'flags': unknown bits in {flags:#x}")
+    link = _name("link", obj["link"], 2 * MAX_NAME_LEN + 1)
+    src, _, dst = link.partition(">")
+    if not src or not dst or ">" in dst or len(src) > MAX_NAME_LEN or len(dst) > MAX_NAME_LEN:
+        raise MalformedMessage(f"header 'link': {link!r} is not 'SRC>DST'")
+    route = obj["route"]
+    if not isinstance(route, dict):
+        raise MalformedMessage("header 'route' is not a map")
+    for stage, device in route.items():
+        _name("route key", stage, MAX_NAME_LEN)
+        _name(f"route[{stage!r}]", device, MAX_NAME_LEN)
+    tensors = obj["tensors"]
+    if not isinstance(tensors, list):
+        raise MalformedMessage("header 'tensors' is not a list")
+    specs = tuple(_spec(i, t) for i, t in enumerate(tensors))
+    if len({s.name for s in specs}) != len(specs):
+        raise MalformedMessage("header 'tensors': duplicate tensor names")
+    return Header(_int("req", obj["req"], _MAX_ID), _int("seq", obj["seq"], _MAX_ID),
+                  link, route, specs, flags)
+
+
+def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
+           max_bytes: int = 256 * 2**20) -> tuple[Header, dict[str, npt.NDArray[Any]]]:
+    """Parse and validate a whole message against ``schema`` (link name -> Expected).
+
+    Returns the header and read-only numpy views onto the frame buffers, in the
+    order sent. Raises ``MalformedMessage`` naming the field at fault.
+    """
+    if not frames:
+        raise MalformedMessage("empty message")
+    header = parse_header(_view(frames[0]))
+    expected = schema.get(header.link)
+    if expected is None:
+        raise MalformedMessage(f"link {header.link!r} is not expected here")
+    names = [t.name for t in header.tensors]
+    if set(names) != set(expected.tensors):
+        raise MalformedMessage(f"link {header.link!r}: tensors {sorted(names)} "
+                               f"do not match expected {sorted(expected.tensors)}")
+    if len(frames) != 1 + len(header.tensors):
+        raise MalformedMessage(f"{len(frames)} frames for {len(header.tensors)} tensors")
+    batch = header.tensors[0].shape[0] if header.tensors else 1
+    total = 0
+    for t in header.tensors:
+        dtype, per_sample = expected.tensors[t.name]
+        if t.dtype != dtype:
+            raise MalformedMessage(f"tensor {t.name!r}: dtype {t.dtype} is not {dtype}")
+        if t.shape[1:] != tuple(per_sample):
+            dims = ", ".join(["batch", *map(str, per_sample)])
+            raise MalformedMessage(
+                f"tensor {t.name!r}: shape {list(t.shape)} does not match expected ({dims})")
+        if not 1 <= t.shape[0] <= expected.max_batch:
+            raise MalformedMessage(
+                f"tensor {t.name!r}: batch {t.shape[0]} is not in 1..{expected.max_batch}")
+        if t.shape[0] != batch:
+            raise MalformedMessage(f"tensor {t.name!r}: batch {t.shape[0]} is not {batch}")
+        total += math.prod(t.shape) * _WIRE_DTYPE[t.dtype].itemsize
+    if total > max_bytes:
+        raise MalformedMessage(f"payload of {total} bytes is over the {max_bytes}-byte limit")
+    arrays: dict[str, npt.NDArray[Any]] = {}
+    for i, (t, frame) in enumerate(zip(header.tensors, frames[1:]), start=1):
+        view = _view(frame)
+        want = math.prod(t.shape) * _WIRE_DTYPE[t.dtype].itemsize
+        if view.nbytes != want:
+            raise MalformedMessage(f"tensor {t.name!r}: frame {i} is {view.nbytes} bytes, "
+                                   f"shape {list(t.shape)} needs {want}")
+        arrays[t.name] = np.frombuffer(view, dtype=_WIRE_DTYPE[t.dtype]).reshape(t.shape)
+    return header, arrays
+
+
+def _view(frame: Frame) -> memoryview:
+    """A read-only, C-contiguous memoryview of a frame; no copy."""
+    source: Any = getattr(frame, "buffer", frame)  # zmq.Frame keeps its bytes in .buffer
+    try:
+        view = memoryview(source)
+    except TypeError as exc:
+        raise MalformedMessage(f"frame is a {type(frame).__name__}, not a buffer") from exc
+    if not view.c_contiguous:
+        raise MalformedMessage("frame buffer is not contiguous")
+    return view.toreadonly()
+
+
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate map key")
+    return out
+
+
+def _int(field: str, value: object, top: int) -> int:
+    if type(value) is not int or not 0 <= value <= top:  # bool is not an int here
+        raise MalformedMessage(f"header {field!r}: {value!r} is not an int in 0..{top}")
+    return value
+
+
+def _name(field: str, value: object, longest: int) -> str:
+    if type(value) is not str or not 1 <= len(value) <= longest:
+        raise MalformedMessage(f"header {field}: {value!r} is not a string of 1..{longest} chars")
+    return value
+
+
+def _spec(i: int, t: object) -> TensorSpec:
+    if not isinstance(t, dict) or t.keys() != _SPEC_KEYS:
+        raise MalformedMessage(f"header tensors[{i}] is not a map of {sorted(_SPEC_KEYS)}")
+    name = _name(f"tensors[{i}].name", t["name"], MAX_TENSOR_NAME_LEN)
+    if type(t["dtype"]) is not str or t["dtype"] not in DTYPES:
+        raise MalformedMessage(f"tensor {name!r}: unknown dtype {t['dtype']!r}")
+    shape = t["shape"]
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_DIMS
+            or any(type(d) is not int or not 0 <= d <= MAX_DIM for d in shape)):
+        raise MalformedMessage(f"tensor {name!r}: shape {shape!r} is not 1..{MAX_DIMS} "
+                               f"dims in 0..{MAX_DIM}")
+    return TensorSpec(name, t["dtype"], tuple(shape))

@@ -1,0 +1,385 @@
+"""The worker: the long-running process on one edge device.
+
+    shardguard worker --bind tcp://0.0.0.0:5555 --name pi1 --keys keys/
+
+It binds a control socket (ZeroMQ ROUTER, CurveZMQ server: only coordinator
+keys in ``KEYS/authorized/`` may talk to it) and a data socket (PULL) on the next
+port (any free port when the control port is 0); both are on its READY line. A coordinator deploys stages to it as ONNX models; it runs them with
+onnxruntime and sends each stage's outputs straight to the next stage's worker.
+Every message is validated (``wire.py``); a bad one is counted and dropped, and
+the worker keeps serving. Imports only numpy, onnxruntime, pyzmq, msgpack: it
+runs where torch does not.
+
+Control messages are msgpack maps with a ``kind``: ``hello``, ``deploy``,
+``stats``, ``behave`` (fault injection, used by threat experiments) and
+``shutdown``; each gets one reply map with ``ok`` and either results or
+``error``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from ..errors import MalformedMessage, ShardGuardError
+from . import wire
+
+DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
+MAX_CONTROL_BYTES = 512 * 2**20
+
+
+@dataclass
+class Stage:
+    name: str
+    session: Any  # onnxruntime.InferenceSession
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    links: set[str]
+    compute_s: float = 0.0
+    runs: int = 0
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    expired: int = 0
+    send_failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    bytes_per_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+def _rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class Worker:
+    def __init__(self, name: str, bind: str, keys: Path | None, threads: int = 1,
+                 insecure: bool = False) -> None:
+        self.name, self.threads = name, threads
+        self.ctx = zmq.Context()
+        self.auth: ThreadAuthenticator | None = None
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.LINGER, 0)
+        self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
+        if not insecure:
+            if keys is None:
+                raise ShardGuardError("a worker needs --keys DIR (or --insecure for tests)")
+            secret = keys / f"{name}.key_secret"
+            authorized = keys / "authorized"
+            if not secret.is_file() or not authorized.is_dir():
+                raise ShardGuardError(f"{keys}: needs {secret.name} and authorized/ "
+                                      f"(make them with: shardguard keys generate {keys})")
+            public, private = zmq.auth.load_certificate(str(secret))
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(authorized))
+            self.control.curve_server = True
+            self.control.curve_publickey = public
+            self.control.curve_secretkey = private
+        self.control_address = _bind(self.control, bind)
+        self.data = self.ctx.socket(zmq.PULL)
+        self.data.setsockopt(zmq.LINGER, 0)
+        self.data.setsockopt(zmq.RCVHWM, 10_000)
+        # data on the next port when the control port was chosen, else on any free port
+        host, port = self.control_address.rsplit(":", 1)
+        explicit = not bind.endswith((":0", ":*"))
+        self.data_address = _bind(self.data, f"{host}:{int(port) + 1}" if explicit else f"{host}:*")
+        self.stages: dict[str, Stage] = {}
+        self.by_link: dict[str, Stage] = {}
+        self.schema: dict[str, wire.Expected] = {}
+        self.peers: dict[str, str] = {}  # device → data address
+        self.relays: dict[str, str] = {}  # "link@device" → relay address on that link
+        self.sink = ""  # coordinator's data address
+        self.out: dict[str, zmq.Socket] = {}
+        self.pending: dict[tuple[int, str], tuple[float, dict[str, np.ndarray], dict[str, str]]] = {}
+        self.done: OrderedDict[tuple[int, str], None] = OrderedDict()
+        self.deadline_s = 30.0
+        self.seq: dict[str, int] = defaultdict(int)
+        self.counters = Counters()
+        self.behaviour: dict[str, Any] = {}  # fault injection: slow, corrupt
+        self.running = True
+        self.parent: int | None = None  # stop when this process is gone (spawned workers)
+
+    # -- control plane ----------------------------------------------------------------------
+    def handle_control(self, identity: bytes, raw: bytes) -> None:
+        try:
+            message = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+            if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
+                raise MalformedMessage("control message is not a map with a kind")
+            reply = self._control(message)
+        except (ShardGuardError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        except Exception as exc:  # onnxruntime raises its own types on bad models
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        self.control.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])
+
+    def _control(self, m: dict[str, Any]) -> dict[str, Any]:
+        kind = m["kind"]
+        if kind == "hello":
+            return {"ok": True, "name": self.name, "data": self.data_address, "pid": os.getpid()}
+        if kind == "deploy":
+            self._deploy(m)
+            return {"ok": True, "stages": sorted(self.stages)}
+        if kind == "stats":
+            c = self.counters
+            return {"ok": True, "received": c.received, "processed": c.processed,
+                    "duplicates": c.duplicates, "expired": c.expired,
+                    "send_failed": c.send_failed, "rejected": dict(c.rejected),
+                    "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
+                    "bytes_per_link": dict(c.bytes_per_link), "pending": len(self.pending),
+                    "rss": _rss_bytes(),
+                    "stages": {s.name: {"runs": s.runs, "compute_s": s.compute_s}
+                               for s in self.stages.values()}}
+        if kind == "behave":
+            self.behaviour = dict(m.get("behaviour") or {})
+            return {"ok": True}
+        if kind == "shutdown":
+            self.running = False
+            return {"ok": True}
+        raise MalformedMessage(f"unknown control kind {kind!r}")
+
+    def _deploy(self, m: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        stages: dict[str, Stage] = {}
+        for art in m["stages"]:
+            session = ort.InferenceSession(bytes(art["onnx"]), options,
+                                           providers=["CPUExecutionProvider"])
+            links = {p["link"] for p in art["inputs"]}
+            stages[art["stage"]] = Stage(art["stage"], session, art["inputs"], art["outputs"],
+                                         links)
+        self.stages = stages
+        self.by_link = {link: s for s in stages.values() for link in s.links}
+        schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = defaultdict(dict)
+        for s in stages.values():
+            for p in s.inputs:
+                schema[p["link"]][p["tensor"]] = (p["dtype"], tuple(p["shape"]))
+        max_batch = int(m.get("max_batch", 1024))
+        self.schema = {link: wire.Expected(t, max_batch) for link, t in schema.items()}
+        self.peers = {str(k): str(v) for k, v in m["devices"].items()}
+        self.relays = {str(k): str(v) for k, v in (m.get("relays") or {}).items()}
+        self.sink = str(m["sink"])
+        self.deadline_s = float(m.get("deadline_s", 30.0))
+        self.pending.clear()
+        self.done.clear()
+        # connect to every peer now, so the first messages are not dropped while connecting
+        targets = [*self.peers.values(), *self.relays.values(), self.sink]
+        for address in targets:
+            self._socket(address)
+        end = time.monotonic() + 5.0
+        for address in targets:
+            self.out[address].poll(max(0, int((end - time.monotonic()) * 1000)), zmq.POLLOUT)
+
+    # -- data plane -------------------------------------------------------------------------
+    def handle_data(self, frames: list[zmq.Frame]) -> None:
+        self.counters.received += 1
+        try:
+            header, arrays = wire.decode(frames, self.schema)
+        except MalformedMessage as exc:
+            reason = str(exc).split(":", 1)[0][:60]
+            self.counters.rejected[reason] += 1
+            return
+        size = sum(a.nbytes for a in arrays.values())
+        self.counters.bytes_in += size
+        self.counters.bytes_per_link[header.link] += size
+        self.deliver(header.req, header.link, arrays, dict(header.route))
+
+    def deliver(self, req: int, link: str, arrays: dict[str, np.ndarray],
+                route: dict[str, str]) -> None:
+        stage = self.by_link[link]
+        key = (req, stage.name)
+        if key in self.done:
+            self.counters.duplicates += 1
+            return
+        first, have, _ = self.pending.get(key, (time.monotonic(), {}, route))
+        have.update(arrays)
+        wanted = [p["tensor"] for p in stage.inputs]
+        if not all(t in have for t in wanted):
+            self.pending[key] = (first, have, route)
+            return
+        self.pending.pop(key, None)
+        self.done[key] = None
+        if len(self.done) > DONE_MEMORY:
+            self.done.popitem(last=False)
+        self.run(stage, req, [have[t] for t in wanted], route)
+
+    def run(self, stage: Stage, req: int, inputs: list[np.ndarray], route: dict[str, str]) -> None:
+        start = time.perf_counter()
+        feeds = {p["name"]: x for p, x in zip(stage.inputs, inputs)}
+        outputs = stage.session.run(None, feeds)
+        slow = float(self.behaviour.get("slow", 1.0))
+        elapsed = time.perf_counter() - start
+        if slow > 1.0:  # a straggler: k× slower
+            time.sleep(elapsed * (slow - 1.0))
+        stage.compute_s += time.perf_counter() - start
+        stage.runs += 1
+        self.counters.processed += 1
+        outputs = [self._misbehave(np.asarray(o, dtype=np.float32)) for o in outputs]
+        groups: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
+        for port, value in zip(stage.outputs, outputs):
+            groups[port["link"]].append((port["tensor"], value))
+        for link, arrays in groups.items():
+            dst = link.split(">", 1)[1]
+            device = route.get(dst, "")
+            if device == self.name and link in self.by_link:  # next stage is here too
+                self.deliver(req, link, dict(arrays), route)
+                continue
+            if dst == "output":
+                address = self.relays.get(f"{link}@output", self.sink)
+            else:  # through the link's relay when the coordinator put one there
+                address = self.relays.get(f"{link}@{device}", self.peers.get(device, ""))
+            self.send(address, req, link, route, arrays)
+
+    def _misbehave(self, x: np.ndarray) -> np.ndarray:
+        mode = self.behaviour.get("corrupt")
+        if not mode:
+            return x
+        if mode == "zero":
+            return np.zeros_like(x)
+        if mode == "scale":
+            return x * float(self.behaviour.get("factor", 10.0))
+        if mode == "sign":
+            return -x
+        if mode == "random":
+            rng = np.random.default_rng(int(self.behaviour.get("seed", 0)))
+            return rng.standard_normal(x.shape).astype(np.float32) * (float(x.std()) or 1.0)
+        return x
+
+    def send(self, address: str, req: int, link: str, route: dict[str, str],
+             arrays: list[tuple[str, np.ndarray]]) -> None:
+        if not address:
+            self.counters.send_failed += 1
+            return
+        sock = self._socket(address)
+        self.seq[link] += 1
+        frames = wire.encode(req, self.seq[link], link, route, arrays)
+        try:
+            sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.counters.send_failed += 1
+            return
+        self.counters.bytes_out += sum(a.nbytes for _, a in arrays)
+
+    def _socket(self, address: str) -> zmq.Socket:
+        sock = self.out.get(address)
+        if sock is None:
+            sock = self.ctx.socket(zmq.PUSH)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 1000)
+            sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
+            sock.connect(address)
+            self.out[address] = sock
+        return sock
+
+    def expire(self) -> None:
+        cutoff = time.monotonic() - self.deadline_s
+        for key in [k for k, (t, _, _) in self.pending.items() if t < cutoff]:
+            del self.pending[key]
+            self.counters.expired += 1
+
+    # -- loop -------------------------------------------------------------------------------
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.control, zmq.POLLIN)
+        poller.register(self.data, zmq.POLLIN)
+        last_expiry = time.monotonic()
+        while self.running:
+            events = dict(poller.poll(200))
+            if self.control in events:
+                frames = self.control.recv_multipart()
+                if len(frames) == 2:
+                    self.handle_control(frames[0], frames[1])
+            if self.data in events:
+                for _ in range(64):  # drain a burst, then look at control again
+                    try:
+                        frames = self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle_data(frames)
+            if time.monotonic() - last_expiry > 1.0:
+                self.expire()
+                last_expiry = time.monotonic()
+                if self.parent is not None and os.getppid() != self.parent:
+                    self.running = False
+        self.close()
+
+    def close(self) -> None:
+        for sock in [self.control, self.data, *self.out.values()]:
+            sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
+
+def _bind(sock: zmq.Socket, address: str) -> str:
+    try:
+        if address.endswith(":0"):
+            address = address[:-2] + ":*"
+        sock.bind(address)
+    except zmq.ZMQError as exc:
+        raise ShardGuardError(f"cannot bind {address}: {exc}") from exc
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="shardguard worker", description="Run stages for one device "
+        "(example: shardguard worker --bind tcp://0.0.0.0:5555 --name pi1 --keys keys/).")
+    parser.add_argument("--bind", required=True, help="control address, e.g. tcp://0.0.0.0:5555 "
+                        "(data binds port + 1); port 0 picks free ports")
+    parser.add_argument("--name", required=True, help="this device's name in the platform")
+    parser.add_argument("--keys", type=Path, help="key directory (shardguard keys generate)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no CurveZMQ on the control plane (tests only)")
+    parser.add_argument("--exit-with-parent", action="store_true",
+                        help="stop when the process that started this one exits")
+    args = parser.parse_args(argv)
+    try:
+        worker = Worker(args.name, args.bind, args.keys, args.threads, args.insecure)
+    except ShardGuardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "running", False))
+    if args.exit_with_parent:
+        worker.parent = os.getppid()
+    print(f"READY {worker.name} {worker.control_address} {worker.data_address}", flush=True)
+    try:
+        worker.serve()
+    except KeyboardInterrupt:
+        worker.close()
+    return 0
+
+
+def main_exit() -> None:  # the light console script ``shardguard-worker``
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()
