@@ -19,7 +19,7 @@ from shardguard.zoo import ZOO, build
 
 
 def pipeline_dp_resnet50_8_devices() -> list[dict[str, Any]]:
-    """Optimal pipeline DP for ResNet-50 on 8 heterogeneous devices, per objective (target < 1 s)."""
+    """Optimal pipeline DP, ResNet-50 on 8 heterogeneous devices, per objective (target < 1 s)."""
     model = build("resnet50").eval()
     graph = trace(model, ZOO["resnet50"].input_shape)
     platform = load_platform("hetero8-ethernet")

@@ -1,4 +1,4 @@
-"""Random small CNNs (with residual and concatenation branches) and platforms, for property tests."""
+"""Random small CNNs (residual and concatenation branches) and platforms, for property tests."""
 
 from __future__ import annotations
 

@@ -62,3 +62,45 @@ def test_profile_prints_a_table_and_totals():
     result = run_cli("profile", "resnet18")
     assert result.code == 0, result.err
     assert "total: 1.814 GMACs, 11.690 M params" in result.out
+
+
+BAD_PLATFORMS = {
+    "unknown field": ("name: p\nmedium: ethernet-100m\ndevices:\n"
+                      "  - {name: a, profile: raspberry-pi-4, speed: 3}\n",
+                      "devices.0.speed: unknown field"),
+    "negative bandwidth": ("name: p\nmedium: {bandwidth_bps: -5, latency_s: 0, "
+                           "tx_j_per_byte: 0, rx_j_per_byte: 0}\n"
+                           "devices:\n  - {name: a, profile: raspberry-pi-4}\n",
+                           "medium.bandwidth_bps: Input should be greater than 0"),
+    "device without memory": ("name: p\nmedium: ethernet-100m\ndevices:\n"
+                              "  - {name: a, mac_rate: 1.0e+9}\n",
+                              "devices.0 (a): device has no memory_bytes"),
+    "unknown profile": ("name: p\nmedium: ethernet-100m\ndevices:\n"
+                        "  - {name: a, profile: raspberry-pi-9}\n",
+                        "unknown profile 'raspberry-pi-9'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PLATFORMS))
+def test_a_bad_platform_file_is_named_and_nothing_is_written(case, tmp_path):
+    text, message = BAD_PLATFORMS[case]
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(text)
+    out = tmp_path / "plan.yaml"
+    result = run_cli("plan", "lenet5", "-p", str(platform), "-o", str(out))
+    assert result.code == 1 and "Traceback" not in result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not out.exists()
+
+
+def test_an_untraceable_model_is_refused_and_nothing_is_written(tmp_path):
+    source = tmp_path / "nets.py"
+    source.write_text("import torch\n\nclass Net(torch.nn.Module):\n"
+                      "    def forward(self, x):\n"
+                      "        return x if x.sum() > 0 else -x\n\n"
+                      "def make():\n    return Net()\n")
+    out = tmp_path / "plan.yaml"
+    result = run_cli("plan", f"{source}:make", "-p", "rpi4x4-ethernet", "--input-shape",
+                     "1,4,4", "-o", str(out))
+    assert result.code == 1 and "cannot be traced" in result.err and not out.exists()

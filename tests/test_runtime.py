@@ -21,7 +21,6 @@ from shardguard.graph import trace
 from shardguard.partition import ModelRef, bind, make_plan
 from shardguard.platform import load_platform
 from shardguard.runtime import keys as keyring
-from shardguard.runtime import wire
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.local import LocalExecutor
 from shardguard.zoo import load_model

@@ -132,18 +132,14 @@ def test_a_message_crosses_a_zmq_socket_without_copies() -> None:
         assert np.array_equal(decoded[name], x)
 
 
-def test_encode_refuses_what_a_receiver_would_reject() -> None:
+def test_encode_refuses_what_it_cannot_put_on_the_wire() -> None:
+    # encode is the hot path: it checks the arrays and what msgpack cannot carry; everything
+    # else about a header is the receiver's to check (see the malformed-message tests)
     x = np.zeros((1, 4, 3, 3), np.float32)
     bad: list[Callable[[], object]] = [
         lambda: encode(0, 0, "s0>s1", {}, [("x", x.astype(np.float64))]),  # dtype off the list
         lambda: encode(0, 0, "s0>s1", {}, [("x", np.float32(1.0))]),       # not an ndarray
-        lambda: encode(0, 0, "s0>s1", {}, [("x", np.zeros((), np.float32))]),  # no batch dim
-        lambda: encode(0, 0, "s0", {}, [("x", x)]),                          # link not SRC>DST
-        lambda: encode(-1, 0, "s0>s1", {}, [("x", x)]),
-        lambda: encode(0, 2**64, "s0>s1", {}, [("x", x)]),
-        lambda: encode(0, 0, "s0>s1", {"s0": "d" * 129}, [("x", x)]),
-        lambda: encode(0, 0, "s0>s1", {}, [("x", x), ("x", x)]),
-        lambda: encode(0, 0, "s0>s1", {}, [("x", x)], flags=1 << 7),
+        lambda: encode(0, 2**64, "s0>s1", {}, [("x", x)]),                  # too big for msgpack
     ]
     for make in bad:
         with pytest.raises(MalformedMessage):

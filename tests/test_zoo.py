@@ -73,7 +73,8 @@ USER_MODELS = textwrap.dedent("""
     from torch import nn
 
     def good():
-        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+        return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 26 * 26, 10))
 
     def raises():
         raise ValueError("no such width")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import ConfigError
 
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data", envvar="SHARDGUARD_DATA", show_envvar=True,
     help="Directory holding the four Fashion-MNIST IDX .gz files "
          "(default: /usr/share/datasets/fashion-mnist).")]
-Weights = Annotated[Optional[Path], typer.Option(
+Weights = Annotated[Path | None, typer.Option(
     "--weights", "-w", help="State-dict file to load (default: the shipped checkpoint, if any).")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 

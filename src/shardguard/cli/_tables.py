@@ -44,7 +44,8 @@ def device_table(planned: Planned) -> Table:
         table.add_column(col, justify="left" if col in ("device", "stages") else "right")
     for d in cost.devices.values():
         stages = ",".join(d.stages) + (f" (+{','.join(d.replicas)})" if d.replicas else "")
-        table.add_row(d.device, stages or "-", f"{d.compute_s * 1e3:.3f}", f"{d.crypto_s * 1e3:.3f}",
+        table.add_row(d.device, stages or "-", f"{d.compute_s * 1e3:.3f}",
+                      f"{d.crypto_s * 1e3:.3f}",
                       si(d.bytes_sent, "B"), si(d.bytes_received, "B"),
                       f"{si(d.memory_bytes, 'B')} / {si(d.memory_limit, 'B')}",
                       f"{d.compute_j * 1e3:.3f}", f"{d.crypto_j * 1e3:.3f}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -38,10 +38,11 @@ def zoo() -> None:
 @app.command()
 def train(
     model: ModelRef,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default: the zoo recipe).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling, augmentation.")] = 0,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (one-cycle).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o",
+    epochs: Annotated[int | None, typer.Option(help="Epochs (default: the zoo recipe).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling, augmentation.")]
+    = 0,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Checkpoint to write (default: checkpoints/MODEL.pt).")] = None,
     data: DataDir = None,
     force: Force = False,
@@ -83,7 +84,8 @@ def train(
 def eval_(
     model: ModelRef,
     weights: Weights = None,
-    n: Annotated[Optional[int], typer.Option("-n", help="Evaluate on the first N test images.")] = None,
+    n: Annotated[int | None, typer.Option("-n", help="Evaluate on the first N test images.")]
+    = None,
     data: DataDir = None,
 ) -> None:
     """Test-set accuracy of a model; checks it against the checkpoint's recorded accuracy.
@@ -112,10 +114,10 @@ def eval_(
 @app.command()
 def profile(
     model: ModelRef,
-    input_shape: Annotated[Optional[str], typer.Option(
+    input_shape: Annotated[str | None, typer.Option(
         "--input-shape", help="C,H,W of one input (default: the zoo model).")] = None,
     weights: Weights = None,
-    measure: Annotated[bool, typer.Option(help="Also measure each node's latency on this host.")] = False,
+    measure: Annotated[bool, typer.Option(help="Also time each node on this host.")] = False,
 ) -> None:
     """Trace a model with torch.fx and print each node's MACs, parameters and output size.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from .models import ModelRef
 
 @app.command()
 def platforms(
-    name: Annotated[Optional[str], typer.Argument(help="A platform to show in full.")] = None,
+    name: Annotated[str | None, typer.Argument(help="A platform to show in full.")] = None,
 ) -> None:
     """List the built-in platforms, or show one with the source of every figure.
 
@@ -54,11 +54,11 @@ def plan(
     objective: Annotated[str, typer.Option(
         help="latency, throughput, energy (max per device) or energy-total.")] = "latency",
     replicas: Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")] = 1,
-    input_shape: Annotated[Optional[str], typer.Option(
+    input_shape: Annotated[str | None, typer.Option(
         "--input-shape", help="C,H,W of one input (default: the zoo model's).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", "-w",
+    weights: Annotated[Path | None, typer.Option("--weights", "-w",
                                                     help="State-dict file for the model.")] = None,
-    figure: Annotated[Optional[Path], typer.Option(help="Also draw the plan to this PNG.")] = None,
+    figure: Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")] = None,
     force: Force = False,
 ) -> None:
     """Partition a model onto a platform's devices and write the plan as YAML.
@@ -106,7 +106,7 @@ def plan(
 @app.command()
 def check(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
-    n: Annotated[Optional[int], typer.Option(
+    n: Annotated[int | None, typer.Option(
         "-n", help="Inputs to compare (default: the whole Fashion-MNIST test set, or 8 random "
                    "inputs for other input shapes).")] = None,
     data: DataDir = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -41,7 +41,7 @@ def keys_generate(
 def worker(
     bind: Annotated[str, typer.Option(help="Control address; data binds the next free port.")],
     name: Annotated[str, typer.Option(help="This device's name in the platform.")],
-    keys: Annotated[Optional[Path], typer.Option(help="Key directory (shardguard keys generate).")]
+    keys: Annotated[Path | None, typer.Option(help="Key directory (shardguard keys generate).")]
     = None,
     threads: Annotated[int, typer.Option(help="onnxruntime threads.")] = 1,
 ) -> None:
@@ -74,14 +74,14 @@ def _parse_workers(text: str) -> dict[str, str]:
 @app.command()
 def run(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
-    workers: Annotated[Optional[str], typer.Option(
+    workers: Annotated[str | None, typer.Option(
         help="Running workers: dev1=tcp://HOST:PORT,dev2=...")] = None,
     spawn_local: Annotated[bool, typer.Option(
         "--spawn-local", help="Start one worker per device on this machine, stop them after.")]
     = False,
     check: Annotated[bool, typer.Option(
         "--check", help="Compare every output with the local executor.")] = False,
-    n: Annotated[Optional[int], typer.Option("-n", help="Test images to stream (default all).")]
+    n: Annotated[int | None, typer.Option("-n", help="Test images to stream (default all).")]
     = None,
     batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
     window: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
@@ -89,7 +89,7 @@ def run(
     emulate_links: Annotated[bool, typer.Option(
         "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
                                 "on every link.")] = False,
-    keys: Annotated[Optional[Path], typer.Option(help="Key directory (default: fresh keys "
+    keys: Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
                                                       "for --spawn-local).")] = None,
     data: DataDir = None,
 ) -> None:

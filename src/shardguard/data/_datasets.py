@@ -63,7 +63,7 @@ def _find(directory: Path, stem: str) -> Path:
 
 @lru_cache(maxsize=4)
 def load_split(split: Literal["train", "test"], directory: str | Path | None = None) -> Split:
-    """Load one Fashion-MNIST split from its IDX files, validating magic numbers, counts and sizes."""
+    """One Fashion-MNIST split from its IDX files, validating magic numbers, counts and sizes."""
     root = data_dir(directory)
     if not root.is_dir():
         hint = f"; install it with: {INSTALL_HINT}" if root == DEFAULT_DATA_DIR else ""

@@ -23,7 +23,7 @@ class Node:
     params: int  # parameters owned by this node (shared modules count once)
     param_bytes: int
     out_bytes: int  # bytes of the output tensor for one sample
-    attrs: dict[str, object] = field(default_factory=dict)  # kernel/stride/padding/... for conv, pool
+    attrs: dict[str, object] = field(default_factory=dict)  # kernel, stride, padding (conv, pool)
     latency_s: float | None = None  # measured on this host, when asked for
 
 

@@ -4,8 +4,7 @@
     p.devices["pi1"].mac_rate, p.devices["pi1"].sources["mac_rate"]
 """
 
-from ._model import (Device, Link, Platform, PlatformSpec, builtin_platforms, load_platform,
-                     profiles)
+from ._model import Device, Link, Platform, PlatformSpec, builtin_platforms, load_platform, profiles
 
 __all__ = ["Device", "Link", "Platform", "PlatformSpec", "builtin_platforms", "load_platform",
            "profiles"]

@@ -22,7 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._config import Config, load_yaml, read_yaml, validate
 from ..errors import ConfigError
@@ -116,9 +116,14 @@ class LinkSpec(Config):
 class PlatformSpec(Config):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
-    medium: str | MediumSpec
+    medium: MediumSpec  # in YAML: a built-in medium's name, or a mapping of figures
     devices: Annotated[list[DeviceSpec], Field(min_length=1)]
     links: list[LinkSpec] = []
+
+    @field_validator("medium", mode="before")
+    @classmethod
+    def _medium_by_name(cls, value: Any) -> Any:
+        return {"profile": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _names(self) -> PlatformSpec:
@@ -240,9 +245,7 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
                   sources=sources, **values)
 
 
-def _resolve_medium(spec: str | MediumSpec, where: str) -> tuple[Link, dict[str, str]]:
-    if isinstance(spec, str):
-        spec = MediumSpec(profile=spec)
+def _resolve_medium(spec: MediumSpec, where: str) -> tuple[Link, dict[str, str]]:
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     if spec.profile is not None:

@@ -155,7 +155,8 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
             devices[dst].radio_j += link.rx_j_per_byte * nbytes
             devices[dst].bytes_received += nbytes
 
-    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate for p in compiled.programs}
+    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate
+                     for p in compiled.programs}
     for p in compiled.programs:
         dev = devices[p.device]
         spec = platform.devices[p.device]

@@ -1,6 +1,6 @@
 """The coordinator: deploy a plan to workers, stream requests through them, fail over.
 
-    with shardguard.runtime.cluster(bound, spawn_local=True) as c:
+    with shardguard.cluster("plan.yaml", spawn_local=True) as c:
         y = c.infer(x)                         # one request
         result = c.stream(x_all, labels=y_all)  # many in flight, with failover
 
@@ -462,6 +462,14 @@ def _crop(x: np.ndarray, have: tuple[tuple[int, int], ...],
     return np.ascontiguousarray(x[(slice(None), *[slice(a, b) for a, b in rel])])
 
 
-def cluster(bound: Bound, **options: Any) -> Cluster:
-    """A ``Cluster`` to use in a ``with`` block (see the module docstring)."""
-    return Cluster(bound, **options)
+def cluster(plan: Bound | Any, **options: Any) -> Cluster:
+    """A ``Cluster`` for ``plan`` (a plan file, a ``Plan`` or a bound plan), for a ``with`` block.
+
+        with shardguard.cluster("plan.yaml", spawn_local=True) as c:
+            logits = c.infer(images)        # (B, 1, 28, 28) float32 → (B, 10)
+    """
+    if not isinstance(plan, Bound):
+        from ..partition.bind import bind
+
+        plan = bind(plan)
+    return Cluster(plan, **options)

@@ -16,9 +16,8 @@ from typing import Protocol
 
 import torch
 
-from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from ..partition._segment import assemble_tensors
-from ..partition.compile import INPUT, OUTPUT
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
 from ..partition.regions import full
 
 

@@ -4,7 +4,8 @@
 
 It binds a control socket (ZeroMQ ROUTER, CurveZMQ server: only coordinator
 keys in ``KEYS/authorized/`` may talk to it) and a data socket (PULL) on the next
-port (any free port when the control port is 0); both are on its READY line. A coordinator deploys stages to it as ONNX models; it runs them with
+port (any free port when the control port is 0); both are on its READY line.
+A coordinator deploys stages to it as ONNX models; it runs them with
 onnxruntime and sends each stage's outputs straight to the next stage's worker.
 Every message is validated (``wire.py``); a bad one is counted and dropped, and
 the worker keeps serving. Imports only numpy, onnxruntime, pyzmq, msgpack: it
@@ -114,7 +115,9 @@ class Worker:
         self.relays: dict[str, str] = {}  # "link@device" → relay address on that link
         self.sink = ""  # coordinator's data address
         self.out: dict[str, zmq.Socket] = {}
-        self.pending: dict[tuple[int, str], tuple[float, dict[str, np.ndarray], dict[str, str]]] = {}
+        # (request, stage) → (first piece's arrival, pieces so far, route)
+        self.pending: dict[tuple[int, str], tuple[float, dict[str, np.ndarray],
+                                                  dict[str, str]]] = {}
         self.done: OrderedDict[tuple[int, str], None] = OrderedDict()
         self.deadline_s = 30.0
         self.seq: dict[str, int] = defaultdict(int)

@@ -71,7 +71,8 @@ def _from_file(ref: str) -> nn.Module:
     return module
 
 
-def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool = True) -> LoadedModel:
+def load_model(ref: str, *, weights: str | Path | None = None,
+               pretrained: bool = True) -> LoadedModel:
     """Load a model by reference, in eval mode.
 
     ``ref`` is a zoo name (trained weights are loaded when shipped and ``pretrained``),

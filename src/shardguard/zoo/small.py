@@ -107,7 +107,7 @@ class ResNetSmall(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 block: 1×1 expand, 3×3 depthwise, 1×1 linear project; residual when shapes match."""
+    """MobileNetV2 block: 1×1 expand, 3×3 depthwise, 1×1 linear projection, maybe residual."""
 
     def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
         super().__init__()
