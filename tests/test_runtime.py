@@ -21,6 +21,7 @@ from shardguard.graph import trace
 from shardguard.partition import ModelRef, bind, make_plan
 from shardguard.platform import load_platform
 from shardguard.runtime import keys as keyring
+from shardguard.runtime import wire
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.local import LocalExecutor
 from shardguard.zoo import load_model
@@ -171,6 +172,32 @@ def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_sp
         result = c.stream(x, show_progress=False)
         sender.close()
     context.term()
+    assert not result.errors
+    assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
+
+
+def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, test_split):
+    bound = _bound("resnet-small", "spatial", tmp_path)
+    gather = next(p for p in bound.compiled.programs
+                  if len({t.src for t in p.inputs}) > 1)  # receives tiles from several stages
+    x = test_split.tensors(16)[0].numpy()
+    import zmq
+
+    context = zmq.Context()
+    with Cluster(bound, spawn_local=True) as c:
+        sender = context.socket(zmq.PUSH)
+        sender.setsockopt(zmq.LINGER, 0)
+        sender.connect(c.handles[gather.device].data)
+        for batch, t in zip((1, 2), gather.inputs[:2]):
+            piece = np.zeros((batch, *t.shape), np.float32)
+            sender.send_multipart(wire.encode(7, 1, f"{t.src}>{t.dst}",
+                                              {gather.name: gather.device}, [(t.id, piece)]))
+        time.sleep(0.5)
+        stats = c.call(gather.device, {"kind": "stats"})
+        result = c.stream(x, show_progress=False)
+        sender.close()
+    context.term()
+    assert stats["rejected"] == {"pieces disagree on the batch size": 1}
     assert not result.errors
     assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
 

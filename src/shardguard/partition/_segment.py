@@ -368,11 +368,7 @@ def assemble(pieces: list[tuple[T, Region]], target: Region,
 
 
 def assemble_tensors(pieces: list[tuple[torch.Tensor, Region]], target: Region) -> torch.Tensor:
-    def crop(x: torch.Tensor, have: Region, want: Region) -> torch.Tensor:
-        rel = regions.relative(want, have)
-        return _crop(x, tuple(a for a, _ in rel), tuple(b for _, b in rel))
-
-    return assemble(pieces, target, lambda parts, dim: torch.cat(parts, dim), crop)
+    return assemble(pieces, target, lambda parts, dim: torch.cat(parts, dim), regions.crop)
 
 
 def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:

@@ -55,7 +55,15 @@ def _live(graph: Graph, names: list[str], cut: int) -> list[str]:
 
 def channel_segments(graph: Graph, devices: list[str], rates: list[float], leader: str,
                      min_macs: float = 0.0) -> list[SegmentSpec]:
+    """Channel segments over ``devices`` (group sizes ∝ ``rates``), gathers on ``leader``.
+
+    Group 0 of every split segment also forwards the tensors that skip it (a residual
+    branch); it is the leader's, so that losing any other device loses only its channels.
+    """
     names = [n.name for n in graph.compute_nodes]
+    if leader in devices:  # the leader computes group 0, which also carries the tensors
+        order = [devices.index(leader), *[i for i, d in enumerate(devices) if d != leader]]
+        devices, rates = [devices[i] for i in order], [rates[i] for i in order]
     segments: list[SegmentSpec] = []
     position = 0
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TypeVar
 
 Region = tuple[tuple[int, int], ...]
+T = TypeVar("T")
 
 
 def full(shape: Sequence[int]) -> Region:
@@ -50,6 +52,16 @@ def contains(outer: Region, inner: Region) -> bool:
 def relative(inner: Region, outer: Region) -> Region:
     """``inner`` in the coordinates of a tensor that covers ``outer``."""
     return tuple((i0 - o0, i1 - o0) for (i0, i1), (o0, _) in zip(inner, outer))
+
+
+def crop(x: T, have: Region, want: Region) -> T:
+    """Cut a batched array or tensor that covers ``have`` down to ``want`` (no copy)."""
+    if have == want:
+        return x
+    if not contains(have, want):
+        raise ValueError(f"region {want} is not inside {have}")
+    rel = relative(want, have)
+    return x[(slice(None), *[slice(a, b) for a, b in rel])]  # type: ignore[index, no-any-return]
 
 
 def window_input(out: tuple[int, int], kernel: int, stride: int, padding: int,

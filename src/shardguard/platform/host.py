@@ -90,7 +90,8 @@ def host_profile() -> DeviceProfile:
     memory, memory_src = _memory_bytes()
     has_aes = bool(re.search(r"^flags\s*:.*\baes\b", _cpuinfo(), re.M))
     power = "estimate: no power sensor on this host; a 2-core server share assumed"
-    crypto = {alg: Figure(value=cpb, source=f"{CALIBRATED}: cryptography package, 1 MiB")
+    crypto = {alg: Figure(value=cpb, source=f"{CALIBRATED}: 1 MiB messages, cryptography "
+                                            "(AEADs) and hashlib (HMAC, BLAKE2)")
               for alg, cpb in measure_crypto(clock).items()}
     return DeviceProfile(
         description="this machine, calibrated by measurement",

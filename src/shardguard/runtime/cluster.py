@@ -13,6 +13,7 @@ Every request ends as a result or an explicit error, within its deadline.
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
@@ -29,10 +30,10 @@ import zmq
 import zmq.utils.monitor
 
 from .._progress import progress
-from ..errors import AuthenticationError, TransportError
+from ..errors import AuthenticationError, ConfigError, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import INPUT, OUTPUT
-from ..partition.regions import full, relative
+from ..partition.regions import crop, full
 from . import keys as keyring
 from . import wire
 from .export import export_plan
@@ -103,22 +104,29 @@ class Cluster:
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0) -> None:
         if not spawn_local and not workers:
-            raise TransportError("give worker addresses (--workers) or spawn them locally")
+            raise ConfigError("give worker addresses (--workers) or spawn them locally")
+        sealed = sorted({link.protection for link in bound.plan.links} - {"none"})
+        if sealed:
+            raise ConfigError(f"link protection {', '.join(sealed)} is not implemented by the "
+                              "runtime yet; set protection: none")
         self.bound, self.window, self.deadline_s = bound, window, deadline_s
         self.max_attempts, self.threads, self.seed = max_attempts, threads, seed
         self.devices = bound.plan.devices_used()
         self.addresses = dict(workers or {})
         missing = [d for d in self.devices if not spawn_local and d not in self.addresses]
         if missing:
-            raise TransportError(f"no worker address for device(s) {', '.join(missing)}")
+            raise ConfigError(f"no worker address for device(s) {', '.join(missing)}")
         self.spawn_local, self.emulate_links, self.advertise = spawn_local, emulate_links, advertise
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._logs: tempfile.TemporaryDirectory[str] | None = None
         self.keys = keys
         self.ctx = zmq.Context()
         self.handles: dict[str, Handle] = {}
         self.pushes: dict[str, zmq.Socket] = {}
         self.relays: list[Relay] = []
-        self.next_req = 1
+        # request ids start at a random point: a forger cannot guess live ones
+        self.next_req = int.from_bytes(os.urandom(6), "big")
+        self.calls = 0
         compiled = bound.compiled
         self.input_transfers = compiled.input_transfers
         self.output_transfers = compiled.output_transfers
@@ -148,21 +156,25 @@ class Cluster:
             self._spawn()
         public, secret = keyring.load_pair(self.keys, keyring.COORDINATOR)
         for device in self.devices:
-            sock = self.ctx.socket(zmq.DEALER)
+            handle = self.handles.setdefault(device, Handle(device, self.addresses[device],
+                                                            None, None))  # type: ignore[arg-type]
+            handle.control = self.addresses[device]
+            handle.socket = sock = self.ctx.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            handle.monitor = sock.get_monitor_socket()
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = keyring.load_public(self.keys, device)
             sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
             sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
             sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
-            monitor = sock.get_monitor_socket()
-            sock.connect(self.addresses[device])
-            handle = self.handles.setdefault(device, Handle(device, self.addresses[device],
-                                                            sock, monitor))
-            handle.socket, handle.monitor = sock, monitor
+            try:
+                sock.connect(handle.control)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"worker {device}: bad address {handle.control!r} ({exc})") \
+                    from exc
         for device, handle in self.handles.items():
             reply = self.call(device, {"kind": "hello"}, timeout=10.0)
-            handle.data = str(reply["data"])
+            handle.data = _reachable(str(reply["data"]), handle.control)
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(f"tcp://{self.advertise}:*")
@@ -186,21 +198,25 @@ class Cluster:
 
     def _spawn(self) -> None:
         assert self.keys is not None
+        self._logs = tempfile.TemporaryDirectory(prefix="shardguard-workers-")
         for device in self.devices:
+            log = open(Path(self._logs.name) / f"{device}.log", "w")  # noqa: SIM115
             proc = subprocess.Popen(
                 [sys.executable, "-m", "shardguard.runtime.worker", "--bind", "tcp://127.0.0.1:0",
                  "--name", device, "--keys", str(self.keys), "--threads", str(self.threads),
                  "--exit-with-parent"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdout=subprocess.PIPE, stderr=log, text=True)
+            log.close()  # the child holds its own descriptor
             self.handles[device] = Handle(device, "", None, None, process=proc)  # type: ignore[arg-type]
         for device, handle in self.handles.items():
             assert handle.process is not None and handle.process.stdout is not None
             ready, _, _ = select.select([handle.process.stdout], [], [], 60.0)
             line = handle.process.stdout.readline() if ready else ""
             if not line.startswith("READY"):
-                err = handle.process.stderr.read() if handle.process.poll() is not None else ""
-                raise TransportError(f"worker {device} did not start: {line.strip()} "
-                                     f"{err.strip()[-300:]}")
+                handle.process.kill()
+                err = (Path(self._logs.name) / f"{device}.log").read_text().strip()
+                raise TransportError(f"worker {device} did not start: "
+                                     f"{(line.strip() + ' ' + err)[-300:]}")
             self.addresses[device] = line.split()[2]
 
     def _start_relays(self, sink: str) -> dict[str, str]:
@@ -220,22 +236,25 @@ class Cluster:
                 if device == src_device:
                     continue
                 target = sink if device == "output" else self.handles[device].data
-                relay = Relay("tcp://127.0.0.1:*", target, LinkModel(
-                    spec.bandwidth_bps, spec.latency_s, spec.loss, self.seed), context=self.ctx)
+                relay = Relay("tcp://127.0.0.1:*", target, LinkModel.of(spec, self.seed),
+                              context=self.ctx)
                 relay.start()
                 self.relays.append(relay)
                 out[f"{link}@{device}"] = relay.address
         return out
 
     def close(self) -> None:
-        for handle in self.handles.values():
-            if handle.alive and handle.socket is not None and handle.data:
+        for handle in self.handles.values():  # workers we started; remote ones keep serving
+            if handle.process is not None and handle.alive and handle.socket is not None:
                 try:
                     handle.socket.send(msgpack.packb({"kind": "shutdown"}), flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
         for relay in self.relays:
-            relay.stop()
+            try:
+                relay.stop()
+            except Exception:  # noqa: BLE001 - a relay's failure must not block the cleanup
+                pass
         deadline = time.monotonic() + 3.0
         for handle in self.handles.values():
             if handle.process is not None:
@@ -244,24 +263,25 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     handle.process.kill()
                     handle.process.wait()
-                for stream in (handle.process.stdout, handle.process.stderr):
-                    if stream is not None:
-                        stream.close()
+                if handle.process.stdout is not None:
+                    handle.process.stdout.close()
             for sock in (handle.socket, handle.monitor):
                 if sock is not None:
                     sock.close(linger=0)
         for sock in [*self.pushes.values(), getattr(self, "sink", None)]:
             if sock is not None:
                 sock.close(linger=0)
-        self.ctx.term()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        self.ctx.destroy(linger=0)
+        for tmp in (self._tmp, self._logs):
+            if tmp is not None:
+                tmp.cleanup()
 
     # -- control ----------------------------------------------------------------------------
     def call(self, device: str, message: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """Send a control message to ``device`` and wait for its reply."""
+        """Send a control message to ``device`` and wait for its reply (matched by id)."""
         handle = self.handles[device]
-        handle.socket.send(msgpack.packb(message, use_bin_type=True))
+        self.calls += 1
+        handle.socket.send(msgpack.packb({**message, "id": self.calls}, use_bin_type=True))
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             self._watch(handle)
@@ -269,7 +289,12 @@ class Cluster:
                 raise AuthenticationError(f"worker {device} ({handle.control}) refused this "
                                           "coordinator's key (CurveZMQ handshake failed)")
             if handle.socket.poll(50):
-                reply = msgpack.unpackb(handle.socket.recv(), raw=False)
+                try:
+                    reply = msgpack.unpackb(handle.socket.recv(), raw=False)
+                except (ValueError, msgpack.UnpackException):
+                    continue
+                if not isinstance(reply, dict) or reply.get("id") != self.calls:
+                    continue  # a late reply to an earlier call
                 if not reply.get("ok"):
                     raise TransportError(f"worker {device}: {reply.get('error')}")
                 return dict(reply)
@@ -327,7 +352,7 @@ class Cluster:
         r.route, r.pieces = route, {}
         for t in self.input_transfers:
             device = route[t.dst]
-            piece = _crop(r.x, full(r.x.shape[1:]), t.region)
+            piece = np.ascontiguousarray(crop(r.x, full(r.x.shape[1:]), t.region))
             frames = wire.encode(r.req, r.attempts, f"{INPUT}>{t.dst}", route, [(t.id, piece)])
             try:
                 self._push(self.handles[device].data).send_multipart(frames, copy=False,
@@ -407,6 +432,8 @@ class Cluster:
                         if r is None:
                             duplicates += 1
                             continue
+                        if any(a.shape[0] != len(r.x) for a in arrays.values()):
+                            continue  # not this request's answer
                         r.pieces.update(arrays)
                         if len(r.pieces) == len(self.output_transfers):
                             del inflight[r.req]
@@ -450,16 +477,15 @@ class Cluster:
 
         parts = [(pieces[t.id], t.region) for t in self.output_transfers]
         target = full(self.bound.graph.output_shape[1:])
-        return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim),
-                        lambda a, have, want: _crop(a, have, want))
+        return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim), crop)
 
 
-def _crop(x: np.ndarray, have: tuple[tuple[int, int], ...],
-          want: tuple[tuple[int, int], ...]) -> np.ndarray:
-    if have == want:
-        return x
-    rel = relative(want, have)
-    return np.ascontiguousarray(x[(slice(None), *[slice(a, b) for a, b in rel])])
+def _reachable(data: str, control: str) -> str:
+    """A worker bound to a wildcard reports 0.0.0.0: reach it on its control host instead."""
+    host, _, port = data.rpartition(":")
+    if host in ("tcp://0.0.0.0", "tcp://*", "tcp://[::]"):
+        return f"{control.rpartition(':')[0]}:{port}"
+    return data
 
 
 def cluster(plan: Bound | Any, **options: Any) -> Cluster:

@@ -22,7 +22,7 @@ COORDINATOR = "coordinator"
 
 def generate(directory: Path, devices: list[str], *, force: bool = False) -> list[Path]:
     """Create key pairs for the coordinator and ``devices``; return the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # secrets never world-readable
     written: list[Path] = []
     for name in [COORDINATOR, *devices]:
         public = directory / f"{name}.key"

@@ -11,67 +11,141 @@ would carry, and a stage's outputs exactly what its device would send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 
 from ..partition._segment import assemble_tensors
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
-from ..partition.regions import full
+from ..partition.regions import crop, full
 
 
 class Interceptor(Protocol):
-    """Sees and may change what stages send (``on_stage``) and what links carry (``on_link``)."""
+    """Sees, and may change, what stages send and what links carry.
 
-    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    ``on_stage`` gets a stage's outputs (the tensors its device sends) and returns them,
+    changed or not, or ``None`` when the device produced nothing (it crashed).
+    ``on_link`` gets one transfer's tensor as it crosses the link and returns it,
+    changed or not, or ``None`` when the message was lost. Either may also mark
+    single samples lost by returning a tensor and setting ``lost`` (B,) on
+    ``Traffic`` (see ``LocalExecutor.run_outcome``).
+    """
+
+    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
+                 traffic: Traffic) -> list[torch.Tensor] | None:
         ...
 
-    def on_link(self, transfer: Transfer, value: torch.Tensor) -> torch.Tensor:
+    def on_link(self, transfer: Transfer, value: torch.Tensor,
+                traffic: Traffic) -> torch.Tensor | None:
         ...
+
+
+@dataclass
+class Traffic:
+    """Per-batch state that interceptors may read and mark: which samples are lost."""
+
+    batch: int
+    lost: dict[str, torch.Tensor]  # transfer id → (B,) bool: that sample's piece did not arrive
+    notes: dict[object, torch.Tensor] = field(default_factory=dict)  # interceptors' own state
+
+    def drop(self, transfer: Transfer, samples: torch.Tensor) -> None:
+        """Mark ``samples`` (a (B,) bool mask) of ``transfer`` as lost."""
+        none = torch.zeros(self.batch, dtype=torch.bool)
+        self.lost[transfer.id] = self.lost.get(transfer.id, none) | samples
+
+
+@dataclass
+class Outcome:
+    """A batch's result: outputs, which samples were answered, which degraded."""
+
+    output: torch.Tensor  # (B, ...) — rows of unanswered samples are NaN
+    answered: torch.Tensor  # (B,) bool
+    degraded: torch.Tensor  # (B,) bool — answered with a piece of a split tensor missing
 
 
 class LocalExecutor:
     def __init__(self, compiled: CompiledPlan, interceptors: Sequence[Interceptor] = ()) -> None:
         self.compiled = compiled.build()
         self.interceptors = list(interceptors)
+        # how many pieces each stage receives per tensor: a lost piece of a split tensor is
+        # filled with zeros (degraded); a lost whole tensor means the stage cannot run
+        self.pieces: dict[tuple[str, str], int] = {}
+        for p in self.compiled.programs:
+            for t in p.inputs:
+                self.pieces[(p.name, t.tensor)] = self.pieces.get((p.name, t.tensor), 0) + 1
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         """Run a batch ``x`` (B, C, H, W) through every stage; return the model's output."""
-        graph = self.compiled.graph
-        sent: dict[str, torch.Tensor] = {}
-        for t in self.compiled.input_transfers:
-            sent[t.id] = self._link(t, _cut(x, full(x.shape[1:]), t.region))
-        results: list[tuple[torch.Tensor, tuple[tuple[int, int], ...]]] = []
-        for program in self.compiled.programs:
-            outputs = list(program.module(*[sent[t.id] for t in program.inputs]))
-            for hook in self.interceptors:
-                outputs = hook.on_stage(program, outputs)
-            for t, value in zip(program.outputs, outputs):
-                value = self._link(t, value)
-                if t.dst == OUTPUT:
-                    results.append((value, t.region))
-                else:
-                    sent[t.id] = value
-        target = full(graph.output_shape[1:])
-        return assemble_tensors(results, target)
+        return self.run_outcome(x).output
 
-    def _link(self, transfer: Transfer, value: torch.Tensor) -> torch.Tensor:
+    def run_outcome(self, x: torch.Tensor) -> Outcome:
+        """Run a batch, with interceptors, tracking lost and degraded samples."""
+        batch = len(x)
+        none = torch.zeros(batch, dtype=torch.bool)
+        traffic = Traffic(batch, {})
+        sent: dict[str, torch.Tensor] = {}
+        missing: dict[str, torch.Tensor] = {}  # transfer id → (B,) samples without it
+        degraded = none.clone()
+        for t in self.compiled.input_transfers:
+            sent[t.id] = crop(x, full(x.shape[1:]), t.region)
+        results: list[tuple[torch.Tensor, tuple[tuple[int, int], ...]]] = []
+        failed = none.clone()
+        for program in self.compiled.programs:
+            args, absent = [], none.clone()
+            for t in program.inputs:
+                gone = missing.get(t.id, none)
+                value = sent.get(t.id)
+                if value is None:
+                    gone = ~none
+                    value = torch.zeros(batch, *t.shape, dtype=x.dtype)
+                if gone.any():
+                    if self.pieces[(program.name, t.tensor)] > 1:  # fill the hole, go on
+                        value = torch.where(gone.view(-1, *[1] * len(t.shape)),
+                                            torch.zeros_like(value), value)
+                        degraded |= gone
+                    else:
+                        absent |= gone
+                args.append(value)
+            outputs: list[torch.Tensor] | None = list(program.module(*args))
+            for hook in self.interceptors:
+                if outputs is None:
+                    break
+                outputs = hook.on_stage(program, outputs, traffic)
+            if outputs is None:  # the device produced nothing
+                outputs = [torch.zeros(batch, *t.shape, dtype=x.dtype) for t in program.outputs]
+                absent = ~none
+            for t, value in zip(program.outputs, outputs):
+                delivered = self._link(t, value, traffic)
+                lost = absent | traffic.lost.pop(t.id, none)
+                if delivered is None:
+                    delivered, lost = torch.zeros_like(value), ~none
+                if t.dst == OUTPUT:
+                    results.append((delivered, t.region))
+                    failed |= lost
+                else:
+                    sent[t.id] = delivered
+                    missing[t.id] = lost
+        target = full(self.compiled.graph.output_shape[1:])
+        output = assemble_tensors(results, target)
+        if failed.any():
+            output = torch.where(failed.view(-1, *[1] * (output.dim() - 1)),
+                                 torch.full_like(output, float("nan")), output)
+        return Outcome(output, ~failed, degraded & ~failed)
+
+    def _link(self, transfer: Transfer, value: torch.Tensor,
+              traffic: Traffic) -> torch.Tensor | None:
         if transfer.src == INPUT or transfer.dst == OUTPUT:
             return value
         for hook in self.interceptors:
-            value = hook.on_link(transfer, value)
+            result = hook.on_link(transfer, value, traffic)
+            if result is None:
+                return None
+            value = result
         return value
-
-
-def _cut(x: torch.Tensor, have: tuple[tuple[int, int], ...],
-         want: tuple[tuple[int, int], ...]) -> torch.Tensor:
-    if have == want:
-        return x
-    return x[(slice(None), *[slice(a, b) for a, b in want])]
 
 
 @dataclass
@@ -99,7 +173,8 @@ def check(executor: LocalExecutor, whole: torch.nn.Module, x: torch.Tensor,
     for chunk in x.split(batch_size):
         ref = whole(chunk)
         got = executor(chunk)
-        diff = max(diff, float((got - ref).abs().max()))
+        gap = (got - ref).abs().max()
+        diff = max(diff, float("inf") if torch.isnan(gap) else float(gap))  # NaN: a failure
         lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
         same += int((got.argmax(1) == ref.argmax(1)).sum())
     return CheckResult(len(x), diff, hi - lo, same)

@@ -123,7 +123,7 @@ def encode(req: int, seq: int, link: str, route: Mapping[str, str],
         dtype = getattr(array, "dtype", None)
         if not isinstance(array, np.ndarray) or dtype is None or dtype.name not in DTYPES:
             raise MalformedMessage(f"tensor {name!r}: not an ndarray of {sorted(DTYPES)}")
-        if not array.flags.c_contiguous or dtype.byteorder == ">":
+        if not array.flags.c_contiguous or dtype != _WIRE_DTYPE[dtype.name]:
             array = np.ascontiguousarray(array, dtype=_WIRE_DTYPE[dtype.name])
         specs.append({"name": name, "dtype": dtype.name, "shape": list(array.shape)})
         frames.append(array.reshape(-1).view(np.uint8).data)

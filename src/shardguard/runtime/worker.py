@@ -20,6 +20,7 @@ Control messages are msgpack maps with a ``kind``: ``hello``, ``deploy``,
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import sys
@@ -35,11 +36,14 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..errors import MalformedMessage, ShardGuardError
+from ..errors import ConfigError, MalformedMessage, ShardGuardError
 from . import wire
+from .keys import load_pair
 
 DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
 MAX_CONTROL_BYTES = 512 * 2**20
+MAX_DATA_BYTES = 256 * 2**20
+MAX_PENDING = 4096  # requests waiting for more pieces
 
 
 @dataclass
@@ -87,13 +91,12 @@ class Worker:
         self.control.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
         if not insecure:
             if keys is None:
-                raise ShardGuardError("a worker needs --keys DIR (or --insecure for tests)")
-            secret = keys / f"{name}.key_secret"
+                raise ConfigError("a worker needs --keys DIR (or --insecure for tests)")
             authorized = keys / "authorized"
-            if not secret.is_file() or not authorized.is_dir():
-                raise ShardGuardError(f"{keys}: needs {secret.name} and authorized/ "
-                                      f"(make them with: shardguard keys generate {keys})")
-            public, private = zmq.auth.load_certificate(str(secret))
+            if not authorized.is_dir():
+                raise ConfigError(f"{keys}: needs authorized/ with the coordinator's public key "
+                                  f"(make it with: shardguard keys generate {keys})")
+            public, private = load_pair(keys, name)
             self.auth = ThreadAuthenticator(self.ctx)
             self.auth.start()
             self.auth.configure_curve(domain="*", location=str(authorized))
@@ -104,6 +107,7 @@ class Worker:
         self.data = self.ctx.socket(zmq.PULL)
         self.data.setsockopt(zmq.LINGER, 0)
         self.data.setsockopt(zmq.RCVHWM, 10_000)
+        self.data.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)  # libzmq drops anything larger
         # data on the next port when the control port was chosen, else on any free port
         host, port = self.control_address.rsplit(":", 1)
         explicit = not bind.endswith((":0", ":*"))
@@ -128,15 +132,16 @@ class Worker:
 
     # -- control plane ----------------------------------------------------------------------
     def handle_control(self, identity: bytes, raw: bytes) -> None:
+        message: Any = None
         try:
             message = msgpack.unpackb(raw, raw=False, strict_map_key=True)
             if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
                 raise MalformedMessage("control message is not a map with a kind")
-            reply = self._control(message)
-        except (ShardGuardError, ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+            reply = {**self._control(message), "id": message.get("id")}
+        except Exception as exc:  # bad input, or onnxruntime's own types: answer, keep serving
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        except Exception as exc:  # onnxruntime raises its own types on bad models
-            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        if isinstance(message, dict) and "id" not in reply:
+            reply["id"] = message.get("id")
         self.control.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])
 
     def _control(self, m: dict[str, Any]) -> dict[str, Any]:
@@ -172,8 +177,10 @@ class Worker:
         options.inter_op_num_threads = 1
         stages: dict[str, Stage] = {}
         for art in m["stages"]:
-            session = ort.InferenceSession(bytes(art["onnx"]), options,
-                                           providers=["CPUExecutionProvider"])
+            model = bytes(art["onnx"])
+            if hashlib.sha256(model).hexdigest() != art["sha256"]:
+                raise MalformedMessage(f"stage {art['stage']}: ONNX bytes do not match sha256")
+            session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             links = {p["link"] for p in art["inputs"]}
             stages[art["stage"]] = Stage(art["stage"], session, art["inputs"], art["outputs"],
                                          links)
@@ -191,6 +198,9 @@ class Worker:
         self.deadline_s = float(m.get("deadline_s", 30.0))
         self.pending.clear()
         self.done.clear()
+        for sock in self.out.values():  # the previous deployment's peers
+            sock.close(linger=0)
+        self.out.clear()
         # connect to every peer now, so the first messages are not dropped while connecting
         targets = [*self.peers.values(), *self.relays.values(), self.sink]
         for address in targets:
@@ -221,6 +231,13 @@ class Worker:
             self.counters.duplicates += 1
             return
         first, have, _ = self.pending.get(key, (time.monotonic(), {}, route))
+        batches = {a.shape[0] for a in [*have.values(), *arrays.values()]}
+        if len(batches) > 1:  # pieces of one request must agree on its batch
+            self.counters.rejected["pieces disagree on the batch size"] += 1
+            return
+        if key not in self.pending and len(self.pending) >= MAX_PENDING:
+            self.counters.rejected["too many incomplete requests"] += 1
+            return
         have.update(arrays)
         wanted = [p["tensor"] for p in stage.inputs]
         if not all(t in have for t in wanted):
@@ -235,7 +252,11 @@ class Worker:
     def run(self, stage: Stage, req: int, inputs: list[np.ndarray], route: dict[str, str]) -> None:
         start = time.perf_counter()
         feeds = {p["name"]: x for p, x in zip(stage.inputs, inputs)}
-        outputs = stage.session.run(None, feeds)
+        try:
+            outputs = stage.session.run(None, feeds)
+        except Exception as exc:  # onnxruntime's own error types; the worker keeps serving
+            self.counters.rejected[f"stage {stage.name} failed: {type(exc).__name__}"] += 1
+            return
         slow = float(self.behaviour.get("slow", 1.0))
         elapsed = time.perf_counter() - start
         if slow > 1.0:  # a straggler: k× slower
@@ -346,7 +367,7 @@ def _bind(sock: zmq.Socket, address: str) -> str:
             address = address[:-2] + ":*"
         sock.bind(address)
     except zmq.ZMQError as exc:
-        raise ShardGuardError(f"cannot bind {address}: {exc}") from exc
+        raise ConfigError(f"cannot bind {address}: {exc}") from exc
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
 

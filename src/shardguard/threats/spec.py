@@ -1,0 +1,156 @@
+"""Threat specifications: the catalogue of DESIGN.md (D1–D5 on devices, L1–L6 on links).
+
+In YAML, a list under ``threats``; each entry names its ``id``, its ``target`` (a
+device name, a link ``SRC>DST`` between stages, or ``every``) and its parameters::
+
+    threats:
+      - {id: D1, target: pi2}                                   # crash
+      - {id: L1, target: s0>s1, ber: 1.0e-5, bits: exponent}    # bit flips in transit
+      - {id: L2, target: every, snr_db: 20}                     # Gaussian noise
+      - {id: L5, target: s1>s2, method: pgd, epsilon: 0.05, steps: 10}
+
+All randomness comes from ``seed``: a trial is reproducible from its row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from .._config import Config, read_yaml, validate
+from .bits import bit_positions
+
+Target = Annotated[str, Field(min_length=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Threat(Config):
+    target: Target = "every"
+    seed: int = 0
+
+    @property
+    def on_link(self) -> bool:
+        return self.id.startswith("L")  # type: ignore[attr-defined, no-any-return]
+
+
+class Crash(_Threat):
+    """D1: the device stops for good (SIGKILL of its worker)."""
+
+    id: Literal["D1"] = "D1"
+
+
+class Outage(_Threat):
+    """D2: the device stops for ``seconds``, then resumes (SIGSTOP / SIGCONT)."""
+
+    id: Literal["D2"] = "D2"
+    seconds: Annotated[float, Field(gt=0)] = 1.0
+    start_s: Annotated[float, Field(ge=0)] = 0.0  # when, from the start of the stream
+
+
+class Straggler(_Threat):
+    """D3: the device computes ``factor``× slower."""
+
+    id: Literal["D3"] = "D3"
+    factor: Annotated[float, Field(ge=1)] = 4.0
+
+
+class Compromised(_Threat):
+    """D4: the device sends wrong outputs."""
+
+    id: Literal["D4"] = "D4"
+    mode: Literal["random", "zero", "scale", "sign", "adversarial"] = "random"
+    factor: float = 10.0  # for mode: scale
+
+
+class WeightFlips(_Threat):
+    """D5: bit flips in a device's stored weights."""
+
+    id: Literal["D5"] = "D5"
+    ber: Probability = 1e-6
+    bits: str | int | list[int] = "all"
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: str | int | list[int]) -> str | int | list[int]:
+        bit_positions(v)
+        return v
+
+
+class BitFlips(_Threat):
+    """L1: bits flip in transit, at a bit-error rate over chosen float32 bit positions."""
+
+    id: Literal["L1"] = "L1"
+    ber: Probability = 1e-6
+    bits: str | int | list[int] = "all"
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: str | int | list[int]) -> str | int | list[int]:
+        bit_positions(v)
+        return v
+
+
+class Noise(_Threat):
+    """L2: additive Gaussian noise at a signal-to-noise ratio (dB, per tensor)."""
+
+    id: Literal["L2"] = "L2"
+    snr_db: float = 20.0
+
+
+class Erasure(_Threat):
+    """L3: zeroed elements, zeroed channels, or whole messages dropped, at ``rate``."""
+
+    id: Literal["L3"] = "L3"
+    mode: Literal["elements", "channels", "message"] = "elements"
+    rate: Probability = 0.1
+
+
+class Replay(_Threat):
+    """L4: a message is replaced by the same link's message from an earlier request."""
+
+    id: Literal["L4"] = "L4"
+    rate: Probability = 1.0
+    lag: Annotated[int, Field(ge=1)] = 1
+
+
+class Adversarial(_Threat):
+    """L5: FGSM or PGD perturbation of the tensor in an ε-ball relative to its range.
+
+    White-box on the downstream stages; untargeted, or towards ``target_class``.
+    """
+
+    id: Literal["L5"] = "L5"
+    method: Literal["fgsm", "pgd"] = "fgsm"
+    epsilon: Annotated[float, Field(ge=0)] = 0.05
+    steps: Annotated[int, Field(ge=1)] = 10
+    target_class: int | None = None
+
+
+class Eavesdrop(_Threat):
+    """L6: train a decoder that reconstructs the input from the tensor on a link."""
+
+    id: Literal["L6"] = "L6"
+    epochs: Annotated[int, Field(ge=1)] = 3
+    train_samples: Annotated[int, Field(ge=100)] = 10_000
+
+
+Threat = Annotated[Crash | Outage | Straggler | Compromised | WeightFlips | BitFlips | Noise
+                   | Erasure | Replay | Adversarial | Eavesdrop, Field(discriminator="id")]
+
+DEVICE_THREATS = ("D1", "D2", "D3", "D4", "D5")
+LINK_THREATS = ("L1", "L2", "L3", "L4", "L5", "L6")
+
+
+class ThreatFile(Config):
+    threats: list[Threat]
+
+
+def parse_threat(data: object, source: str = "threat") -> Threat:
+    """One threat from a mapping (as in YAML); errors name the field."""
+    return validate(ThreatFile, {"threats": [data]}, source).threats[0]
+
+
+def load_threats(path: str | Path) -> list[Threat]:
+    return validate(ThreatFile, read_yaml(Path(path)), str(path)).threats

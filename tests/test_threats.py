@@ -1,0 +1,160 @@
+"""Threats in the local executor: exact float32 flips, and the findings the analysis reproduces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shardguard.graph import trace
+from shardguard.partition import ModelRef, make_plan
+from shardguard.platform import load_platform
+from shardguard.runtime.local import LocalExecutor
+from shardguard.threats.bits import flip_at, flip_bits
+from shardguard.threats.local import ThreatInterceptor, weight_flips
+from shardguard.threats.spec import parse_threat
+from shardguard.zoo import load_model
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(width=32, allow_nan=False), bit=st.integers(0, 31))
+def test_a_flip_changes_exactly_that_float32_bit_and_twice_restores_it(value, bit):
+    x = torch.tensor([value], dtype=torch.float32)
+    once = flip_at(x, torch.tensor([0]), torch.tensor([bit]))
+    diff = int(x.view(torch.int32)[0] ^ once.view(torch.int32)[0]) & 0xFFFFFFFF
+    assert diff == 1 << bit
+    twice = flip_at(x, torch.tensor([0, 0]), torch.tensor([bit, bit]))
+    assert torch.equal(twice.view(torch.int32), x.view(torch.int32))
+
+
+def test_flips_at_a_rate_are_seeded_and_near_the_expected_count():
+    x = torch.rand(1000, 100)
+    a = flip_bits(x, 1e-3, "exponent", np.random.default_rng(4))
+    b = flip_bits(x, 1e-3, "exponent", np.random.default_rng(4))
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    flipped = int((a != x).sum())
+    assert abs(flipped - 800) < 5 * np.sqrt(800)
+    assert flip_bits(x, 0.0, "all").equal(x)
+
+
+@pytest.fixture(scope="module")
+def setup(test_split):
+    model = load_model("resnet-small").module
+    graph = trace(model, (1, 28, 28))
+    platform = load_platform("rpi4x4-ethernet")
+    ref = ModelRef(ref="resnet-small", input_shape=[1, 28, 28])
+    plans = {s: make_plan(graph, ref, platform, strategy=s, objective="energy")
+             for s in ("pipeline", "spatial", "channel")}
+    x, y = test_split.tensors(2000)
+    return plans, x, y
+
+
+def _accuracy(planned, x, y, *threats):
+    executor = LocalExecutor(planned.compiled, [ThreatInterceptor(t) for t in threats])
+    with torch.no_grad():
+        outcome = executor.run_outcome(x)
+    correct = (outcome.output.argmax(1) == y) & outcome.answered
+    return float(correct.float().mean()), outcome
+
+
+def test_high_exponent_flips_cost_far_more_than_mantissa_flips(setup):
+    plans, x, y = setup
+    clean, _ = _accuracy(plans["pipeline"], x, y)
+    rates = {}
+    for bits in ("exponent-high", "mantissa"):
+        threat = parse_threat({"id": "L1", "target": "every", "ber": 1e-4, "bits": bits})
+        rates[bits], _ = _accuracy(plans["pipeline"], x, y, threat)
+    assert rates["mantissa"] > clean - 0.01  # mantissa flips at 1e-4: harmless
+    assert rates["exponent-high"] < rates["mantissa"] - 0.3  # bit 30: catastrophic
+
+
+def test_random_flips_are_harmless_at_low_rates_and_ruinous_at_high(setup):
+    plans, x, y = setup
+    clean, _ = _accuracy(plans["pipeline"], x, y)
+    curve = {}
+    for ber in (1e-9, 1e-6, 1e-3):
+        threat = parse_threat({"id": "L1", "target": "every", "ber": ber, "bits": "all"})
+        curve[ber], _ = _accuracy(plans["pipeline"], x, y, threat)
+    assert curve[1e-9] >= clean - 0.002
+    assert curve[1e-3] < 0.5 * clean
+    assert curve[1e-9] >= curve[1e-6] >= curve[1e-3]
+
+
+def test_losing_a_pipeline_device_fails_every_request(setup):
+    plans, x, y = setup
+    for device in {p.device for p in plans["pipeline"].compiled.programs}:
+        accuracy, outcome = _accuracy(plans["pipeline"], x, y,
+                                      parse_threat({"id": "D1", "target": device}))
+        assert accuracy == 0.0 and not outcome.answered.any()
+
+
+def _split_plan(strategy: str):
+    """Split work across devices, everything unsplit on pi1: a lost pi2 loses only its piece."""
+    from shardguard.partition.build import assemble_plan, whole
+    from shardguard.partition.channel import channel_segments
+    from shardguard.partition.pipeline import tables
+    from shardguard.partition.plan import SegmentSpec
+    from shardguard.partition.spatial import prefix_ends, tile_stages
+
+    graph = trace(load_model("resnet-small").module, (1, 28, 28))
+    platform = load_platform("rpi4x4-ethernet")
+    devices = ["pi2", "pi3", "pi4"]
+    if strategy == "channel":
+        segments = channel_segments(graph, ["pi1", *devices], [1.0] * 4, leader="pi1")
+    else:
+        names = [n.name for n in graph.compute_nodes]
+        end = max(prefix_ends(graph, tables(graph)))
+        _, h, w = graph.by_name[names[end - 1]].shape[1:]
+        segments = [SegmentSpec(first=names[0], last=names[end - 1], split="spatial",
+                                stages=tile_stages(devices, [1.0] * 3, h, w, 3, 1)),
+                    whole(graph, end, len(names) - 1, "rest", "pi1")]
+    return assemble_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
+                         platform, strategy, "latency", segments)
+
+
+@pytest.mark.parametrize("strategy", ["spatial", "channel"])
+def test_losing_one_device_of_a_split_segment_degrades_instead_of_failing(setup, strategy):
+    _, x, y = setup
+    planned = _split_plan(strategy)
+    clean, _ = _accuracy(planned, x, y)
+    accuracy, outcome = _accuracy(planned, x, y, parse_threat({"id": "D1", "target": "pi2"}))
+    assert outcome.answered.all() and outcome.degraded.all()
+    assert 0.0 < accuracy < clean
+    _, lost_leader = _accuracy(planned, x, y, parse_threat({"id": "D1", "target": "pi1"}))
+    assert not lost_leader.answered.any()
+
+
+def test_weight_flips_are_applied_and_restored(setup):
+    plans, x, y = setup
+    planned = plans["pipeline"]
+    clean, _ = _accuracy(planned, x, y)
+    threat = parse_threat({"id": "D5", "target": "every", "ber": 1e-3, "bits": "exponent-high"})
+    with weight_flips(planned.compiled, threat) as touched:
+        hit, _ = _accuracy(planned, x, y)
+    assert touched > 0 and hit < clean - 0.3
+    assert _accuracy(planned, x, y)[0] == clean
+
+
+@pytest.mark.parametrize("spec", [
+    {"id": "L2", "snr_db": 0.0}, {"id": "L3", "mode": "channels", "rate": 0.5},
+    {"id": "L4", "rate": 1.0}, {"id": "D4", "mode": "random"},
+])
+def test_strong_link_and_device_attacks_cost_accuracy(setup, spec):
+    plans, x, y = setup
+    clean, _ = _accuracy(plans["pipeline"], x, y)
+    hit, _ = _accuracy(plans["pipeline"], x, y, parse_threat(spec))
+    assert hit < clean - 0.2, (spec, clean, hit)
+
+
+def test_dropped_messages_leave_those_requests_unanswered(setup):
+    plans, x, y = setup
+    _, outcome = _accuracy(plans["pipeline"], x, y,
+                           parse_threat({"id": "L3", "mode": "message", "rate": 0.3}))
+    links = {(t.src, t.dst) for p in plans["pipeline"].compiled.programs for t in p.inputs
+             if t.src != "input"}
+    expected = 1 - 0.7 ** len(links)  # a request is lost if any of its messages is
+    unanswered = float((~outcome.answered).float().mean())
+    assert abs(unanswered - expected) < 5 * np.sqrt(expected * (1 - expected) / len(x))
+    assert torch.isnan(outcome.output[~outcome.answered]).all()
