@@ -53,7 +53,7 @@ def _root(
 
 
 def _register() -> None:
-    from . import demo, models, planning, runtime  # noqa: F401  (each adds its commands)
+    from . import analysis, demo, models, planning, runtime  # noqa: F401  (add commands)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,244 @@
+"""Campaigns: sweep threat × target × intensity × strategy, one tidy row per trial.
+
+    shardguard campaign campaign.yaml -o results/
+
+A campaign file names the model, the platform, the strategies and a list of
+threats whose parameters may be lists (every combination is a trial) and whose
+``target`` may be ``devices`` or ``links`` (each one of the plan's)::
+
+    model: resnet-small
+    platform: rpi4x4-ethernet
+    strategies: [pipeline, spatial]
+    objective: energy
+    samples: 2000
+    seeds: [0]
+    threats:
+      - {id: L1, target: every, ber: [1.0e-7, 1.0e-5, 1.0e-3], bits: [exponent-high, mantissa]}
+      - {id: D1, target: devices}
+
+Trials run on local processes, in the local executor. Each finished trial is
+appended to ``results.jsonl`` at once, so an interrupted campaign resumes where
+it stopped; ``results.csv`` and ``results.parquet`` are written at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from .._config import Config, load_yaml
+from .._progress import progress
+from ..errors import ConfigError
+from ..partition.plan import Objective, Strategy
+
+SUPPORTED = ("D1", "D3", "D4", "D5", "L1", "L2", "L3", "L4")
+
+
+class CampaignSpec(Config):
+    model: str
+    weights: str | None = None
+    platform: str
+    strategies: Annotated[list[Strategy], Field(min_length=1)] = ["pipeline"]
+    objective: Objective = "energy"
+    samples: Annotated[int, Field(ge=1, le=10_000)] = 2000
+    seeds: Annotated[list[int], Field(min_length=1)] = [0]
+    threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    processes: Annotated[int, Field(ge=0)] = 0  # 0: one per core
+
+
+@dataclass(frozen=True)
+class Trial:
+    strategy: str
+    threat: dict[str, Any]
+    seed: int
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([self.strategy, self.threat, self.seed], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list[Trial]:
+    """Every trial of the campaign; ``targets[strategy]`` lists its plan's devices and links."""
+    from ..threats.spec import parse_threat
+
+    trials = []
+    for strategy in spec.strategies:
+        for i, entry in enumerate(spec.threats):
+            if entry.get("id") not in SUPPORTED:
+                raise ConfigError(f"threats.{i}: {entry.get('id')!r} is not available in "
+                                  f"campaigns yet (available: {', '.join(SUPPORTED)})")
+            keys = sorted(entry)
+            for combo in itertools.product(*[_choices(k, entry[k]) for k in keys]):
+                threat = dict(zip(keys, combo))
+                target = threat.get("target", "every")
+                names = targets[strategy].get(target, [target])
+                for name in names:
+                    for seed in spec.seeds:
+                        concrete = {**threat, "target": name, "seed": seed}
+                        parse_threat(concrete, f"threats.{i}")  # validate now, not mid-run
+                        trials.append(Trial(strategy, concrete, seed))
+    return trials
+
+
+def _choices(key: str, value: Any) -> list[Any]:
+    """A list sweeps its values; but ``bits: [30, 29]`` is one set of bit positions."""
+    if not isinstance(value, list):
+        return [value]
+    if key == "bits" and all(isinstance(v, int) for v in value):
+        return [value]
+    return value
+
+
+def _cell(value: Any) -> Any:
+    """Numbers stay numbers; anything else becomes text (one type per column)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# -- worker processes ----------------------------------------------------------------------
+_STATE: dict[str, Any] = {}
+
+
+def _init(plan_files: dict[str, str], samples: int, threads: int) -> None:
+    import torch
+
+    from ..data import load_split
+    from ..partition import bind
+    from ..runtime.local import LocalExecutor
+
+    torch.set_num_threads(threads)
+    x, y = load_split("test").tensors(samples)
+    _STATE.update(x=x, y=y, bound={}, clean={})
+    for strategy, path in plan_files.items():
+        bound = bind(path)
+        with torch.no_grad():
+            clean = LocalExecutor(bound.compiled).run(x).argmax(1)
+        _STATE["bound"][strategy] = bound
+        _STATE["clean"][strategy] = clean
+
+
+def run_trial(trial: Trial) -> dict[str, Any]:
+    """One trial in this process: the threat in the local executor; one tidy row."""
+    import torch
+
+    from ..platform.cost import estimate
+    from ..runtime.local import LocalExecutor
+    from ..threats.local import ThreatInterceptor, weight_flips
+    from ..threats.spec import Straggler, WeightFlips, parse_threat
+    from .metrics import measure
+
+    threat = parse_threat(trial.threat)
+    bound = _STATE["bound"][trial.strategy]
+    x, y, clean = _STATE["x"], _STATE["y"], _STATE["clean"][trial.strategy]
+    cost = bound.cost
+    with torch.no_grad():
+        if isinstance(threat, WeightFlips):
+            with weight_flips(bound.compiled, threat):
+                outcome = LocalExecutor(bound.compiled).run_outcome(x)
+        else:
+            outcome = LocalExecutor(bound.compiled, [ThreatInterceptor(threat)]).run_outcome(x)
+    if isinstance(threat, Straggler):  # timing only: the cost model with a slower device
+        from dataclasses import replace
+
+        slow = dict(bound.platform.devices)
+        for name, device in slow.items():
+            if threat.target in ("every", name):
+                slow[name] = replace(device, mac_rate=device.mac_rate / threat.factor)
+        cost = estimate(bound.compiled, replace(bound.platform, devices=slow))
+    metrics = measure(y, clean, outcome.output.argmax(1), outcome.answered, outcome.degraded)
+    params = {k: v for k, v in trial.threat.items() if k not in ("id", "target", "seed")}
+    return {"trial": trial.key, "strategy": trial.strategy, "threat": threat.id,
+            "target": threat.target, "seed": trial.seed,
+            "params": json.dumps(params, sort_keys=True), "execution": "local",
+            **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
+            **metrics.row(), "latency_s": cost.latency_s,
+            "max_active_energy_j": cost.max_active_j}
+
+
+def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
+    """Run every trial not already in ``out/results.jsonl``; return all rows."""
+    from ..graph import trace
+    from ..partition import ModelRef, make_plan
+    from ..platform import load_platform
+    from ..zoo import load_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_model(spec.model, weights=spec.weights)
+    if loaded.input_shape is None:
+        raise ConfigError(f"{spec.model}: campaigns need a zoo model with a known input shape")
+    graph = trace(loaded.module, loaded.input_shape)
+    platform = load_platform(spec.platform)
+    plan_files, targets = {}, {}
+    for strategy in spec.strategies:
+        path = out / "plans" / f"{strategy}.yaml"
+        if not path.exists():
+            planned = make_plan(graph, ModelRef(ref=spec.model, weights=spec.weights,
+                                                input_shape=list(loaded.input_shape)),
+                                platform, strategy=strategy, objective=spec.objective)
+            planned.plan.save(path)
+            plan = planned.plan
+        else:
+            from ..partition import load_plan
+            plan = load_plan(path)
+        plan_files[strategy] = str(path)
+        links = sorted({f"{lk.src}>{lk.dst}" for lk in plan.links})
+        targets[strategy] = {"devices": plan.devices_used(), "links": links}
+    trials = expand(spec, targets)
+    journal = out / "results.jsonl"
+    rows = [json.loads(line) for line in journal.read_text().splitlines()] \
+        if journal.exists() else []
+    done = {r["trial"] for r in rows}
+    todo = [t for t in trials if t.key not in done]
+    processes = spec.processes or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    with progress() as bar, journal.open("a") as sink:
+        task = bar.add_task("campaign", total=len(trials), completed=len(trials) - len(todo),
+                            info="")
+        if processes == 1:
+            _init(plan_files, spec.samples, threads)
+            results = map(run_trial, todo)
+            pool = None
+        else:
+            pool = ProcessPoolExecutor(processes, initializer=_init,
+                                       initargs=(plan_files, spec.samples, threads))
+            results = pool.map(run_trial, todo)
+        try:
+            for row in results:
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                rows.append(row)
+                bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+    write_tables(rows, out)
+    return rows
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param_"), k))
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
+    pq.write_table(table, out / "results.parquet")
+
+
+def load_campaign(path: str | Path) -> CampaignSpec:
+    return load_yaml(CampaignSpec, Path(path))
