@@ -21,5 +21,7 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert facts["check_same_class"] == 10_000
     assert facts["distributed_answered"] == 500  # 2000 images in requests of 4
     assert facts["distributed_same_class"] == 2000
+    assert facts["most_critical"].startswith(("device", "link"))
+    assert (out / "analysis" / "criticality.png").is_file()
     assert (out / "plan.yaml").is_file() and (out / "plan.png").stat().st_size > 10_000
     assert "ShardGuard demo — summary" in result.out

@@ -24,6 +24,7 @@ T = TypeVar("T")
 DEMO_MODEL = "resnet-small"
 DEMO_PLATFORM = "rpi4x4-ethernet"
 DISTRIBUTED_IMAGES = 2000
+ANALYSIS_IMAGES = 500
 
 
 def planned_outputs(bound: Any, x: Any) -> np.ndarray:
@@ -69,7 +70,7 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
 
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = DemoSummary(str(out_dir))
-    steps = _Steps(5, summary)
+    steps = _Steps(6, summary)
 
     loaded, test = steps.run(f"loading {model} and the Fashion-MNIST test set",
                              lambda: (load_model(model), load_split("test", data)))
@@ -129,6 +130,23 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
         f"{float((result.outputs[answered].argmax(1) == labels[answered]).mean()):.2%}"]
     summary.facts.update(distributed_answered=result.answered, distributed_same_class=same,
                          distributed_throughput=result.throughput)
+
+    from .analysis.analyze import analyze
+
+    analysis = steps.run("a short vulnerability analysis (bit flips, noise, crashes, per link)",
+                         lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
+                                         samples=ANALYSIS_IMAGES))
+    worst = analysis.ranking[0]
+    by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
+                if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
+    summary.lines += [
+        f"attacks    at a bit-error rate of 1e-4 on every link, accuracy is "
+        f"{by_class.get('mantissa', float('nan')):.1%} with mantissa flips but "
+        f"{by_class.get('exponent-high', float('nan')):.1%} with flips of bit 30; "
+        f"most critical: {worst['kind']} {worst['name']} (−{worst['accuracy_drop']:.1%}) — "
+        f"{out_dir}/analysis/"]
+    summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
+                         l1_1e4_accuracy=by_class)
     summary.facts.update(model=model, test_accuracy=accuracy, macs=graph.total_macs,
                          params=graph.total_params, platform=platform,
                          stages=len(planned.compiled.programs), latency_s=cost.latency_s,

@@ -168,11 +168,10 @@ def run_trial(trial: Trial) -> dict[str, Any]:
 def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
     """Run every trial not already in ``out/results.jsonl``; return all rows."""
     from ..graph import trace
-    from ..partition import ModelRef, make_plan
+    from ..partition import ModelRef, load_plan, make_plan
     from ..platform import load_platform
     from ..zoo import load_model
 
-    out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(spec.model, weights=spec.weights)
     if loaded.input_shape is None:
         raise ConfigError(f"{spec.model}: campaigns need a zoo model with a known input shape")
@@ -188,29 +187,39 @@ def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
             planned.plan.save(path)
             plan = planned.plan
         else:
-            from ..partition import load_plan
             plan = load_plan(path)
         plan_files[strategy] = str(path)
-        links = sorted({f"{lk.src}>{lk.dst}" for lk in plan.links})
-        targets[strategy] = {"devices": plan.devices_used(), "links": links}
-    trials = expand(spec, targets)
+        targets[strategy] = plan_targets(plan)
+    return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out)
+
+
+def plan_targets(plan: Any) -> dict[str, list[str]]:
+    """What ``devices`` and ``links`` mean as a threat target for ``plan``."""
+    links = sorted({f"{lk.src}>{lk.dst}" for lk in plan.links})
+    return {"devices": plan.devices_used(), "links": links}
+
+
+def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, processes: int,
+            out: Path, description: str = "campaign") -> list[dict[str, Any]]:
+    """Run the trials not already in ``out/results.jsonl`` on a process pool; all rows."""
+    out.mkdir(parents=True, exist_ok=True)
     journal = out / "results.jsonl"
     rows = [json.loads(line) for line in journal.read_text().splitlines()] \
         if journal.exists() else []
     done = {r["trial"] for r in rows}
     todo = [t for t in trials if t.key not in done]
-    processes = spec.processes or os.cpu_count() or 1
+    processes = processes or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // processes)
     with progress() as bar, journal.open("a") as sink:
-        task = bar.add_task("campaign", total=len(trials), completed=len(trials) - len(todo),
+        task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo),
                             info="")
-        if processes == 1:
-            _init(plan_files, spec.samples, threads)
-            results = map(run_trial, todo)
-            pool = None
+        pool = None
+        if processes == 1 or len(todo) <= 1:
+            _init(plan_files, samples, threads * processes)
+            results: Any = map(run_trial, todo)
         else:
             pool = ProcessPoolExecutor(processes, initializer=_init,
-                                       initargs=(plan_files, spec.samples, threads))
+                                       initargs=(plan_files, samples, threads))
             results = pool.map(run_trial, todo)
         try:
             for row in results:

@@ -1,0 +1,147 @@
+"""Vulnerability analysis of one plan: a standard campaign, figures and a criticality ranking.
+
+    shardguard analyze plan.yaml -o out/analysis
+
+Runs, in the local executor on the first ``samples`` test images:
+* L1 bit flips on every link, per bit class (sign, highest exponent bit, exponent,
+  mantissa, all) at bit-error rates from 1e-8 to 1e-2;
+* L2 Gaussian noise on every link, SNR from −10 to 40 dB;
+* D1 crash of each device in turn;
+* on each link in turn, the standard link attacks: L1 (all bits, BER 1e-4),
+  L2 (10 dB) and L3 (half the messages dropped).
+
+The criticality of a device is the accuracy lost when it crashes; of a link, the
+mean accuracy lost under the standard link attacks. The ranking (most critical
+first) is the order an attacker should follow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..partition.bind import bind  # noqa: E402
+from .campaign import Trial, execute, plan_targets  # noqa: E402
+
+BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
+BIT_CLASSES = ["sign", "exponent-high", "exponent", "mantissa", "all"]
+SNR_DB = [-10, 0, 10, 20, 30, 40]
+LINK_ATTACKS = [{"id": "L1", "ber": 1e-4, "bits": "all"}, {"id": "L2", "snr_db": 10},
+                {"id": "L3", "mode": "message", "rate": 0.5}]
+
+
+@dataclass
+class Analysis:
+    rows: list[dict[str, Any]]
+    ranking: list[dict[str, Any]]  # most critical first
+    figures: dict[str, Path]
+    clean_accuracy: float
+
+
+def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -> list[Trial]:
+    def trial(**threat: Any) -> Trial:
+        return Trial(plan_label, {**threat, "seed": seed}, seed)
+
+    trials = [trial(id="L1", target="every", ber=b, bits=c) for c in BIT_CLASSES for b in BER]
+    trials += [trial(id="L2", target="every", snr_db=s) for s in SNR_DB]
+    trials += [trial(id="D1", target=d) for d in targets["devices"]]
+    trials += [trial(target=link, **attack) for link in targets["links"]
+               for attack in LINK_ATTACKS]
+    return trials
+
+
+def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> list[dict[str, Any]]:
+    ranking = []
+    for device in targets["devices"]:
+        hits = [r for r in rows if r["threat"] == "D1" and r["target"] == device]
+        ranking.append({"kind": "device", "name": device,
+                        "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
+                        "availability": min(r["availability"] for r in hits),
+                        "attacks": "D1 crash"})
+    for link in targets["links"]:
+        hits = [r for r in rows if r["target"] == link]
+        ranking.append({"kind": "link", "name": link,
+                        "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
+                        "availability": min(r["availability"] for r in hits),
+                        "attacks": "L1 1e-4, L2 10 dB, L3 50% messages"})
+    ranking.sort(key=lambda r: -r["accuracy_drop"])
+    for i, r in enumerate(ranking, start=1):
+        r["rank"] = i
+    return ranking
+
+
+def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
+            processes: int = 0) -> Analysis:
+    bound = bind(plan_file, build=False)
+    targets = plan_targets(bound.plan)
+    label = bound.plan.strategy
+    trials = standard_trials(label, targets, seed)
+    rows = execute(trials, {label: str(plan_file)}, samples, processes, out,
+                   description="analysis")
+    ranking = criticality(rows, targets)
+    clean = rows[0]["clean_accuracy"] if rows else 0.0
+    figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean),
+               "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean),
+               "ranking": _ranking_figure(ranking, out / "criticality.png")}
+    (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
+    return Analysis(rows, ranking, figures, clean)
+
+
+def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for bits in BIT_CLASSES:
+        points = sorted((r["param_ber"], r["accuracy"]) for r in rows
+                        if r["threat"] == "L1" and r["target"] == "every"
+                        and r.get("param_bits") == bits)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=bits)
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xscale("log")
+    ax.set_xlabel("bit-error rate on every link (per bit of the chosen class)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Bit flips in transit (L1): accuracy by float32 bit class")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
+    points = sorted((r["param_snr_db"], r["accuracy"]) for r in rows
+                    if r["threat"] == "L2" and r["target"] == "every")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if points:
+        ax.plot(*zip(*points), marker="o")
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xlabel("signal-to-noise ratio on every link (dB)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Gaussian noise in transit (L2)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _ranking_figure(ranking: list[dict[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(ranking))))
+    names = [f"{r['kind']} {r['name']}" for r in ranking]
+    colours = ["tab:red" if r["kind"] == "device" else "tab:blue" for r in ranking]
+    ax.barh(range(len(ranking)), [r["accuracy_drop"] for r in ranking], color=colours)
+    ax.set_yticks(range(len(ranking)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy lost (device: crash; link: mean of standard attacks)")
+    ax.set_title("Criticality: which device or link to hit first")
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,38 @@
+"""The vulnerability analysis of a plan: figures, rows and a criticality ranking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shardguard.analysis.analyze import BER, BIT_CLASSES, SNR_DB, analyze
+from shardguard.graph import trace
+from shardguard.partition import ModelRef, make_plan
+from shardguard.platform import load_platform
+from shardguard.zoo import load_model
+
+
+@pytest.mark.slow
+def test_analysis_writes_figures_and_ranks_devices_and_links(tmp_path):
+    graph = trace(load_model("lenet5").module, (1, 28, 28))
+    planned = make_plan(graph, ModelRef(ref="lenet5", input_shape=[1, 28, 28]),
+                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
+                        objective="energy")
+    plan = tmp_path / "plan.yaml"
+    planned.plan.save(plan)
+    result = analyze(plan, tmp_path / "analysis", samples=300)
+    devices = planned.plan.devices_used()
+    links = {f"{lk.src}>{lk.dst}" for lk in planned.plan.links}
+    assert len(result.rows) == (len(BER) * len(BIT_CLASSES) + len(SNR_DB) + len(devices)
+                                + 3 * len(links))
+    ranked = {(r["kind"], r["name"]) for r in result.ranking}
+    assert ranked == {("device", d) for d in devices} | {("link", lk) for lk in links}
+    drops = [r["accuracy_drop"] for r in result.ranking]
+    assert drops == sorted(drops, reverse=True)
+    # a pipeline without replicas: losing any device loses everything
+    assert all(r["accuracy_drop"] == pytest.approx(result.clean_accuracy)
+               for r in result.ranking if r["kind"] == "device")
+    for path in result.figures.values():
+        assert path.stat().st_size > 10_000
+    assert json.loads((tmp_path / "analysis" / "ranking.json").read_text()) == result.ranking
