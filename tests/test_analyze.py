@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shardguard.analysis.analyze import BER, BIT_CLASSES, SNR_DB, analyze
+from shardguard.analysis.analyze import BER, BIT_CLASSES, EPSILON, LINK_ATTACKS, SNR_DB, analyze
 from shardguard.graph import trace
 from shardguard.partition import ModelRef, make_plan
 from shardguard.platform import load_platform
@@ -25,7 +25,7 @@ def test_analysis_writes_figures_and_ranks_devices_and_links(tmp_path):
     devices = planned.plan.devices_used()
     links = {f"{lk.src}>{lk.dst}" for lk in planned.plan.links}
     assert len(result.rows) == (len(BER) * len(BIT_CLASSES) + len(SNR_DB) + len(devices)
-                                + 3 * len(links))
+                                + (len(LINK_ATTACKS) + len(EPSILON) - 1) * len(links))
     ranked = {(r["kind"], r["name"]) for r in result.ranking}
     assert ranked == {("device", d) for d in devices} | {("link", lk) for lk in links}
     drops = [r["accuracy_drop"] for r in result.ranking]

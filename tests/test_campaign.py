@@ -51,5 +51,6 @@ def test_a_trial_is_reproducible_from_its_row(tmp_path):
 
 def test_a_threat_not_yet_available_in_campaigns_is_refused(tmp_path):
     spec = CampaignSpec.model_validate({**SPEC, "threats": [{"id": "L6", "target": "every"}]})
+    # L6 (eavesdropping) trains a decoder: not a campaign trial yet
     with pytest.raises(ConfigError, match="not available in campaigns yet"):
         run_campaign(spec, tmp_path)

@@ -158,3 +158,28 @@ def test_dropped_messages_leave_those_requests_unanswered(setup):
     unanswered = float((~outcome.answered).float().mean())
     assert abs(unanswered - expected) < 5 * np.sqrt(expected * (1 - expected) / len(x))
     assert torch.isnan(outcome.output[~outcome.answered]).all()
+
+
+def test_adversarial_tampering_on_a_link_costs_more_than_noise_of_the_same_size(setup):
+    from shardguard.threats.attacks import adversarial_link
+
+    plans, x, y = setup
+    planned = plans["pipeline"]
+    x, y = x[:500], y[:500]
+    link = next(f"{t.src}>{t.dst}" for p in planned.compiled.programs for t in p.inputs
+                if t.src != "input")
+    clean, _ = _accuracy(planned, x, y)
+    fgsm = adversarial_link(planned.compiled, parse_threat(
+        {"id": "L5", "target": link, "method": "fgsm", "epsilon": 0.02}), x, y)
+    pgd = adversarial_link(planned.compiled, parse_threat(
+        {"id": "L5", "target": link, "method": "pgd", "epsilon": 0.02, "steps": 5}), x, y)
+    accuracy = {k: float((o.output.argmax(1) == y).float().mean())
+                for k, o in (("fgsm", fgsm), ("pgd", pgd))}
+    assert accuracy["pgd"] <= accuracy["fgsm"] < clean - 0.2
+    noisy, _ = _accuracy(planned, x, y, parse_threat({"id": "L2", "target": link,
+                                                      "snr_db": 30}))
+    assert noisy > accuracy["fgsm"] + 0.2
+    targeted = adversarial_link(planned.compiled, parse_threat(
+        {"id": "L5", "target": link, "method": "pgd", "epsilon": 0.05, "steps": 5,
+         "target_class": 3}), x, y)
+    assert float((targeted.output.argmax(1) == 3).float().mean()) > 0.3

@@ -8,7 +8,8 @@ Runs, in the local executor on the first ``samples`` test images:
 * L2 Gaussian noise on every link, SNR from −10 to 40 dB;
 * D1 crash of each device in turn;
 * on each link in turn, the standard link attacks: L1 (all bits, BER 1e-4),
-  L2 (10 dB) and L3 (half the messages dropped).
+  L2 (10 dB), L3 (half the messages dropped) and L5 (FGSM, ε 0.02), and FGSM at
+  ε from 0.005 to 0.05.
 
 The criticality of a device is the accuracy lost when it crashes; of a link, the
 mean accuracy lost under the standard link attacks. The ranking (most critical
@@ -33,8 +34,10 @@ from .campaign import Trial, execute, plan_targets  # noqa: E402
 BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
 BIT_CLASSES = ["sign", "exponent-high", "exponent", "mantissa", "all"]
 SNR_DB = [-10, 0, 10, 20, 30, 40]
+EPSILON = [0.005, 0.01, 0.02, 0.05]
 LINK_ATTACKS = [{"id": "L1", "ber": 1e-4, "bits": "all"}, {"id": "L2", "snr_db": 10},
-                {"id": "L3", "mode": "message", "rate": 0.5}]
+                {"id": "L3", "mode": "message", "rate": 0.5},
+                {"id": "L5", "method": "fgsm", "epsilon": 0.02}]
 
 
 @dataclass
@@ -54,6 +57,8 @@ def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -
     trials += [trial(id="D1", target=d) for d in targets["devices"]]
     trials += [trial(target=link, **attack) for link in targets["links"]
                for attack in LINK_ATTACKS]
+    trials += [trial(id="L5", target=link, method="fgsm", epsilon=e) for link in targets["links"]
+               for e in EPSILON if e != 0.02]  # 0.02 is among the standard attacks
     return trials
 
 
@@ -65,12 +70,14 @@ def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> li
                         "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
                         "availability": min(r["availability"] for r in hits),
                         "attacks": "D1 crash"})
+    standard = {json.dumps({k: v for k, v in a.items() if k != "id"}, sort_keys=True)
+                for a in LINK_ATTACKS}
     for link in targets["links"]:
-        hits = [r for r in rows if r["target"] == link]
+        hits = [r for r in rows if r["target"] == link and r["params"] in standard]
         ranking.append({"kind": "link", "name": link,
                         "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
                         "availability": min(r["availability"] for r in hits),
-                        "attacks": "L1 1e-4, L2 10 dB, L3 50% messages"})
+                        "attacks": "L1 1e-4, L2 10 dB, L3 50% messages, L5 FGSM 0.02"})
     ranking.sort(key=lambda r: -r["accuracy_drop"])
     for i, r in enumerate(ranking, start=1):
         r["rank"] = i
@@ -89,6 +96,8 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
     clean = rows[0]["clean_accuracy"] if rows else 0.0
     figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean),
                "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean),
+               "epsilon": _epsilon_figure(rows, targets["links"], out / "accuracy_vs_epsilon.png",
+                                          clean),
                "ranking": _ranking_figure(ranking, out / "criticality.png")}
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
     return Analysis(rows, ranking, figures, clean)
@@ -123,6 +132,23 @@ def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title("Gaussian noise in transit (L2)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
+                    clean: float) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for link in links:
+        points = sorted((r["param_epsilon"], r["accuracy"]) for r in rows
+                        if r["threat"] == "L5" and r["target"] == link)
+        if points:
+            ax.plot(*zip(*points), marker="o", label=link)
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xlabel("ε (FGSM step, relative to the tensor's range)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Adversarial tampering on each link (L5, white-box on downstream stages)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 

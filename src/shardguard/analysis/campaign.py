@@ -39,7 +39,7 @@ from .._progress import progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
 
-SUPPORTED = ("D1", "D3", "D4", "D5", "L1", "L2", "L3", "L4")
+SUPPORTED = ("D1", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5")
 
 
 class CampaignSpec(Config):
@@ -129,24 +129,20 @@ def _init(plan_files: dict[str, str], samples: int, threads: int) -> None:
 
 def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
-    import torch
 
     from ..platform.cost import estimate
-    from ..runtime.local import LocalExecutor
-    from ..threats.local import ThreatInterceptor, weight_flips
-    from ..threats.spec import Straggler, WeightFlips, parse_threat
+    from ..threats.attacks import adversarial_link
+    from ..threats.spec import Adversarial, Straggler, parse_threat
     from .metrics import measure
 
     threat = parse_threat(trial.threat)
     bound = _STATE["bound"][trial.strategy]
     x, y, clean = _STATE["x"], _STATE["y"], _STATE["clean"][trial.strategy]
     cost = bound.cost
-    with torch.no_grad():
-        if isinstance(threat, WeightFlips):
-            with weight_flips(bound.compiled, threat):
-                outcome = LocalExecutor(bound.compiled).run_outcome(x)
-        else:
-            outcome = LocalExecutor(bound.compiled, [ThreatInterceptor(threat)]).run_outcome(x)
+    if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
+        outcome = adversarial_link(bound.compiled, threat, x, y)
+    else:
+        outcome = _outcome(bound, threat, x)
     if isinstance(threat, Straggler):  # timing only: the cost model with a slower device
         from dataclasses import replace
 
@@ -163,6 +159,20 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
             "max_active_energy_j": cost.max_active_j}
+
+
+def _outcome(bound: Any, threat: Any, x: Any) -> Any:
+    import torch
+
+    from ..runtime.local import LocalExecutor
+    from ..threats.local import ThreatInterceptor, weight_flips
+    from ..threats.spec import WeightFlips
+
+    with torch.no_grad():
+        if isinstance(threat, WeightFlips):
+            with weight_flips(bound.compiled, threat):
+                return LocalExecutor(bound.compiled).run_outcome(x)
+        return LocalExecutor(bound.compiled, [ThreatInterceptor(threat)]).run_outcome(x)
 
 
 def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,88 @@
+"""L5: adversarial perturbation of the tensor on a link, white-box on the downstream stages.
+
+The attacker on the link sees the tensor and knows the stages after it. FGSM
+takes one step of size ε·range along the sign of the loss gradient; PGD takes
+``steps`` steps of 2.5·ε·range/steps, projected back into the ε·range ball
+(range: the clean tensor's max − min, so ε is relative). Untargeted attacks
+raise the cross-entropy of the true class; targeted ones lower it for
+``target_class``. Simulation only: it needs gradients, which a light worker
+does not have (results say ``execution: local``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..partition.compile import CompiledPlan, StageProgram, Transfer
+from ..runtime.local import LocalExecutor, Outcome, Traffic
+from .local import link_matches
+from .spec import Adversarial
+
+
+class _Perturb:
+    """Adds a (learnable) perturbation to every tensor crossing the targeted link."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.delta: dict[str, torch.Tensor] = {}
+        self.clean: dict[str, torch.Tensor] = {}
+
+    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
+                 traffic: Traffic) -> list[torch.Tensor]:
+        return outputs
+
+    def on_link(self, transfer: Transfer, value: torch.Tensor,
+                traffic: Traffic) -> torch.Tensor:
+        if not link_matches(self.target, transfer):
+            return value
+        self.clean[transfer.id] = value.detach()
+        delta = self.delta.get(transfer.id)
+        return value if delta is None else value + delta
+
+
+@contextlib.contextmanager
+def _frozen(compiled: CompiledPlan) -> Iterator[None]:
+    """No gradients for the weights: only the perturbation is optimised."""
+    params = [p for prog in compiled.build().programs if prog.module is not None
+              for p in prog.module.parameters()]
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
+def adversarial_link(compiled: CompiledPlan, threat: Adversarial, x: torch.Tensor,
+                     y: torch.Tensor) -> Outcome:
+    """The outcome of ``x`` when the attacker perturbs the link ``threat.target``."""
+    perturb = _Perturb(threat.target)
+    executor = LocalExecutor(compiled, [perturb])
+    loss_fn = nn.CrossEntropyLoss()
+    goal = None if threat.target_class is None else torch.full_like(y, threat.target_class)
+    with _frozen(compiled):
+        with torch.no_grad():
+            executor.run(x)  # the clean tensors on the link: shapes and ranges
+        if not perturb.clean:
+            raise ValueError(f"no tensor crosses link {threat.target!r}")
+        bound = {k: threat.epsilon * float(v.max() - v.min()) for k, v in perturb.clean.items()}
+        steps = 1 if threat.method == "fgsm" else threat.steps
+        step = {k: b if threat.method == "fgsm" else 2.5 * b / steps for k, b in bound.items()}
+        perturb.delta = {k: torch.zeros_like(v, requires_grad=True)
+                         for k, v in perturb.clean.items()}
+        for _ in range(steps):
+            logits = executor.run(x)
+            loss = loss_fn(logits, y) if goal is None else -loss_fn(logits, goal)
+            grads = torch.autograd.grad(loss, list(perturb.delta.values()))
+            with torch.no_grad():
+                for (k, d), g in zip(perturb.delta.items(), grads):
+                    d += step[k] * g.sign()
+                    d.clamp_(-bound[k], bound[k])
+        with torch.no_grad():
+            return executor.run_outcome(x)
