@@ -49,8 +49,18 @@ def test_a_trial_is_reproducible_from_its_row(tmp_path):
     assert first == second
 
 
-def test_a_threat_not_yet_available_in_campaigns_is_refused(tmp_path):
-    spec = CampaignSpec.model_validate({**SPEC, "threats": [{"id": "L6", "target": "every"}]})
-    # L6 (eavesdropping) trains a decoder: not a campaign trial yet
-    with pytest.raises(ConfigError, match="not available in campaigns yet"):
+def test_an_outage_longer_than_the_deadline_loses_the_requests_in_it(tmp_path):
+    spec = CampaignSpec.model_validate({**SPEC, "processes": 1, "seeds": [0], "deadline_s": 0.5,
+                                        "threats": [{"id": "D2", "target": "devices",
+                                                     "seconds": [0.2, 2.0], "start_s": 0.0}]})
+    rows = run_campaign(spec, tmp_path)
+    short = [r for r in rows if r["param_seconds"] == 0.2]
+    long = [r for r in rows if r["param_seconds"] == 2.0]
+    assert all(r["availability"] == 1.0 for r in short)  # they wait, within the deadline
+    assert all(r["availability"] < 1.0 for r in long)
+
+
+def test_an_unknown_threat_in_a_campaign_is_refused(tmp_path):
+    spec = CampaignSpec.model_validate({**SPEC, "threats": [{"id": "L9", "target": "every"}]})
+    with pytest.raises(ConfigError, match="not available in campaigns"):
         run_campaign(spec, tmp_path)

@@ -183,3 +183,24 @@ def test_adversarial_tampering_on_a_link_costs_more_than_noise_of_the_same_size(
         {"id": "L5", "target": link, "method": "pgd", "epsilon": 0.05, "steps": 5,
          "target_class": 3}), x, y)
     assert float((targeted.output.argmax(1) == 3).float().mean()) > 0.3
+
+
+def test_an_eavesdropper_rebuilds_the_input_better_from_a_shallow_cut(train_split, test_split):
+    from shardguard.partition.build import assemble_plan, whole
+    from shardguard.threats.eavesdrop import eavesdrop
+
+    graph = trace(load_model("resnet-small").module, (1, 28, 28))
+    names = [n.name for n in graph.compute_nodes]
+    platform = load_platform("rpi4x4-ethernet")
+    train_x, _ = train_split.tensors(3000)
+    test_x, _ = test_split.tensors(300)
+    scores = {}
+    for label, cut in (("shallow", names.index("stem_2")), ("deep", names.index("pool"))):
+        planned = assemble_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
+                                platform, "manual", "latency",
+                                [whole(graph, 0, cut, "a", "pi1"),
+                                 whole(graph, cut + 1, len(names) - 1, "b", "pi2")])
+        scores[label] = eavesdrop(planned.compiled, "a>b", train_x, test_x, epochs=2)
+    assert scores["shallow"].psnr_db > scores["deep"].psnr_db + 3
+    assert scores["shallow"].ssim > scores["deep"].ssim
+    assert 0 < scores["deep"].ssim < scores["shallow"].ssim <= 1

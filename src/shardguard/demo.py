@@ -126,7 +126,7 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
         f"workers    {result.answered}/{len(result.latency_s)} requests answered, "
         f"{result.throughput:.0f} images/s, p50 {pct.get('p50', float('nan')) * 1e3:.1f} ms; "
         f"same class as the local executor on {same}/{int(answered.sum())} "
-        f"(max |difference| {diff:.1e}); accuracy "
+        f"(max |difference| {diff:.1e}); accuracy on these images "
         f"{float((result.outputs[answered].argmax(1) == labels[answered]).mean()):.2%}"]
     summary.facts.update(distributed_answered=result.answered, distributed_same_class=same,
                          distributed_throughput=result.throughput)

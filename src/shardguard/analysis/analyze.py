@@ -7,6 +7,8 @@ Runs, in the local executor on the first ``samples`` test images:
   mantissa, all) at bit-error rates from 1e-8 to 1e-2;
 * L2 Gaussian noise on every link, SNR from −10 to 40 dB;
 * D1 crash of each device in turn;
+* L6 eavesdropping at cuts spread through the model (PSNR and SSIM of the rebuilt
+  input by cut depth);
 * on each link in turn, the standard link attacks: L1 (all bits, BER 1e-4),
   L2 (10 dB), L3 (half the messages dropped) and L5 (FGSM, ε 0.02), and FGSM at
   ε from 0.005 to 0.05.
@@ -46,6 +48,42 @@ class Analysis:
     ranking: list[dict[str, Any]]  # most critical first
     figures: dict[str, Path]
     clean_accuracy: float
+    reconstruction: list[dict[str, Any]]  # L6 by cut depth
+
+
+def reconstruction_by_depth(bound: Any, *, depths: int = 4, train: int = 4000, test: int = 500,
+                            epochs: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+    """L6 at cuts spread through the model: how well an eavesdropper rebuilds the input.
+
+    Each cut is a two-stage pipeline cut where a single tensor is live; depth is the
+    share of the model's MACs before the cut.
+    """
+    from ..data import load_split
+    from ..partition.build import assemble_plan, whole
+    from ..partition.pipeline import tables
+    from ..threats.eavesdrop import eavesdrop
+
+    graph, platform = bound.graph, bound.platform
+    t = tables(graph)
+    n = len(t.names)
+    single = [j for j in range(1, n) if t.valid[j] and int(t.live[j].sum()) == 1]
+    if not single:
+        return []
+    picks = sorted({single[round(i * (len(single) - 1) / max(1, depths - 1))]
+                    for i in range(depths)})
+    devices = platform.names[:2] if len(platform.names) > 1 else platform.names * 2
+    train_x, _ = load_split("train").tensors(train)
+    test_x, _ = load_split("test").tensors(test)
+    results = []
+    for j in picks:
+        planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
+                                [whole(graph, 0, j - 1, "a", devices[0]),
+                                 whole(graph, j, n - 1, "b", devices[1])])
+        rec = eavesdrop(planned.compiled, "a>b", train_x, test_x, epochs=epochs, seed=seed)
+        results.append({"cut_after": t.names[j - 1], "depth": float(t.macs[j] / t.macs[n]),
+                        "psnr_db": rec.psnr_db, "ssim": rec.ssim,
+                        "tensor": "x".join(map(str, rec.tensor_shape))})
+    return results
 
 
 def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -> list[Trial]:
@@ -94,13 +132,17 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
                    description="analysis")
     ranking = criticality(rows, targets)
     clean = rows[0]["clean_accuracy"] if rows else 0.0
+    reconstruction = reconstruction_by_depth(bound, seed=seed)
+    (out / "reconstruction.json").write_text(json.dumps(reconstruction, indent=2) + "\n")
     figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean),
                "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean),
                "epsilon": _epsilon_figure(rows, targets["links"], out / "accuracy_vs_epsilon.png",
                                           clean),
-               "ranking": _ranking_figure(ranking, out / "criticality.png")}
+               "ranking": _ranking_figure(ranking, out / "criticality.png"),
+               "reconstruction": _reconstruction_figure(reconstruction,
+                                                        out / "reconstruction_by_depth.png")}
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
-    return Analysis(rows, ranking, figures, clean)
+    return Analysis(rows, ranking, figures, clean, reconstruction)
 
 
 def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
@@ -150,6 +192,24 @@ def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
     ax.set_ylim(0, 1)
     ax.set_title("Adversarial tampering on each link (L5, white-box on downstream stages)")
     ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _reconstruction_figure(points: list[dict[str, Any]], path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if points:
+        depth = [p["depth"] for p in points]
+        ax.plot(depth, [p["psnr_db"] for p in points], marker="o", color="tab:purple")
+        ax2 = ax.twinx()
+        ax2.plot(depth, [p["ssim"] for p in points], marker="s", color="tab:green")
+        ax2.set_ylabel("SSIM", color="tab:green")
+        ax2.set_ylim(0, 1)
+        for p in points:
+            ax.annotate(p["cut_after"], (p["depth"], p["psnr_db"]), fontsize=7,
+                        textcoords="offset points", xytext=(3, 4))
+    ax.set_xlabel("cut depth (share of the model's MACs before the cut)")
+    ax.set_ylabel("PSNR of the rebuilt input (dB)", color="tab:purple")
+    ax.set_title("Eavesdropping (L6): how well the input can be rebuilt from a link")
     return _save(fig, path)
 
 

@@ -39,7 +39,7 @@ from .._progress import progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
 
-SUPPORTED = ("D1", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5")
+SUPPORTED = ("D1", "D2", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5", "L6")
 
 
 class CampaignSpec(Config):
@@ -52,6 +52,7 @@ class CampaignSpec(Config):
     seeds: Annotated[list[int], Field(min_length=1)] = [0]
     threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
     processes: Annotated[int, Field(ge=0)] = 0  # 0: one per core
+    deadline_s: Annotated[float, Field(gt=0)] = 10.0  # a request later than this is lost
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,8 @@ def _cell(value: Any) -> Any:
 _STATE: dict[str, Any] = {}
 
 
-def _init(plan_files: dict[str, str], samples: int, threads: int) -> None:
+def _init(plan_files: dict[str, str], samples: int, threads: int,
+          deadline_s: float = 10.0) -> None:
     import torch
 
     from ..data import load_split
@@ -118,7 +120,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     x, y = load_split("test").tensors(samples)
-    _STATE.update(x=x, y=y, bound={}, clean={})
+    _STATE.update(x=x, y=y, bound={}, clean={}, deadline_s=deadline_s)
     for strategy, path in plan_files.items():
         bound = bind(path)
         with torch.no_grad():
@@ -132,15 +134,27 @@ def run_trial(trial: Trial) -> dict[str, Any]:
 
     from ..platform.cost import estimate
     from ..threats.attacks import adversarial_link
-    from ..threats.spec import Adversarial, Straggler, parse_threat
+    from ..threats.spec import Adversarial, Eavesdrop, Outage, Straggler, parse_threat
     from .metrics import measure
 
     threat = parse_threat(trial.threat)
     bound = _STATE["bound"][trial.strategy]
     x, y, clean = _STATE["x"], _STATE["y"], _STATE["clean"][trial.strategy]
     cost = bound.cost
+    extra: dict[str, Any] = {}
     if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
         outcome = adversarial_link(bound.compiled, threat, x, y)
+    elif isinstance(threat, Outage):
+        outcome = _outage(bound, threat, x, _STATE["deadline_s"])
+    elif isinstance(threat, Eavesdrop):
+        from ..data import load_split
+        from ..threats.eavesdrop import eavesdrop
+
+        train_x, _ = load_split("train").tensors(threat.train_samples)
+        rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
+                        seed=threat.seed)
+        extra = {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
+        outcome = _outcome(bound, None, x)
     else:
         outcome = _outcome(bound, threat, x)
     if isinstance(threat, Straggler):  # timing only: the cost model with a slower device
@@ -158,7 +172,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "params": json.dumps(params, sort_keys=True), "execution": "local",
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
-            "max_active_energy_j": cost.max_active_j}
+            "max_active_energy_j": cost.max_active_j, **extra}
 
 
 def _outcome(bound: Any, threat: Any, x: Any) -> Any:
@@ -172,7 +186,26 @@ def _outcome(bound: Any, threat: Any, x: Any) -> Any:
         if isinstance(threat, WeightFlips):
             with weight_flips(bound.compiled, threat):
                 return LocalExecutor(bound.compiled).run_outcome(x)
-        return LocalExecutor(bound.compiled, [ThreatInterceptor(threat)]).run_outcome(x)
+        hooks = [] if threat is None else [ThreatInterceptor(threat)]
+        return LocalExecutor(bound.compiled, hooks).run_outcome(x)
+
+
+def _outage(bound: Any, threat: Any, x: Any, deadline_s: float) -> Any:
+    """D2, simulated: requests stream one per period (the cost model's); those that need
+    the stopped device while it is out wait for it, and are lost if the wait exceeds
+    the deadline. Values are unchanged."""
+    import torch
+
+    outcome = _outcome(bound, None, x)
+    if not any(threat.target in ("every", d) for d in bound.plan.devices_used()):
+        return outcome
+    arrival = torch.arange(len(x), dtype=torch.float64) * bound.cost.period_s
+    out = (arrival >= threat.start_s) & (arrival < threat.start_s + threat.seconds)
+    wait = threat.start_s + threat.seconds - arrival
+    lost = out & (wait + bound.cost.latency_s > deadline_s)
+    outcome.answered &= ~lost
+    outcome.output[lost] = float("nan")
+    return outcome
 
 
 def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
@@ -200,7 +233,8 @@ def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
             plan = load_plan(path)
         plan_files[strategy] = str(path)
         targets[strategy] = plan_targets(plan)
-    return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out)
+    return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out,
+                   deadline_s=spec.deadline_s)
 
 
 def plan_targets(plan: Any) -> dict[str, list[str]]:
@@ -210,7 +244,8 @@ def plan_targets(plan: Any) -> dict[str, list[str]]:
 
 
 def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, processes: int,
-            out: Path, description: str = "campaign") -> list[dict[str, Any]]:
+            out: Path, description: str = "campaign",
+            deadline_s: float = 10.0) -> list[dict[str, Any]]:
     """Run the trials not already in ``out/results.jsonl`` on a process pool; all rows."""
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "results.jsonl"
@@ -225,11 +260,11 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
                             info="")
         pool = None
         if processes == 1 or len(todo) <= 1:
-            _init(plan_files, samples, threads * processes)
+            _init(plan_files, samples, threads * processes, deadline_s)
             results: Any = map(run_trial, todo)
         else:
             pool = ProcessPoolExecutor(processes, initializer=_init,
-                                       initargs=(plan_files, samples, threads))
+                                       initargs=(plan_files, samples, threads, deadline_s))
             results = pool.map(run_trial, todo)
         try:
             for row in results:

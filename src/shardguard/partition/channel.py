@@ -29,9 +29,9 @@ def chains(graph: Graph, min_macs: float = 0.0) -> list[tuple[int, int]]:
         node = graph.by_name[names[a]]
         best = None
         if node.kind == "conv" and node.macs >= min_macs and t.valid[a]:
+            live_in = pipeline.live_at(graph, t, a)
             for b in range(a, len(names)):
-                live_in = _live(graph, names, a)
-                live_out = _live(graph, names, b + 1)
+                live_out = pipeline.live_at(graph, t, b + 1)
                 builder = SegmentBuilder(graph, names[a:b + 1], live_in, live_out, "none", "")
                 builder.split = "channel"
                 if not builder.channel_chain_ok():
@@ -43,14 +43,6 @@ def chains(graph: Graph, min_macs: float = 0.0) -> list[tuple[int, int]]:
         found.append((a, best))
         a = best + 1
     return found
-
-
-def _live(graph: Graph, names: list[str], cut: int) -> list[str]:
-    """Tensors live at a cut after ``cut`` compute nodes."""
-    where = {graph.nodes[0].name: 0, **{n: k + 1 for k, n in enumerate(names)},
-             graph.nodes[-1].name: len(names) + 1}
-    producers = [graph.nodes[0].name, *names[:cut]]
-    return [p for p in producers if any(where[s] > cut for s in graph.successors[p])]
 
 
 def channel_segments(graph: Graph, devices: list[str], rates: list[float], leader: str,

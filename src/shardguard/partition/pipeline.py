@@ -44,6 +44,7 @@ class Tables:
     cut: np.ndarray  # bytes live at each cut, (N + 1,)
     valid: np.ndarray  # whether only tensors are live at a cut, (N + 1,)
     peak: np.ndarray  # peak activation bytes of stage (i, j], (N + 1, N + 1)
+    live: np.ndarray  # [cut j, producer t]: tensor t is live at cut j, (N + 1, N + 1) bool
 
 
 def tables(graph: Graph) -> Tables:
@@ -69,7 +70,13 @@ def tables(graph: Graph) -> Tables:
         peak[i, i + 1:] = np.maximum.accumulate(step[i + 1:])
     macs = np.concatenate([[0], np.cumsum([x.macs for x in nodes])]).astype(np.float64)
     params = np.concatenate([[0], np.cumsum([x.param_bytes for x in nodes])]).astype(np.float64)
-    return Tables([x.name for x in nodes], macs, params, cut, valid, peak)
+    return Tables([x.name for x in nodes], macs, params, cut, valid, peak, live)
+
+
+def live_at(graph: Graph, t: Tables, cut: int) -> list[str]:
+    """Names of the tensors live at ``cut`` (after ``cut`` compute nodes)."""
+    producers = [graph.nodes[0].name, *t.names]
+    return [producers[i] for i in np.flatnonzero(t.live[cut])]
 
 
 @dataclass(frozen=True)

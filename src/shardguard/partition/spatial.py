@@ -24,24 +24,14 @@ from .regions import split_evenly
 
 def prefix_ends(graph: Graph, t: pipeline.Tables) -> list[int]:
     """Positions e (1-based) where nodes 1..e can be fused tiles and only node e is live."""
-    names = t.names
-    builder = SegmentBuilder(graph, names, [graph.nodes[0].name], [], "none", "spatial")
+    builder = SegmentBuilder(graph, t.names, [graph.nodes[0].name], [], "none", "spatial")
     ends = []
-    for e, name in enumerate(names, start=1):
+    for e, name in enumerate(t.names, start=1):
         if builder.local_kind(name) is None:
             break
-        live = [p for p in [graph.nodes[0].name, *names[:e]]
-                if any(_pos(t, s) > e for s in graph.successors[p])]
-        if live == [name]:
+        if pipeline.live_at(graph, t, e) == [name]:
             ends.append(e)
     return ends
-
-
-def _pos(t: pipeline.Tables, name: str) -> int:
-    try:
-        return t.names.index(name) + 1
-    except ValueError:
-        return len(t.names) + 1  # the output node
 
 
 def grids(n: int) -> list[tuple[int, int]]:

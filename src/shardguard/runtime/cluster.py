@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,8 @@ class Cluster:
     def __init__(self, bound: Bound, *, workers: dict[str, str] | None = None,
                  spawn_local: bool = False, keys: Path | None = None, window: int = 32,
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
-                 threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0) -> None:
+                 threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
+                 attackers: Sequence[Any] = ()) -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         sealed = sorted({link.protection for link in bound.plan.links} - {"none"})
@@ -117,6 +119,7 @@ class Cluster:
         if missing:
             raise ConfigError(f"no worker address for device(s) {', '.join(missing)}")
         self.spawn_local, self.emulate_links, self.advertise = spawn_local, emulate_links, advertise
+        self.attackers = list(attackers)  # link threats, acting in relays on their links
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._logs: tempfile.TemporaryDirectory[str] | None = None
         self.keys = keys
@@ -179,7 +182,7 @@ class Cluster:
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(f"tcp://{self.advertise}:*")
         sink_address = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
-        relays = self._start_relays(sink_address) if self.emulate_links else {}
+        relays = self._start_relays(sink_address) if self.emulate_links or self.attackers else {}
         artifacts = export_plan(self.bound.compiled)
         hosted: dict[str, list[str]] = defaultdict(list)
         for p in self.bound.compiled.programs:
@@ -220,24 +223,32 @@ class Cluster:
             self.addresses[device] = line.split()[2]
 
     def _start_relays(self, sink: str) -> dict[str, str]:
-        """One link emulator per (link, receiving device), with that link's platform figures."""
+        """A relay per (link, receiving device): the platform's figures, and any attacker."""
         out: dict[str, str] = {}
         platform = self.bound.platform
         for (src, dst), _ in self.bound.compiled.links().items():
             if src == INPUT:
                 continue
             link = f"{src}>{dst}"
+            hooks = []
+            attackers = [t for t in self.attackers if t.target in ("every", link)]
+            if attackers and dst != OUTPUT:
+                from ..threats.distributed import RelayAttacker
+
+                hooks.append(RelayAttacker(attackers))
+            if not hooks and not self.emulate_links:
+                continue
             src_device = self.bound.compiled.by_name[src].device
             receivers = (["output"] if dst == OUTPUT else
                          [self.bound.compiled.by_name[dst].device,
                           *self.bound.compiled.by_name[dst].replicas])
             for device in receivers:
+                if device == src_device and not hooks:
+                    continue  # stages on one device talk in memory
                 spec = platform.medium if device == "output" else platform.link(src_device, device)
-                if device == src_device:
-                    continue
+                model = LinkModel.of(spec, self.seed) if self.emulate_links else LinkModel()
                 target = sink if device == "output" else self.handles[device].data
-                relay = Relay("tcp://127.0.0.1:*", target, LinkModel.of(spec, self.seed),
-                              context=self.ctx)
+                relay = Relay("tcp://127.0.0.1:*", target, model, tamper=hooks, context=self.ctx)
                 relay.start()
                 self.relays.append(relay)
                 out[f"{link}@{device}"] = relay.address

@@ -271,7 +271,8 @@ class Worker:
         for link, arrays in groups.items():
             dst = link.split(">", 1)[1]
             device = route.get(dst, "")
-            if device == self.name and link in self.by_link:  # next stage is here too
+            relayed = f"{link}@{device}" in self.relays  # an attacker or emulator sits there
+            if device == self.name and link in self.by_link and not relayed:  # stage is here too
                 self.deliver(req, link, dict(arrays), route)
                 continue
             if dst == "output":

@@ -19,7 +19,7 @@ import torch
 
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
 from ..runtime.local import Traffic
-from .bits import flip_bits
+from .bits import bit_positions, flip_at, flip_bits
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
 
@@ -74,6 +74,14 @@ class ThreatInterceptor:
         if not link_matches(t.target, transfer):
             return value
         if isinstance(t, BitFlips):
+            if t.elements is not None:  # chosen flips, the same in every sample
+                per_sample = value[0].numel()
+                index = torch.tensor([e for e in t.elements if e < per_sample])
+                samples = torch.arange(len(value)).repeat_interleave(len(index))
+                bits = torch.tensor(bit_positions(t.bits))
+                elements = (samples * per_sample + index.repeat(len(value)))
+                return flip_at(value.detach().float(), elements.repeat_interleave(len(bits)),
+                               bits.repeat(len(elements)))
             return flip_bits(value.detach().float(), t.ber, t.bits, self.rng)
         if isinstance(t, Noise):
             power = value.detach().pow(2).flatten(1).mean(1)  # per sample
@@ -87,6 +95,10 @@ class ThreatInterceptor:
 
     def _erase(self, t: Erasure, transfer: Transfer, value: torch.Tensor,
                traffic: Traffic) -> torch.Tensor:
+        if t.mode == "channels" and t.channels is not None:  # chosen channels, every message
+            keep = torch.ones(value.shape[1], dtype=value.dtype)
+            keep[[c for c in t.channels if c < value.shape[1]]] = 0
+            return value * keep.view(1, -1, *[1] * (value.dim() - 2))
         if t.mode == "message":  # one draw per link and request: its message is lost whole
             key = (id(self), transfer.src, transfer.dst)
             if key not in traffic.notes:

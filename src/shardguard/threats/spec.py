@@ -79,11 +79,16 @@ class WeightFlips(_Threat):
 
 
 class BitFlips(_Threat):
-    """L1: bits flip in transit, at a bit-error rate over chosen float32 bit positions."""
+    """L1: bits flip in transit, at a bit-error rate over chosen float32 bit positions.
+
+    With ``elements``, the flips are chosen instead: every bit in ``bits`` of each
+    listed element (flat index within one sample's tensor) flips, in every message.
+    """
 
     id: Literal["L1"] = "L1"
     ber: Probability = 1e-6
     bits: str | int | list[int] = "all"
+    elements: list[Annotated[int, Field(ge=0)]] | None = None
 
     @field_validator("bits")
     @classmethod
@@ -100,11 +105,15 @@ class Noise(_Threat):
 
 
 class Erasure(_Threat):
-    """L3: zeroed elements, zeroed channels, or whole messages dropped, at ``rate``."""
+    """L3: zeroed elements, zeroed channels, or whole messages dropped, at ``rate``.
+
+    With ``channels`` (mode channels), exactly those channels are zeroed in every message.
+    """
 
     id: Literal["L3"] = "L3"
     mode: Literal["elements", "channels", "message"] = "elements"
     rate: Probability = 0.1
+    channels: list[Annotated[int, Field(ge=0)]] | None = None
 
 
 class Replay(_Threat):
