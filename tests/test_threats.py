@@ -204,3 +204,20 @@ def test_an_eavesdropper_rebuilds_the_input_better_from_a_shallow_cut(train_spli
     assert scores["shallow"].psnr_db > scores["deep"].psnr_db + 3
     assert scores["shallow"].ssim > scores["deep"].ssim
     assert 0 < scores["deep"].ssim < scores["shallow"].ssim <= 1
+
+
+def test_an_adversarial_device_hurts_more_than_a_random_one_of_the_same_budget(setup):
+    from shardguard.threats.attacks import adversarial_device
+
+    plans, x, y = setup
+    planned = plans["pipeline"]
+    x, y = x[:300], y[:300]
+    device = planned.compiled.programs[0].device
+    threat = parse_threat({"id": "D4", "target": device, "mode": "adversarial"})
+    hit = adversarial_device(planned.compiled, threat, x, y, epsilon=0.05, steps=5)
+    accuracy = float(((hit.output.argmax(1) == y) & hit.answered).float().mean())
+    noisy, _ = _accuracy(planned, x, y, parse_threat({"id": "L2", "target": "every",
+                                                      "snr_db": 26}))
+    assert accuracy < noisy - 0.3
+    with pytest.raises(ValueError, match="needs gradients"):
+        _accuracy(planned, x, y, threat)

@@ -133,8 +133,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
 
     from ..platform.cost import estimate
-    from ..threats.attacks import adversarial_link
-    from ..threats.spec import Adversarial, Eavesdrop, Outage, Straggler, parse_threat
+    from ..threats.attacks import adversarial_device, adversarial_link
+    from ..threats.spec import Adversarial, Compromised, Eavesdrop, Outage, Straggler, parse_threat
     from .metrics import measure
 
     threat = parse_threat(trial.threat)
@@ -144,6 +144,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
         outcome = adversarial_link(bound.compiled, threat, x, y)
+    elif isinstance(threat, Compromised) and threat.mode == "adversarial":
+        outcome = adversarial_device(bound.compiled, threat, x, y)
     elif isinstance(threat, Outage):
         outcome = _outage(bound, threat, x, _STATE["deadline_s"])
     elif isinstance(threat, Eavesdrop):

@@ -20,28 +20,33 @@ from torch import nn
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from ..runtime.local import LocalExecutor, Outcome, Traffic
 from .local import link_matches
-from .spec import Adversarial
+from .spec import Adversarial, Compromised
 
 
 class _Perturb:
-    """Adds a (learnable) perturbation to every tensor crossing the targeted link."""
+    """Adds a (learnable) perturbation to the tensors on a link, or to a device's outputs."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
+    def __init__(self, link: str | None = None, device: str | None = None) -> None:
+        self.link, self.device = link, device
         self.delta: dict[str, torch.Tensor] = {}
         self.clean: dict[str, torch.Tensor] = {}
 
+    def _apply(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        self.clean[key] = value.detach()
+        delta = self.delta.get(key)
+        return value if delta is None else value + delta
+
     def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
                  traffic: Traffic) -> list[torch.Tensor]:
-        return outputs
+        if self.device is None or self.device not in ("every", program.device):
+            return outputs
+        return [self._apply(t.id, v) for t, v in zip(program.outputs, outputs)]
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:
-        if not link_matches(self.target, transfer):
+        if self.link is None or not link_matches(self.link, transfer):
             return value
-        self.clean[transfer.id] = value.detach()
-        delta = self.delta.get(transfer.id)
-        return value if delta is None else value + delta
+        return self._apply(transfer.id, value)
 
 
 @contextlib.contextmanager
@@ -62,7 +67,19 @@ def _frozen(compiled: CompiledPlan) -> Iterator[None]:
 def adversarial_link(compiled: CompiledPlan, threat: Adversarial, x: torch.Tensor,
                      y: torch.Tensor) -> Outcome:
     """The outcome of ``x`` when the attacker perturbs the link ``threat.target``."""
-    perturb = _Perturb(threat.target)
+    return _attack(compiled, _Perturb(link=threat.target), threat, x, y)
+
+
+def adversarial_device(compiled: CompiledPlan, threat: Compromised, x: torch.Tensor,
+                       y: torch.Tensor, epsilon: float = 0.05, steps: int = 10) -> Outcome:
+    """D4 ``adversarial``: the device sends PGD-perturbed outputs (ε relative to range)."""
+    attack = Adversarial(target=threat.target, seed=threat.seed, method="pgd",
+                         epsilon=epsilon, steps=steps)
+    return _attack(compiled, _Perturb(device=threat.target), attack, x, y)
+
+
+def _attack(compiled: CompiledPlan, perturb: _Perturb, threat: Adversarial, x: torch.Tensor,
+            y: torch.Tensor) -> Outcome:
     executor = LocalExecutor(compiled, [perturb])
     loss_fn = nn.CrossEntropyLoss()
     goal = None if threat.target_class is None else torch.full_like(y, threat.target_class)
@@ -70,7 +87,7 @@ def adversarial_link(compiled: CompiledPlan, threat: Adversarial, x: torch.Tenso
         with torch.no_grad():
             executor.run(x)  # the clean tensors on the link: shapes and ranges
         if not perturb.clean:
-            raise ValueError(f"no tensor crosses link {threat.target!r}")
+            raise ValueError(f"nothing to perturb at {threat.target!r}")
         bound = {k: threat.epsilon * float(v.max() - v.min()) for k, v in perturb.clean.items()}
         steps = 1 if threat.method == "fgsm" else threat.steps
         step = {k: b if threat.method == "fgsm" else 2.5 * b / steps for k, b in bound.items()}

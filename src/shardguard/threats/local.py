@@ -65,7 +65,7 @@ class ThreatInterceptor:
         if t.mode == "random":
             std = x.detach().std() if x.numel() > 1 else torch.tensor(1.0)
             return torch.randn(x.shape, generator=self.generator) * std
-        return x  # "adversarial" needs gradients: see attacks.adversarial_stage
+        raise ValueError("D4 adversarial needs gradients: use attacks.adversarial_device")
 
     # -- links ------------------------------------------------------------------------------
     def on_link(self, transfer: Transfer, value: torch.Tensor,
