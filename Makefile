@@ -23,6 +23,9 @@ test: setup dataset
 	$(BIN)/python -m pytest -q
 
 bench: setup dataset
+	@# PyTorchFI is for the comparison benchmark only: kept out of the package's environment
+	@test -d benchmarks/.deps/pytorchfi || $(BIN)/python -m pip install --quiet --no-deps \
+		--target benchmarks/.deps pytorchfi==0.6.0
 	$(BIN)/python benchmarks/run.py
 
 clean:
