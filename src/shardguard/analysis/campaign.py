@@ -16,7 +16,9 @@ threats whose parameters may be lists (every combination is a trial) and whose
       - {id: L1, target: every, ber: [1.0e-7, 1.0e-5, 1.0e-3], bits: [exponent-high, mantissa]}
       - {id: D1, target: devices}
 
-Trials run on local processes, in the local executor. Each finished trial is
+Trials run on local processes, in the local executor (``execution: local``); a row
+says ``simulation_only`` when the threat cannot act on real workers at all (D4
+adversarial, D5, L5, L6 need gradients, stored weights or training). Each finished trial is
 appended to ``results.jsonl`` at once, so an interrupted campaign resumes where
 it stopped; ``results.csv`` and ``results.parquet`` are written at the end.
 """
@@ -172,6 +174,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     return {"trial": trial.key, "strategy": trial.strategy, "threat": threat.id,
             "target": threat.target, "seed": trial.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
+            "simulation_only": threat.id in ("D5", "L5", "L6") or (
+                isinstance(threat, Compromised) and threat.mode == "adversarial"),
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
             "max_active_energy_j": cost.max_active_j, **extra}
