@@ -153,14 +153,9 @@ def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
                         and r.get("param_bits") == bits)
         if points:
             ax.plot(*zip(*points), marker="o", label=bits)
-    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
     ax.set_xscale("log")
-    ax.set_xlabel("bit-error rate on every link (per bit of the chosen class)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("Bit flips in transit (L1): accuracy by float32 bit class")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, clean, "bit-error rate on every link (per bit of the class)",
+                   "Bit flips in transit (L1): accuracy by float32 bit class")
 
 
 def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
@@ -169,13 +164,8 @@ def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if points:
         ax.plot(*zip(*points), marker="o")
-    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
-    ax.set_xlabel("signal-to-noise ratio on every link (dB)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("Gaussian noise in transit (L2)")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, clean, "signal-to-noise ratio on every link (dB)",
+                   "Gaussian noise in transit (L2)")
 
 
 def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
@@ -186,13 +176,8 @@ def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
                         if r["threat"] == "L5" and r["target"] == link)
         if points:
             ax.plot(*zip(*points), marker="o", label=link)
-    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
-    ax.set_xlabel("ε (FGSM step, relative to the tensor's range)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title("Adversarial tampering on each link (L5, white-box on downstream stages)")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish(fig, ax, path, clean, "ε (FGSM step, relative to the tensor's range)",
+                   "Adversarial tampering on each link (L5, white-box on downstream stages)")
 
 
 def _reconstruction_figure(points: list[dict[str, Any]], path: Path) -> Path:
@@ -222,6 +207,17 @@ def _ranking_figure(ranking: list[dict[str, Any]], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("accuracy lost (device: crash; link: mean of standard attacks)")
     ax.set_title("Criticality: which device or link to hit first")
+    return _save(fig, path)
+
+
+def _finish(fig: Any, ax: Any, path: Path, clean: float, xlabel: str, title: str) -> Path:
+    """An accuracy plot's common parts: the clean line, labels, the [0, 1] axis."""
+    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

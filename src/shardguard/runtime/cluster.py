@@ -37,6 +37,7 @@ from ..partition.compile import INPUT, OUTPUT
 from ..partition.regions import crop, full
 from . import keys as keyring
 from . import wire
+from ._sockets import push_socket
 from .export import export_plan
 from .relay import LinkModel, Relay
 
@@ -334,15 +335,9 @@ class Cluster:
 
     # -- data -------------------------------------------------------------------------------
     def _push(self, address: str) -> zmq.Socket:
-        sock = self.pushes.get(address)
-        if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-            sock.setsockopt(zmq.SNDHWM, 10_000)
-            sock.connect(address)
-            self.pushes[address] = sock
-        return sock
+        if address not in self.pushes:
+            self.pushes[address] = push_socket(self.ctx, address, hwm=10_000)
+        return self.pushes[address]
 
     def _route(self) -> tuple[dict[str, str], str | None]:
         route: dict[str, str] = {}

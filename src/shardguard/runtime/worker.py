@@ -38,6 +38,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import ConfigError, MalformedMessage, ShardGuardError
 from . import wire
+from ._sockets import push_socket
 from .keys import load_pair
 
 DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
@@ -312,15 +313,9 @@ class Worker:
         self.counters.bytes_out += sum(a.nbytes for _, a in arrays)
 
     def _socket(self, address: str) -> zmq.Socket:
-        sock = self.out.get(address)
-        if sock is None:
-            sock = self.ctx.socket(zmq.PUSH)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDHWM, 1000)
-            sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
-            sock.connect(address)
-            self.out[address] = sock
-        return sock
+        if address not in self.out:
+            self.out[address] = push_socket(self.ctx, address)
+        return self.out[address]
 
     def expire(self) -> None:
         cutoff = time.monotonic() - self.deadline_s

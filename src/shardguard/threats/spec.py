@@ -17,13 +17,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from .._config import Config, read_yaml, validate
 from .bits import bit_positions
 
 Target = Annotated[str, Field(min_length=1)]
 Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+def _known_bits(value: str | int | list[int]) -> str | int | list[int]:
+    bit_positions(value)  # raises ValueError naming what is wrong
+    return value
+
+
+#: a bit class ("sign", "exponent", "exponent-high", "mantissa", ...), a position or positions
+Bits = Annotated[str | int | list[int], AfterValidator(_known_bits)]
 
 
 class _Threat(Config):
@@ -69,13 +78,7 @@ class WeightFlips(_Threat):
 
     id: Literal["D5"] = "D5"
     ber: Probability = 1e-6
-    bits: str | int | list[int] = "all"
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, v: str | int | list[int]) -> str | int | list[int]:
-        bit_positions(v)
-        return v
+    bits: Bits = "all"
 
 
 class BitFlips(_Threat):
@@ -87,14 +90,8 @@ class BitFlips(_Threat):
 
     id: Literal["L1"] = "L1"
     ber: Probability = 1e-6
-    bits: str | int | list[int] = "all"
+    bits: Bits = "all"
     elements: list[Annotated[int, Field(ge=0)]] | None = None
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, v: str | int | list[int]) -> str | int | list[int]:
-        bit_positions(v)
-        return v
 
 
 class Noise(_Threat):

@@ -61,6 +61,13 @@ class VGGSmall(nn.Module):
         return self.classifier(self.features(x))
 
 
+def shortcut(cin: int, cout: int, stride: int) -> nn.Module:
+    """A residual shortcut: identity, or a 1×1 projection when the shape changes."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block: two 3×3 convolutions and an identity (or 1×1 projection) shortcut."""
 
@@ -73,10 +80,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+        self.shortcut = shortcut(cin, cout, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
