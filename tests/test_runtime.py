@@ -259,3 +259,17 @@ def test_the_worker_runs_where_torch_cannot_be_imported(tmp_path, test_split):
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+@pytest.mark.parametrize("strategy", ["pipeline", "spatial", "channel"])
+def test_cli_run_spawn_local_check_works_for_every_strategy(strategy, tmp_path):
+    from .conftest import run_cli
+
+    plan = tmp_path / "plan.yaml"
+    made = run_cli("plan", "lenet5", "-p", "rpi4x4-ethernet", "--strategy", strategy,
+                   "--objective", "throughput", "-o", str(plan))
+    assert made.code == 0, made.err
+    result = run_cli("run", str(plan), "--spawn-local", "--check", "-n", "300", "--batch", "3")
+    assert result.code == 0, result.err[-2000:]
+    assert "100/100 requests answered" in result.out
+    assert "distributed run matches the local executor" in result.out

@@ -145,6 +145,12 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
         f"{by_class.get('exponent-high', float('nan')):.1%} with flips of bit 30; "
         f"most critical: {worst['kind']} {worst['name']} (−{worst['accuracy_drop']:.1%}) — "
         f"{out_dir}/analysis/"]
+    if analysis.reconstruction:
+        shallow, deep = analysis.reconstruction[0], analysis.reconstruction[-1]
+        summary.lines.append(
+            f"eavesdrop  an attacker rebuilds the input from a link at PSNR "
+            f"{shallow['psnr_db']:.1f} dB / SSIM {shallow['ssim']:.2f} after {shallow['cut_after']}"
+            f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
                          l1_1e4_accuracy=by_class)
     summary.facts.update(model=model, test_accuracy=accuracy, macs=graph.total_macs,

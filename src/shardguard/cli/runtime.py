@@ -91,6 +91,9 @@ def run(
                                 "on every link.")] = False,
     keys: Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
                                                       "for --spawn-local).")] = None,
+    advertise: Annotated[str, typer.Option(
+        help="This machine's address as the workers reach it (results come back there).")]
+    = "127.0.0.1",
     data: DataDir = None,
 ) -> None:
     """Deploy a plan to workers and stream the test set through it.
@@ -118,7 +121,7 @@ def run(
         x = torch.rand(n or 64, *shape, generator=torch.Generator().manual_seed(0))
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
-                 emulate_links=emulate_links) as c:
+                 emulate_links=emulate_links, advertise=advertise) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
