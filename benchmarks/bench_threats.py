@@ -19,20 +19,18 @@ DEPS = Path(__file__).parent / ".deps"
 SAMPLES, PER_INFERENCE, VALUE = 1000, 200, 1.0e4
 
 
-class _NeuronFaults:
-    """One fault per sample on a link's tensor (the local executor's interceptor)."""
+def _neuron_faults(c: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> Any:
+    """One fault per sample on a link's tensor (a local-executor interceptor)."""
+    from shardguard.runtime.local import Interceptor
 
-    def __init__(self, c: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> None:
-        self.c, self.h, self.w = c, h, w
+    class NeuronFaults(Interceptor):
+        def on_link(self, transfer: Any, value: torch.Tensor, traffic: Any) -> torch.Tensor:
+            value = value.clone()
+            n = len(value)
+            value[torch.arange(n), c[:n], h[:n], w[:n]] = VALUE
+            return value
 
-    def on_stage(self, program: Any, outputs: list[torch.Tensor], traffic: Any) -> Any:
-        return outputs
-
-    def on_link(self, transfer: Any, value: torch.Tensor, traffic: Any) -> torch.Tensor:
-        value = value.clone()
-        n = len(value)
-        value[torch.arange(n), self.c[:n], self.h[:n], self.w[:n]] = VALUE
-        return value
+    return NeuronFaults()
 
 
 def fault_injection_vs_pytorchfi() -> list[dict[str, Any]]:
@@ -64,7 +62,7 @@ def fault_injection_vs_pytorchfi() -> list[dict[str, Any]]:
                             load_platform("rpi4x4-ethernet"), "manual", "latency",
                             [whole(graph, 0, first_conv, "a", "pi1"),
                              whole(graph, first_conv + 1, n - 1, "b", "pi2")])
-    executor = LocalExecutor(planned.compiled, [_NeuronFaults(c, h, w)])
+    executor = LocalExecutor(planned.compiled, [_neuron_faults(c, h, w)])
     with torch.no_grad():
         executor.run(x[:10])
         start = time.perf_counter()

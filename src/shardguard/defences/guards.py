@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import torch
 
-from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from ..runtime.local import LocalExecutor, Traffic
+from ..partition.compile import CompiledPlan, Transfer
+from ..runtime.local import Interceptor, LocalExecutor, Traffic
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]  # tensor id → (low, high) per channel
 
 
-class _Recorder:
+class _Recorder(Interceptor):
     def __init__(self) -> None:
         self.low: dict[str, torch.Tensor] = {}
         self.high: dict[str, torch.Tensor] = {}
 
-    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
-                 traffic: Traffic) -> list[torch.Tensor]:
-        return outputs
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:
@@ -49,7 +46,7 @@ def profile_bounds(compiled: CompiledPlan, x: torch.Tensor) -> Bounds:
     return {k: (recorder.low[k], recorder.high[k]) for k in recorder.low}
 
 
-class RangeGuard:
+class RangeGuard(Interceptor):
     """Clips each link tensor to its clean bounds; counts and flags what it clipped."""
 
     def __init__(self, bounds: Bounds) -> None:
@@ -57,9 +54,6 @@ class RangeGuard:
         self.clipped = 0
         self.flagged: list[torch.Tensor] = []  # per batch: (B,) samples with a clipped value
 
-    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
-                 traffic: Traffic) -> list[torch.Tensor]:
-        return outputs
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
@@ -21,24 +20,24 @@ from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Trans
 from ..partition.regions import crop, full
 
 
-class Interceptor(Protocol):
-    """Sees, and may change, what stages send and what links carry.
+class Interceptor:
+    """Sees, and may change, what stages send and what links carry (threats, defences).
 
     ``on_stage`` gets a stage's outputs (the tensors its device sends) and returns them,
     changed or not, or ``None`` when the device produced nothing (it crashed).
     ``on_link`` gets one transfer's tensor as it crosses the link and returns it,
     changed or not, or ``None`` when the message was lost. Either may also mark
-    single samples lost by returning a tensor and setting ``lost`` (B,) on
-    ``Traffic`` (see ``LocalExecutor.run_outcome``).
+    single samples lost with ``Traffic.drop``. Both pass values through unchanged
+    unless a subclass overrides them.
     """
 
     def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
                  traffic: Traffic) -> list[torch.Tensor] | None:
-        ...
+        return outputs
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor | None:
-        ...
+        return value
 
 
 @dataclass

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from ..runtime.local import LocalExecutor, Outcome, Traffic
+from ..runtime.local import Interceptor, LocalExecutor, Outcome, Traffic
 from .local import link_matches
 from .spec import Adversarial, Compromised
 
 
-class _Perturb:
+class _Perturb(Interceptor):
     """Adds a (learnable) perturbation to the tensors on a link, or to a device's outputs."""
 
     def __init__(self, link: str | None = None, device: str | None = None) -> None:

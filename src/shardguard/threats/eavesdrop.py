@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from ..runtime.local import LocalExecutor, Traffic
+from ..partition.compile import CompiledPlan, Transfer
+from ..runtime.local import Interceptor, LocalExecutor, Traffic
 from .local import link_matches
 
 
@@ -28,14 +28,11 @@ class Reconstruction:
     tensor_shape: tuple[int, ...]
 
 
-class _Recorder:
+class _Recorder(Interceptor):
     def __init__(self, target: str) -> None:
         self.target = target
         self.seen: dict[str, torch.Tensor] = {}
 
-    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
-                 traffic: Traffic) -> list[torch.Tensor]:
-        return outputs
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:

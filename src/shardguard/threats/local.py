@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
-from ..runtime.local import Traffic
+from ..runtime.local import Interceptor, Traffic
 from .bits import bit_positions, flip_at, flip_bits
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
@@ -34,7 +34,7 @@ def device_matches(target: str, program: StageProgram) -> bool:
     return target in ("every", program.device)
 
 
-class ThreatInterceptor:
+class ThreatInterceptor(Interceptor):
     """One threat, seeded, applied to every batch the executor runs."""
 
     def __init__(self, threat: Threat) -> None:
