@@ -9,7 +9,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..partition.bind import Bound  # noqa: E402
 from ..partition.build import Planned  # noqa: E402
 
 
@@ -69,5 +68,3 @@ def draw_plan(planned: Planned, path: Path, title: str = "") -> Path:
     plt.close(fig)
     return path
 
-
-__all__ = ["Bound", "draw_plan"]

@@ -153,5 +153,3 @@ def cost(
     show(stage_table(bound), device_table(bound))
     print(summary_line(bound))
 
-
-__all__ = ["check", "cost", "plan", "platforms", "refuse_overwrite"]
