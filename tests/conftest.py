@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +41,27 @@ def test_split() -> Split:
 @pytest.fixture(scope="session")
 def train_split() -> Split:
     return load_split("train")
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[Any]:
+    """A ZeroMQ context that fails the test if it left a socket open, and never hangs.
+
+    ``Context.term()`` blocks until every socket is closed, so a test that failed
+    half-way would otherwise hang in teardown; here the leftovers are named, then closed.
+    """
+    import zmq
+
+    opened: list[zmq.Socket[Any]] = []
+
+    class Tracking(zmq.Context):  # type: ignore[type-arg]
+        def socket(self, *args: Any, **kwargs: Any) -> Any:
+            sock = super().socket(*args, **kwargs)
+            opened.append(sock)
+            return sock
+
+    context = Tracking()
+    yield context
+    left_open = [s for s in opened if not s.closed]
+    context.destroy(linger=0)
+    assert not left_open, f"{len(left_open)} ZeroMQ socket(s) left open: {left_open}"

@@ -141,14 +141,15 @@ def _malformed_messages():
     )
 
 
-def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_split):
+def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_split,
+                                                              zmq_context):
     bound = _bound("resnet-small", "pipeline", tmp_path)
     first = bound.compiled.programs[0]
     assert first.name == "s0"
     x = test_split.tensors(64)[0].numpy()
     import zmq
 
-    context = zmq.Context()
+    context = zmq_context
     with Cluster(bound, spawn_local=True) as c:
         sender = context.socket(zmq.PUSH)
         sender.setsockopt(zmq.LINGER, 0)
@@ -171,19 +172,19 @@ def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_sp
         assert stats["processed"] == 0
         result = c.stream(x, show_progress=False)
         sender.close()
-    context.term()
     assert not result.errors
     assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
 
 
-def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, test_split):
+def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, test_split,
+                                                                  zmq_context):
     bound = _bound("resnet-small", "spatial", tmp_path)
     gather = next(p for p in bound.compiled.programs
                   if len({t.src for t in p.inputs}) > 1)  # receives tiles from several stages
     x = test_split.tensors(16)[0].numpy()
     import zmq
 
-    context = zmq.Context()
+    context = zmq_context
     with Cluster(bound, spawn_local=True) as c:
         sender = context.socket(zmq.PUSH)
         sender.setsockopt(zmq.LINGER, 0)
@@ -196,7 +197,6 @@ def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, tes
         stats = c.call(gather.device, {"kind": "stats"})
         result = c.stream(x, show_progress=False)
         sender.close()
-    context.term()
     assert stats["rejected"] == {"pieces disagree on the batch size": 1}
     assert not result.errors
     assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
