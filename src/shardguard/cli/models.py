@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,12 +44,23 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Checkpoint to write (default: checkpoints/MODEL.pt).")] = None,
+    failout: Annotated[float, typer.Option(
+        help="Failout (M6): per sample, drop one device's pieces of every split tensor with "
+             "this probability, so accuracy survives a missing device.")] = 0.0,
+    strategy: Annotated[str, typer.Option(
+        help="With --failout: the partitioning whose devices drop out (spatial or channel).")]
+    = "channel",
+    platform: Annotated[str, typer.Option(
+        help="With --failout: the platform the partitioning is planned for.")]
+    = "rpi4x4-ethernet",
     data: DataDir = None,
     force: Force = False,
 ) -> None:
     """Train a model on Fashion-MNIST and write a checkpoint with its metadata.
 
     Example: shardguard train lenet5 --epochs 15 -o lenet5.pt
+
+    Example: shardguard train lenet5 --failout 0.3 --strategy channel -o lenet5-failout.pt
     """
     from dataclasses import replace
 
@@ -68,16 +79,39 @@ def train(
     recipe = replace(recipe, epochs=epochs or recipe.epochs, lr=lr or recipe.lr)
     if model in ZOO:
         loaded.module = build(model, seed=seed)
+    network = loaded.module
+    if failout:
+        network = _failout_network(loaded, failout, strategy, platform, seed)
     train_split, test_split = load_fashion_mnist(data)
-    run_training(loaded.module, train_split, test_split, recipe, seed=seed)
+    run_training(network, train_split, test_split, recipe, seed=seed)
     accuracy = evaluate(loaded.module, test_split)
     meta = checkpoints.save(loaded.module, out, {
         "model": model, "dataset": "fashion-mnist", "test_accuracy": round(accuracy, 4),
         "seed": seed, "epochs": recipe.epochs, "command": command_line(),
         "torch_version": torch.__version__,
-        "params": sum(p.numel() for p in loaded.module.parameters()),
+        "params": sum(p.numel() for p in loaded.module.parameters()), "failout": failout,
     })
     print(f"{model}: test accuracy {meta.test_accuracy:.4f} → {out} (sha256 {meta.sha256[:12]}…)")
+
+
+def _failout_network(loaded: Any, p: float, strategy: str, platform: str, seed: int) -> Any:
+    """The model wrapped for failout training on ``strategy`` over ``platform``'s devices."""
+    from ..defences.failout import failout, split_tensors
+    from ..errors import ModelError
+    from ..graph import trace
+    from ..partition import make_plan
+    from ..partition.plan import ModelRef as PlanModel
+    from ..platform import load_platform
+
+    if loaded.input_shape is None:
+        raise ModelError(f"{loaded.name}: failout needs the input shape (use a zoo model)")
+    graph = trace(loaded.module, loaded.input_shape)
+    planned = make_plan(graph, PlanModel(ref=loaded.name, input_shape=list(loaded.input_shape)),
+                        load_platform(platform), strategy=strategy)  # type: ignore[arg-type]
+    network = failout(graph, planned.compiled, p, seed)
+    log(f"failout {p}: {strategy} over {', '.join(network.devices)} "
+        f"({platform}), at {len(split_tensors(planned.compiled))} split tensor(s)")
+    return network
 
 
 @app.command("eval")

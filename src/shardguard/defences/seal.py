@@ -1,17 +1,25 @@
-"""Sealed links (M1, M2): MAC or AEAD over each tensor frame, bound to its header.
+"""Sealed links (M1, M2, M3): MAC or AEAD over each message's tensor frames, bound to its header.
 
-    key = link_key(shared_secret, "s0>s1", "aead:chacha20-poly1305")
-    sealer, opener = Sealer(alg, key), Opener(alg, key)
-    body = sealer.seal(header_bytes, seq, tensor_bytes)   # ciphertext + tag (or data + tag)
-    data = opener.open(header_bytes, seq, body)           # IntegrityError if anything changed
+    keys = LinkKeys("pi1"); keys.add_peers({"pi2": pi2_public})   # X25519, over the control plane
+    frames = keys.sealer("s0>s1", "aead:chacha20-poly1305", "pi2").seal(header, seq, frames)
+    plain = other.opener("s0>s1", "aead:chacha20-poly1305", "pi1").open(header, seq, frames)
 
-The associated data is the message header (request id, sequence number, link,
-tensor names, shapes), so a frame cannot be altered, moved to another request or
-link, or replayed: ``Opener`` keeps a sliding replay window over sequence
-numbers. Nonces are the 64-bit sequence number (per link and key, never reused:
-the sender's counter only grows). Keys come from an X25519 exchange expanded with
-HKDF-SHA256, one per link and algorithm. All primitives are the ``cryptography``
-package's (OpenSSL) and ``hashlib``'s; nothing here is a hand-written cipher or MAC.
+The associated data is the whole message header (request id, sequence number,
+link, route, tensor names and shapes), so a frame cannot be altered, moved to
+another request or link, or replayed: ``Opener`` keeps a sliding replay window over
+sequence numbers. AEAD seals each tensor frame under the nonce (frame index,
+sequence number) into a fresh uninitialised buffer (``encrypt_into``: no copy
+beyond the cipher's own output); a MAC leaves the frames as they are (zero-copy)
+and adds one tag frame over header, sequence number and every frame. Keys are
+per link, sender and receiver, from an X25519 exchange expanded with HKDF-SHA256,
+so replicas sending on one link never share a key and nonces never repeat (each
+sender's sequence number only grows, and keys are new at every deployment).
+
+Every primitive is a well-kept library's: ``cryptography`` (OpenSSL) for X25519,
+HKDF, AES-GCM and ChaCha20-Poly1305, ``hashlib``/``hmac`` for HMAC-SHA256 and
+keyed BLAKE2b, and, when installed, the ``ascon`` package (0.0.9, the reference
+implementation of Ascon v1.2 by its designers: Ascon-128, the CAESAR lightweight
+winner that NIST SP 800-232's Ascon-AEAD128 descends from; pure Python, so slow).
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -28,17 +39,39 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import ConfigError, IntegrityError
 
+try:  # optional: pip install 'shardguard[ascon]'
+    import ascon as _ascon
+except ImportError:  # pragma: no cover - depends on the environment
+    _ascon = None
+
 KEY_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
-             "aead:aes-256-gcm": 32, "aead:chacha20-poly1305": 32}
+             "aead:aes-256-gcm": 32, "aead:chacha20-poly1305": 32, "aead:ascon-128": 16}
 TAG_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
-             "aead:aes-256-gcm": 16, "aead:chacha20-poly1305": 16}
-ALGORITHMS = tuple(KEY_BYTES)
+             "aead:aes-256-gcm": 16, "aead:chacha20-poly1305": 16, "aead:ascon-128": 16}
+ALGORITHMS = tuple(a for a in KEY_BYTES if a != "aead:ascon-128" or _ascon is not None)
+
+Buffer = bytes | bytearray | memoryview
 
 
-def _check(algorithm: str) -> None:
-    if algorithm not in KEY_BYTES:
-        raise ConfigError(f"unknown protection {algorithm!r} "
+def check_algorithm(algorithm: str) -> None:
+    if algorithm not in ALGORITHMS:
+        hint = " (pip install 'shardguard[ascon]')" if algorithm == "aead:ascon-128" else ""
+        raise ConfigError(f"unknown protection {algorithm!r}{hint} "
                           f"(known: none, {', '.join(ALGORITHMS)})")
+
+
+def is_mac(algorithm: str) -> bool:
+    return algorithm.startswith("mac:")
+
+
+def sealed_frames(algorithm: str, tensors: int) -> int:
+    """How many frames follow the header when ``tensors`` frames are sealed."""
+    return tensors + 1 if is_mac(algorithm) else tensors
+
+
+def sealed_size(algorithm: str, nbytes: int) -> int:
+    """The size of one sealed tensor frame holding ``nbytes`` (the MAC's tag has its own)."""
+    return nbytes if is_mac(algorithm) else nbytes + TAG_BYTES[algorithm]
 
 
 def x25519_pair() -> tuple[X25519PrivateKey, bytes]:
@@ -48,61 +81,132 @@ def x25519_pair() -> tuple[X25519PrivateKey, bytes]:
 
 
 def shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
-    return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    try:
+        return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+    except ValueError as exc:
+        raise IntegrityError(f"bad X25519 public key: {exc}") from exc
 
 
 def link_key(secret: bytes, link: str, algorithm: str, salt: bytes = b"") -> bytes:
-    """The key for one link and algorithm, expanded from an X25519 secret with HKDF-SHA256."""
-    _check(algorithm)
+    """The key for one link (and its ends) and algorithm, from an X25519 secret via HKDF-SHA256."""
+    check_algorithm(algorithm)
     info = f"shardguard link {link} {algorithm}".encode()
     return HKDF(hashes.SHA256(), KEY_BYTES[algorithm], salt or None, info).derive(secret)
 
 
-def _nonce(seq: int) -> bytes:
-    return b"\0\0\0\0" + struct.pack(">Q", seq)
+class LinkKeys:
+    """One endpoint's keys: its X25519 pair, its peers' public keys, and the link keys.
+
+    The public keys travel over the authenticated control plane (CurveZMQ); each
+    end derives the same key for (link, sender, receiver, algorithm) on its own.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._private, self.public = x25519_pair()
+        self._peers: dict[str, bytes] = {}
+        self._sealers: dict[tuple[str, str, str], Sealer] = {}
+        self._openers: dict[tuple[str, str, str], Opener] = {}
+
+    def add_peers(self, publics: dict[str, bytes]) -> None:
+        self._peers.update(publics)
+
+    def _key(self, link: str, algorithm: str, sender: str, receiver: str) -> bytes:
+        peer = receiver if sender == self.name else sender
+        if peer not in self._peers:
+            raise IntegrityError(f"no public key for {peer!r} (link {link})")
+        secret = shared_secret(self._private, self._peers[peer])
+        return link_key(secret, f"{link} {sender}>{receiver}", algorithm)
+
+    def sealer(self, link: str, algorithm: str, receiver: str) -> Sealer:
+        key = (link, algorithm, receiver)
+        if key not in self._sealers:
+            self._sealers[key] = Sealer(algorithm,
+                                        self._key(link, algorithm, self.name, receiver))
+        return self._sealers[key]
+
+    def opener(self, link: str, algorithm: str, sender: str) -> Opener:
+        key = (link, algorithm, sender)
+        if key not in self._openers:
+            self._openers[key] = Opener(algorithm, self._key(link, algorithm, sender, self.name))
+        return self._openers[key]
+
+
+def _nonce(index: int, seq: int, size: int) -> bytes:
+    return struct.pack(">IQ", index, seq).rjust(size, b"\0")
 
 
 class Sealer:
-    """Seals frames for one link under one key; ``seq`` must grow with every message."""
+    """Seals messages for one link under one key; ``seq`` must grow with every message."""
 
     def __init__(self, algorithm: str, key: bytes) -> None:
-        _check(algorithm)
+        check_algorithm(algorithm)
         self.algorithm, self.key = algorithm, key
         self.aead = _aead(algorithm, key)
+        self.tag_bytes = TAG_BYTES[algorithm]
 
-    def seal(self, header: bytes, seq: int, data: bytes | memoryview) -> bytes:
-        """AEAD: ciphertext ‖ tag. MAC: data ‖ tag over header ‖ seq ‖ data."""
-        if self.aead is not None:
-            return self.aead.encrypt(_nonce(seq), bytes(data), header)
-        return bytes(data) + _mac(self.algorithm, self.key, header, seq, data)
+    def seal(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
+        """The frames to send after ``header``: sealed tensor frames (and a MAC's tag frame)."""
+        if is_mac(self.algorithm):
+            return [*frames, _mac(self.algorithm, self.key, header, seq, frames)]
+        out: list[Buffer] = []
+        for i, frame in enumerate(frames):
+            view = memoryview(frame).cast("B")
+            if self.algorithm == "aead:ascon-128":
+                out.append(_ascon.encrypt(self.key, _nonce(i, seq, 16), header, bytes(view),
+                                          "Ascon-128"))
+                continue
+            buffer = np.empty(view.nbytes + self.tag_bytes, np.uint8)  # not zeroed: overwritten
+            self.aead.encrypt_into(_nonce(i, seq, 12), view, header, buffer)
+            out.append(buffer.data)
+        return out
 
 
 class Opener:
-    """Opens frames from one link; rejects altered, misplaced and replayed messages."""
+    """Opens messages from one link and sender; rejects altered, misplaced, replayed ones."""
 
     def __init__(self, algorithm: str, key: bytes, window: int = 1024) -> None:
-        _check(algorithm)
+        check_algorithm(algorithm)
         self.algorithm, self.key, self.window = algorithm, key, window
         self.aead = _aead(algorithm, key)
+        self.tag_bytes = TAG_BYTES[algorithm]
         self.highest = -1
         self.seen = 0  # bitmap: bit i set when (highest - i) was accepted
 
-    def open(self, header: bytes, seq: int, body: bytes | memoryview) -> bytes:
+    def open(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
+        """The tensor frames in the clear; ``IntegrityError`` if anything is not as sealed."""
         self._fresh(seq)
-        tag_len = TAG_BYTES[self.algorithm]
-        if len(body) < tag_len:
-            raise IntegrityError("sealed frame shorter than its tag")
-        if self.aead is not None:
-            try:
-                data = self.aead.decrypt(_nonce(seq), bytes(body), header)
-            except InvalidTag:
-                raise IntegrityError("authentication tag does not match") from None
-        else:
-            data, tag = bytes(body[:-tag_len]), bytes(body[-tag_len:])
-            if not hmac.compare_digest(tag, _mac(self.algorithm, self.key, header, seq, data)):
+        if is_mac(self.algorithm):
+            if not frames:
+                raise IntegrityError("sealed message has no tag frame")
+            *data, tag = frames
+            if not hmac.compare_digest(bytes(tag), _mac(self.algorithm, self.key, header, seq,
+                                                        data)):
                 raise IntegrityError("authentication tag does not match")
+            self._accept(seq)
+            return data
+        out: list[Buffer] = []
+        for i, frame in enumerate(frames):
+            view = memoryview(frame).cast("B")
+            if view.nbytes < self.tag_bytes:
+                raise IntegrityError("sealed frame shorter than its tag")
+            out.append(self._decrypt(i, seq, header, view))
         self._accept(seq)
-        return data
+        return out
+
+    def _decrypt(self, index: int, seq: int, header: bytes, view: memoryview) -> Buffer:
+        if self.algorithm == "aead:ascon-128":
+            plain = _ascon.decrypt(self.key, _nonce(index, seq, 16), header, bytes(view),
+                                   "Ascon-128")
+            if plain is None:
+                raise IntegrityError("authentication tag does not match")
+            return bytes(plain)
+        buffer = np.empty(view.nbytes - self.tag_bytes, np.uint8)
+        try:
+            self.aead.decrypt_into(_nonce(index, seq, 12), view, header, buffer)
+        except InvalidTag:
+            raise IntegrityError("authentication tag does not match") from None
+        return buffer.data
 
     def _fresh(self, seq: int) -> None:
         if seq > self.highest:
@@ -122,21 +226,23 @@ class Opener:
             self.seen |= 1 << (self.highest - seq)
 
 
-def _aead(algorithm: str, key: bytes) -> AESGCM | ChaCha20Poly1305 | None:
+def _aead(algorithm: str, key: bytes) -> Any:
     if algorithm.startswith("aead:aes"):
         return AESGCM(key)
     if algorithm == "aead:chacha20-poly1305":
         return ChaCha20Poly1305(key)
-    return None
+    return None  # a MAC, or Ascon (a module function, not an object)
 
 
-def _mac(algorithm: str, key: bytes, header: bytes, seq: int, data: bytes | memoryview) -> bytes:
+def _mac(algorithm: str, key: bytes, header: bytes, seq: int, frames: Sequence[Buffer]) -> bytes:
     if algorithm == "mac:hmac-sha256":
-        mac = hmac.new(key, digestmod=hashlib.sha256)
+        mac: Any = hmac.new(key, digestmod=hashlib.sha256)
     else:
         mac = hashlib.blake2b(key=key, digest_size=32)
-    mac.update(struct.pack(">I", len(header)))
+    mac.update(struct.pack(">IQI", len(header), seq, len(frames)))
     mac.update(header)
-    mac.update(struct.pack(">Q", seq))
-    mac.update(data)
+    for frame in frames:
+        view = memoryview(frame).cast("B")
+        mac.update(struct.pack(">Q", view.nbytes))
+        mac.update(view)
     return mac.digest()

@@ -31,17 +31,21 @@ import zmq
 import zmq.utils.monitor
 
 from .._progress import progress
-from ..errors import AuthenticationError, ConfigError, TransportError
+from ..errors import AuthenticationError, ConfigError, IntegrityError, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import INPUT, OUTPUT
 from ..partition.regions import crop, full
 from . import keys as keyring
 from . import wire
+from ._sealing import COORDINATOR, Sealing
 from ._sockets import push_socket
 from .export import export_plan
 from .relay import LinkModel, Relay
 
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
+# What the coordinator does with a request one of whose sealed messages was rejected:
+# fail it, send it again on the same route, or send it again avoiding the sender.
+POLICIES = ("drop", "retry", "failover")
 
 
 @dataclass
@@ -81,6 +85,7 @@ class StreamResult:
     samples: int
     resubmitted: int = 0
     duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # sealed messages refused
     worker_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -105,13 +110,21 @@ class Cluster:
                  spawn_local: bool = False, keys: Path | None = None, window: int = 32,
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
-                 attackers: Sequence[Any] = ()) -> None:
+                 attackers: Sequence[Any] = (), on_reject: str = "failover") -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
-        sealed = sorted({link.protection for link in bound.plan.links} - {"none"})
-        if sealed:
-            raise ConfigError(f"link protection {', '.join(sealed)} is not implemented by the "
-                              "runtime yet; set protection: none")
+        if on_reject not in POLICIES:
+            raise ConfigError(f"on_reject must be one of {', '.join(POLICIES)}, got {on_reject!r}")
+        self.on_reject = on_reject
+        self.sealing = Sealing(COORDINATOR, {f"{link.src}>{link.dst}": link.protection
+                                             for link in bound.plan.links})
+        for algorithm in set(self.sealing.protection.values()):
+            from ..defences.seal import check_algorithm
+
+            check_algorithm(algorithm)
+        self.distrusted: set[str] = set()  # senders whose messages were rejected (failover)
+        self.alarms: list[dict[str, Any]] = []
+        self.link_seq: dict[str, int] = defaultdict(int)
         self.bound, self.window, self.deadline_s = bound, window, deadline_s
         self.max_attempts, self.threads, self.seed = max_attempts, threads, seed
         self.devices = bound.plan.devices_used()
@@ -135,7 +148,8 @@ class Cluster:
         self.input_transfers = compiled.input_transfers
         self.output_transfers = compiled.output_transfers
         self.output_schema = {
-            link: wire.Expected({t.id: ("float32", t.shape) for t in group}, 1 << 16)
+            link: wire.Expected({t.id: ("float32", t.shape) for t in group}, 1 << 16,
+                                self.sealing.sealed(link))
             for (src, dst), group in compiled.links().items() if dst == OUTPUT
             for link in [f"{src}>{dst}"]}
 
@@ -176,9 +190,12 @@ class Cluster:
             except zmq.ZMQError as exc:
                 raise ConfigError(f"worker {device}: bad address {handle.control!r} ({exc})") \
                     from exc
+        publics = {COORDINATOR: self.sealing.public}
         for device, handle in self.handles.items():
             reply = self.call(device, {"kind": "hello"}, timeout=10.0)
             handle.data = _reachable(str(reply["data"]), handle.control)
+            publics[device] = bytes(reply["x25519"])
+        self.sealing.configure(self.sealing.protection, publics)
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(f"tcp://{self.advertise}:*")
@@ -193,7 +210,8 @@ class Cluster:
             self.call(device, {
                 "kind": "deploy", "stages": [artifacts[s].to_wire() for s in hosted[device]],
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
-                "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16},
+                "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
+                "protection": self.sealing.protection, "publics": publics},
                 timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
             for device in [self.bound.compiled.by_name[t.dst].device,
@@ -305,6 +323,9 @@ class Cluster:
                     reply = msgpack.unpackb(handle.socket.recv(), raw=False)
                 except (ValueError, msgpack.UnpackException):
                     continue
+                if isinstance(reply, dict) and reply.get("kind") == "alarm":
+                    self.alarms.append(reply)
+                    continue
                 if not isinstance(reply, dict) or reply.get("id") != self.calls:
                     continue  # a late reply to an earlier call
                 if not reply.get("ok"):
@@ -339,10 +360,25 @@ class Cluster:
             self.pushes[address] = push_socket(self.ctx, address, hwm=10_000)
         return self.pushes[address]
 
+    def _alarms(self) -> list[dict[str, Any]]:
+        """Rejections the workers reported since the last look (control-plane alarms)."""
+        for handle in self.handles.values():
+            while handle.socket is not None and handle.socket.poll(0):
+                try:
+                    message = msgpack.unpackb(handle.socket.recv(), raw=False)
+                except (ValueError, msgpack.UnpackException):
+                    continue
+                if isinstance(message, dict) and message.get("kind") == "alarm":
+                    self.alarms.append(message)
+        alarms, self.alarms = self.alarms, []
+        return alarms
+
     def _route(self) -> tuple[dict[str, str], str | None]:
         route: dict[str, str] = {}
         for p in self.bound.compiled.programs:
             live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
+            trusted = [d for d in live if d not in self.distrusted]
+            live = trusted or live  # avoid a device whose messages were rejected, if we can
             if not live:
                 failed = ", ".join([p.device, *p.replicas])
                 return route, (f"stage {p.name} has no live device ({failed} failed"
@@ -359,7 +395,10 @@ class Cluster:
         for t in self.input_transfers:
             device = route[t.dst]
             piece = np.ascontiguousarray(crop(r.x, full(r.x.shape[1:]), t.region))
-            frames = wire.encode(r.req, r.attempts, f"{INPUT}>{t.dst}", route, [(t.id, piece)])
+            link = f"{INPUT}>{t.dst}"
+            self.link_seq[link] += 1
+            frames = self.sealing.encode(r.req, self.link_seq[link], link, route,
+                                         [(t.id, piece)])
             try:
                 self._push(self.handles[device].data).send_multipart(frames, copy=False,
                                                                      flags=zmq.NOBLOCK)
@@ -391,6 +430,7 @@ class Cluster:
         inflight: dict[int, _Request] = {}
         finished: set[int] = set()
         resubmitted = duplicates = 0
+        rejected: list[dict[str, Any]] = []
         next_index = 0
         poller = zmq.Poller()
         poller.register(self.sink, zmq.POLLIN)
@@ -431,8 +471,16 @@ class Cluster:
                         except zmq.Again:
                             break
                         try:
-                            header, arrays = wire.decode(frames, self.output_schema)
+                            header, arrays = wire.decode(frames, self.output_schema,
+                                                         unseal=self.sealing.unseal)
                         except wire.MalformedMessage:
+                            continue
+                        except IntegrityError as exc:
+                            head = wire.parse_header(frames[0].buffer)
+                            self.alarms.append({
+                                "kind": "alarm", "req": head.req, "link": head.link,
+                                "sender": head.route.get(head.link.split(">")[0], "?"),
+                                "receiver": COORDINATOR, "reason": str(exc)})
                             continue
                         r = inflight.get(header.req)
                         if r is None:
@@ -449,6 +497,20 @@ class Cluster:
                             latency[r.index] = time.perf_counter() - r.started
                             accepted[r.index] += 1
                             bar.advance(task)
+                for alarm in self._alarms():
+                    rejected.append(alarm)
+                    r = inflight.get(alarm.get("req"))  # type: ignore[arg-type]
+                    if r is None:
+                        continue  # already answered, or a forged request id
+                    why = f"message on {alarm['link']} rejected: {alarm['reason']}"
+                    if self.on_reject == "drop":
+                        del inflight[r.req]
+                        errors[r.index] = why
+                        bar.advance(task)
+                        continue
+                    if self.on_reject == "failover" and alarm["sender"] in self.handles:
+                        self.distrusted.add(str(alarm["sender"]))
+                    resubmitted += self._retry(r, inflight, errors, bar, task, why)
                 now = time.monotonic()
                 for r in [r for r in inflight.values() if r.deadline < now]:
                     resubmitted += self._retry(r, inflight, errors, bar, task,
@@ -457,7 +519,7 @@ class Cluster:
                     ended[index] = time.perf_counter() - first_submit.pop(index)
         elapsed = time.perf_counter() - began
         return StreamResult(outputs, errors, latency, ended, accepted, elapsed, n, resubmitted,
-                            duplicates)
+                            duplicates, rejected)
 
     def _retry(self, r: _Request, inflight: dict[int, _Request], errors: dict[int, str],
                bar: Any, task: Any, why: str) -> int:

@@ -29,7 +29,8 @@ from ..errors import MalformedMessage
 
 __all__ = [
     "DTYPES", "FLAG_DEGRADED", "FLAG_SEALED", "MAX_HEADER_BYTES", "WIRE_VERSION",
-    "Expected", "Header", "TensorSpec", "decode", "encode", "frame_nbytes", "parse_header",
+    "Expected", "Header", "TensorSpec", "Unseal", "decode", "encode", "frame_nbytes",
+    "frame_view", "parse_header",
 ]
 
 WIRE_VERSION = 1
@@ -100,6 +101,15 @@ class Expected:
 
     tensors: Mapping[str, tuple[str, tuple[int, ...]]]
     max_batch: int = 1024
+    sealed: bool = False  # the link is MAC- or AEAD-protected: frames must carry FLAG_SEALED
+
+
+class Unseal(Protocol):
+    """Checks and opens a sealed message's frames (``runtime/_sealing.py``); raises
+    ``IntegrityError`` if they are not what the sender sealed under this header."""
+
+    def __call__(self, header: Header, raw_header: memoryview,
+                 frames: Sequence[Frame]) -> Sequence[Frame]: ...
 
 
 def frame_nbytes(frame: Frame) -> int:
@@ -181,24 +191,28 @@ def parse_header(raw: bytes | memoryview) -> Header:
 
 
 def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
-           max_bytes: int = 256 * 2**20) -> tuple[Header, dict[str, npt.NDArray[Any]]]:
+           max_bytes: int = 256 * 2**20, unseal: Unseal | None = None
+           ) -> tuple[Header, dict[str, npt.NDArray[Any]]]:
     """Parse and validate a whole message against ``schema`` (link name -> Expected).
 
     Returns the header and read-only numpy views onto the frame buffers, in the
-    order sent. Raises ``MalformedMessage`` naming the field at fault.
+    order sent. Raises ``MalformedMessage`` naming the field at fault; on a sealed
+    link, ``unseal`` opens the frames and raises ``IntegrityError`` if they were altered.
     """
     if not frames:
         raise MalformedMessage("empty message")
-    header = parse_header(_view(frames[0]))
+    raw_header = _view(frames[0])
+    header = parse_header(raw_header)
     expected = schema.get(header.link)
     if expected is None:
         raise MalformedMessage(f"link {header.link!r} is not expected here")
+    if bool(header.flags & FLAG_SEALED) != expected.sealed:
+        raise MalformedMessage(f"link {header.link!r} is "
+                               f"{'sealed; message is not' if expected.sealed else 'not sealed'}")
     names = [t.name for t in header.tensors]
     if set(names) != set(expected.tensors):
         raise MalformedMessage(f"link {header.link!r}: tensors {sorted(names)} "
                                f"do not match expected {sorted(expected.tensors)}")
-    if len(frames) != 1 + len(header.tensors):
-        raise MalformedMessage(f"{len(frames)} frames for {len(header.tensors)} tensors")
     batch = header.tensors[0].shape[0] if header.tensors else 1
     total = 0
     for t in header.tensors:
@@ -217,8 +231,15 @@ def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
         total += math.prod(t.shape) * _WIRE_DTYPE[t.dtype].itemsize
     if total > max_bytes:
         raise MalformedMessage(f"payload of {total} bytes is over the {max_bytes}-byte limit")
+    body = frames[1:]
+    if expected.sealed:  # after the cheap checks: a forged header costs no cipher work
+        if unseal is None:
+            raise MalformedMessage(f"link {header.link!r} is sealed and no keys are set")
+        body = unseal(header, raw_header, body)
+    if len(body) != len(header.tensors):
+        raise MalformedMessage(f"{len(body) + 1} frames for {len(header.tensors)} tensors")
     arrays: dict[str, npt.NDArray[Any]] = {}
-    for i, (t, frame) in enumerate(zip(header.tensors, frames[1:]), start=1):
+    for i, (t, frame) in enumerate(zip(header.tensors, body), start=1):
         view = _view(frame)
         want = math.prod(t.shape) * _WIRE_DTYPE[t.dtype].itemsize
         if view.nbytes != want:
@@ -238,6 +259,9 @@ def _view(frame: Frame) -> memoryview:
     if not view.c_contiguous:
         raise MalformedMessage("frame buffer is not contiguous")
     return view.toreadonly()
+
+
+frame_view = _view  # for the sealing layer, which opens frames before ``decode`` reads them
 
 
 def _int(field: str, value: object, top: int) -> int:

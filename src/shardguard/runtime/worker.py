@@ -36,8 +36,9 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from ..errors import ConfigError, MalformedMessage, ShardGuardError
+from ..errors import ConfigError, IntegrityError, MalformedMessage, ShardGuardError
 from . import wire
+from ._sealing import Sealing
 from ._sockets import push_socket
 from .keys import load_pair
 
@@ -128,6 +129,8 @@ class Worker:
         self.seq: dict[str, int] = defaultdict(int)
         self.counters = Counters()
         self.behaviour: dict[str, Any] = {}  # fault injection: slow, corrupt
+        self.sealing = Sealing(name)  # new X25519 keys at every hello
+        self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
         self.parent: int | None = None  # stop when this process is gone (spawned workers)
 
@@ -138,19 +141,22 @@ class Worker:
             message = msgpack.unpackb(raw, raw=False, strict_map_key=True)
             if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
                 raise MalformedMessage("control message is not a map with a kind")
-            reply = {**self._control(message), "id": message.get("id")}
+            reply = {**self._control(message, identity), "id": message.get("id")}
         except Exception as exc:  # bad input, or onnxruntime's own types: answer, keep serving
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         if isinstance(message, dict) and "id" not in reply:
             reply["id"] = message.get("id")
         self.control.send_multipart([identity, msgpack.packb(reply, use_bin_type=True)])
 
-    def _control(self, m: dict[str, Any]) -> dict[str, Any]:
+    def _control(self, m: dict[str, Any], identity: bytes) -> dict[str, Any]:
         kind = m["kind"]
         if kind == "hello":
-            return {"ok": True, "name": self.name, "data": self.data_address, "pid": os.getpid()}
+            self.sealing = Sealing(self.name)
+            return {"ok": True, "name": self.name, "data": self.data_address, "pid": os.getpid(),
+                    "x25519": self.sealing.public}
         if kind == "deploy":
             self._deploy(m)
+            self.coordinator = identity
             return {"ok": True, "stages": sorted(self.stages)}
         if kind == "stats":
             c = self.counters
@@ -192,7 +198,10 @@ class Worker:
             for p in s.inputs:
                 schema[p["link"]][p["tensor"]] = (p["dtype"], tuple(p["shape"]))
         max_batch = int(m.get("max_batch", 1024))
-        self.schema = {link: wire.Expected(t, max_batch) for link, t in schema.items()}
+        self.sealing.configure(m.get("protection") or {}, m.get("publics") or {})
+        self.schema = {link: wire.Expected(t, max_batch, self.sealing.sealed(link))
+                       for link, t in schema.items()}
+        self.seq.clear()  # new keys, so sequence numbers (nonces) may start again
         self.peers = {str(k): str(v) for k, v in m["devices"].items()}
         self.relays = {str(k): str(v) for k, v in (m.get("relays") or {}).items()}
         self.sink = str(m["sink"])
@@ -214,15 +223,32 @@ class Worker:
     def handle_data(self, frames: list[zmq.Frame]) -> None:
         self.counters.received += 1
         try:
-            header, arrays = wire.decode(frames, self.schema)
+            header, arrays = wire.decode(frames, self.schema, unseal=self.sealing.unseal)
         except MalformedMessage as exc:
             reason = str(exc).split(":", 1)[0][:60]
             self.counters.rejected[reason] += 1
+            return
+        except IntegrityError as exc:
+            self.counters.rejected[f"integrity: {str(exc)[:60]}"] += 1
+            self._alarm(frames, str(exc))
             return
         size = sum(a.nbytes for a in arrays.values())
         self.counters.bytes_in += size
         self.counters.bytes_per_link[header.link] += size
         self.deliver(header.req, header.link, arrays, dict(header.route))
+
+    def _alarm(self, frames: list[zmq.Frame], reason: str) -> None:
+        """Tell the coordinator a sealed message was rejected, so its policy can act."""
+        if self.coordinator is None:
+            return
+        header = wire.parse_header(frames[0].buffer)  # decode parsed it before unsealing
+        sender = header.route.get(header.link.split(">", 1)[0], "coordinator")
+        alarm = {"kind": "alarm", "req": header.req, "link": header.link, "sender": sender,
+                 "receiver": self.name, "reason": reason}
+        try:
+            self.control.send_multipart([self.coordinator, msgpack.packb(alarm)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the coordinator is gone or slow: the rejection is still counted
 
     def deliver(self, req: int, link: str, arrays: dict[str, np.ndarray],
                 route: dict[str, str]) -> None:
@@ -304,7 +330,7 @@ class Worker:
             return
         sock = self._socket(address)
         self.seq[link] += 1
-        frames = wire.encode(req, self.seq[link], link, route, arrays)
+        frames = self.sealing.encode(req, self.seq[link], link, route, arrays)
         try:
             sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:

@@ -16,6 +16,7 @@ model; they stay in the local executor (their rows say ``execution: local``).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -51,8 +52,16 @@ class RelayAttacker:
         src, _, dst = header.link.partition(">")
         traffic = Traffic(header.tensors[0].shape[0] if header.tensors else 1, {})
         out = [frames[0]]
-        for spec, frame in zip(header.tensors, frames[1:]):
-            array = np.frombuffer(frame, dtype=np.dtype(spec.dtype).newbyteorder("<"))
+        body = frames[1:]
+        for spec, frame in zip(header.tensors, body):
+            # A sealed frame is the tensor's size in ciphertext, then a tag: the attacker
+            # rewrites the same bytes it would in the clear (a stream cipher passes a bit
+            # flip straight through), and leaves the tag as it is.
+            dtype = np.dtype(spec.dtype).newbyteorder("<")
+            nbytes = math.prod(spec.shape) * dtype.itemsize
+            if len(frame) < nbytes:
+                return [frames]  # not what its header says: the receiver will refuse it
+            array = np.frombuffer(frame[:nbytes], dtype=dtype)
             value: torch.Tensor | None = torch.from_numpy(array.reshape(spec.shape).copy())
             transfer = Transfer(src, dst, spec.name.split(":", 1)[-1],
                                 tuple((0, d) for d in spec.shape[1:]), array.itemsize)
@@ -62,7 +71,8 @@ class RelayAttacker:
                 if value is None:
                     return None
             assert value is not None
-            out.append(value.numpy().astype(array.dtype, copy=False).tobytes())
+            out.append(value.numpy().astype(array.dtype, copy=False).tobytes() + frame[nbytes:])
+        out.extend(body[len(header.tensors):])  # a MAC's tag frame
         if any(bool(lost.any()) for lost in traffic.lost.values()):
             return None  # the message is lost whole
         return [out]

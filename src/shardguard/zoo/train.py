@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -59,12 +58,8 @@ def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch
 
 
 def train(module: nn.Module, train_split: Split, test_split: Split, recipe: Recipe, *,
-          seed: int = 0, eval_n: int | None = None,
-          hook: Callable[[nn.Module], None] | None = None) -> list[EpochResult]:
-    """Train ``module`` in place with AdamW and a one-cycle schedule; evaluate after each epoch.
-
-    ``hook`` is called with the module before each batch (failout uses it).
-    """
+          seed: int = 0, eval_n: int | None = None) -> list[EpochResult]:
+    """Train ``module`` in place with AdamW and a one-cycle schedule; evaluate after each epoch."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x, y = train_split.tensors()
@@ -86,8 +81,6 @@ def train(module: nn.Module, train_split: Split, test_split: Split, recipe: Reci
                 xb = x[idx]
                 if recipe.augment:
                     xb = random_shift(xb, 2, generator)
-                if hook is not None:
-                    hook(module)
                 loss = loss_fn(module(xb), y[idx])
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss})")
