@@ -22,6 +22,14 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert facts["distributed_answered"] == 500  # 2000 images in requests of 4
     assert facts["distributed_same_class"] == 2000
     assert facts["most_critical"].startswith(("device", "link"))
+    # The defence step: replays on a link go unnoticed unsealed; sealed, they are caught.
+    assert facts["sealed_rejected"] > 0 and facts["sealed_answered"] == 300
+    assert facts["sealed_right"] >= facts["unsealed_right"] + 30
+    crypto = facts["crypto_uj_per_device"]
+    assert all(v == 0 for v in crypto["none"].values())
+    for device, chacha in crypto["aead:chacha20-poly1305"].items():  # Pi 4: no AES instructions
+        assert 0 < chacha < crypto["aead:aes-128-gcm"][device]
+    assert (out / "plan-sealed.yaml").is_file()
     assert (out / "analysis" / "criticality.png").is_file()
     assert (out / "plan.yaml").is_file() and (out / "plan.png").stat().st_size > 10_000
     assert "ShardGuard demo — summary" in result.out
