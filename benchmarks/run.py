@@ -58,10 +58,14 @@ def main(selected: list[str]) -> int:
                 results = [{"name": fn.__name__, "error": traceback.format_exc(limit=2)}]
             for row in results if isinstance(results, list) else [results]:
                 row.setdefault("name", fn.__name__)
+                row["bench"] = fn.__name__
                 row["seconds"] = round(time.perf_counter() - start, 2)
                 row["verdict"] = "error" if "error" in row else _verdict(row)
                 rows.append(row)
     RESULTS.mkdir(exist_ok=True)
+    if selected and (RESULTS / "latest.json").is_file():  # keep the other benchmarks' rows
+        earlier = json.loads((RESULTS / "latest.json").read_text())["results"]
+        rows = [r for r in earlier if r.get("bench") not in selected] + rows
     report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "cpus": torch.get_num_threads(), "platform": platform.platform()},
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": rows}

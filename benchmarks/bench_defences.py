@@ -1,0 +1,53 @@
+"""Defence costs: crypto energy per device per inference, for every protection and platform.
+
+Cost-model figures (``platform/cost.py``) from each device's sourced cycles per
+byte (``platform/profiles.yaml``): nothing here is timed, so no target; the rows
+are recorded so a change in the model or the figures shows up in review.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shardguard import load_model, load_platform, make_plan, trace
+from shardguard.defences.seal import ALGORITHMS
+from shardguard.errors import ConfigError
+from shardguard.partition import compile_plan
+from shardguard.partition.plan import ModelRef
+from shardguard.platform import builtin_platforms
+from shardguard.platform.cost import estimate
+
+MODEL = "resnet-small"
+
+
+def crypto_energy_per_device() -> list[dict[str, Any]]:
+    """µJ per inference each device spends sealing and opening, per protection and platform."""
+    graph = trace(load_model(MODEL).module, (1, 28, 28))
+    rows = []
+    for name in sorted(builtin_platforms()):
+        target = load_platform(name)
+        planned = make_plan(graph, ModelRef(ref=MODEL, input_shape=[1, 28, 28]), target,
+                            strategy="spatial", objective="throughput")
+        for protection in ALGORITHMS:
+            plan = planned.plan.model_copy(deep=True)
+            for link in plan.links:
+                link.protection = protection
+            try:
+                cost = estimate(compile_plan(plan, graph, build=False), target)
+            except ConfigError as exc:  # a device with no sourced figure for this cipher
+                rows.append({"name": f"crypto_energy[{name}, {protection}]",
+                             "note": f"not estimated: {exc}"})
+                continue
+            per_device = {d: c.crypto_j * 1e6 for d, c in cost.devices.items()}
+            share = max(c.crypto_j / max(c.compute_j + c.crypto_j + c.radio_j, 1e-30)
+                        for c in cost.devices.values())
+            rows.append({
+                "name": f"crypto_energy[{name}, {protection}]",
+                "value": max(per_device.values()), "unit": "µJ/inference (busiest device)",
+                "note": f"{MODEL} spatial; largest share of a device's active energy "
+                        f"{share:.1%}; " + ", ".join(f"{d} {v:.1f}"
+                                                    for d, v in per_device.items())})
+    return rows
+
+
+BENCHMARKS = [crypto_energy_per_device]
