@@ -11,7 +11,7 @@ would carry, and a stage's outputs exactly what its device would send.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -38,6 +38,35 @@ class Interceptor:
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor | None:
         return value
+
+
+def _on_stage(hooks: Sequence[Interceptor], program: StageProgram,
+              outputs: list[torch.Tensor] | None, traffic: Traffic) -> list[torch.Tensor] | None:
+    for hook in hooks:
+        if outputs is None:
+            break
+        outputs = hook.on_stage(program, outputs, traffic)
+    return outputs
+
+
+class Redundant(Interceptor):
+    """Runs chosen stages on several devices and combines what they send (M4 voting).
+
+    For a stage it ``covers``, the executor computes the stage once, lets every other
+    interceptor act as if each of ``devices(program)`` had run it (so a compromised
+    device spoils only its own copy), then calls ``combine`` with the copies (``None``
+    for a copy whose device produced nothing).
+    """
+
+    def covers(self, program: StageProgram) -> bool:
+        return False
+
+    def devices(self, program: StageProgram) -> list[str]:
+        return [program.device]
+
+    def combine(self, program: StageProgram, copies: list[list[torch.Tensor] | None],
+                traffic: Traffic) -> list[torch.Tensor] | None:
+        return next((c for c in copies if c is not None), None)
 
 
 @dataclass
@@ -109,11 +138,7 @@ class LocalExecutor:
                     else:
                         absent |= gone
                 args.append(value)
-            outputs: list[torch.Tensor] | None = list(program.module(*args))
-            for hook in self.interceptors:
-                if outputs is None:
-                    break
-                outputs = hook.on_stage(program, outputs, traffic)
+            outputs: list[torch.Tensor] | None = self._stage(program, args, traffic)
             if outputs is None:  # the device produced nothing
                 outputs = [torch.zeros(batch, *t.shape, dtype=x.dtype) for t in program.outputs]
                 absent = ~none
@@ -134,6 +159,20 @@ class LocalExecutor:
             output = torch.where(failed.view(-1, *[1] * (output.dim() - 1)),
                                  torch.full_like(output, float("nan")), output)
         return Outcome(output, ~failed, degraded & ~failed)
+
+    def _stage(self, program: StageProgram, args: list[torch.Tensor],
+               traffic: Traffic) -> list[torch.Tensor] | None:
+        """What the stage's device sends: its outputs, after every interceptor."""
+        computed = list(program.module(*args))
+        redundant = next((h for h in self.interceptors
+                          if isinstance(h, Redundant) and h.covers(program)), None)
+        if redundant is None:
+            return _on_stage(self.interceptors, program, computed, traffic)
+        others = [h for h in self.interceptors if h is not redundant]
+        copies = [_on_stage(others, replace(program, device=device, replicas=[]),
+                            list(computed), traffic)
+                  for device in redundant.devices(program)]
+        return redundant.combine(program, copies, traffic)
 
     def _link(self, transfer: Transfer, value: torch.Tensor,
               traffic: Traffic) -> torch.Tensor | None:
