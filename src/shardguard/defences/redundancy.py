@@ -49,7 +49,8 @@ class Vote(Redundant):
                               f"{len(program.replicas)} (plan with --replicas {self.copies})")
         return devices[:self.copies]
 
-    def combine(self, program: StageProgram, copies: list[list[torch.Tensor] | None],
+    def combine(self, program: StageProgram, args: list[torch.Tensor],
+                copies: list[list[torch.Tensor] | None],
                 traffic: Traffic) -> list[torch.Tensor] | None:
         present = [c for c in copies if c is not None]
         if not present:

@@ -50,22 +50,30 @@ def _on_stage(hooks: Sequence[Interceptor], program: StageProgram,
 
 
 class Redundant(Interceptor):
-    """Runs chosen stages on several devices and combines what they send (M4 voting).
+    """Checks chosen stages by what several devices send (M4: voting, Freivalds checks).
 
-    For a stage it ``covers``, the executor computes the stage once, lets every other
-    interceptor act as if each of ``devices(program)`` had run it (so a compromised
-    device spoils only its own copy), then calls ``combine`` with the copies (``None``
-    for a copy whose device produced nothing).
+    For a stage it ``covers``, the executor calls ``compute`` once (what a device
+    sends: the outputs, and for a verified stage its claimed intermediates too), lets
+    every other interceptor act as if each of ``devices(program)`` had sent it (so a
+    compromised device spoils only its own copy), then calls ``combine`` with the
+    copies (``None`` for a copy whose device produced nothing).
     """
 
     def covers(self, program: StageProgram) -> bool:
         return False
 
+    def compute(self, program: StageProgram, args: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What each copy's device sends for the stage (by default, its outputs)."""
+        assert program.module is not None
+        return list(program.module(*args))
+
     def devices(self, program: StageProgram) -> list[str]:
         return [program.device]
 
-    def combine(self, program: StageProgram, copies: list[list[torch.Tensor] | None],
+    def combine(self, program: StageProgram, args: list[torch.Tensor],
+                copies: list[list[torch.Tensor] | None],
                 traffic: Traffic) -> list[torch.Tensor] | None:
+        """The stage's outputs from the copies (and the stage's inputs ``args``)."""
         return next((c for c in copies if c is not None), None)
 
 
@@ -163,16 +171,16 @@ class LocalExecutor:
     def _stage(self, program: StageProgram, args: list[torch.Tensor],
                traffic: Traffic) -> list[torch.Tensor] | None:
         """What the stage's device sends: its outputs, after every interceptor."""
-        computed = list(program.module(*args))
         redundant = next((h for h in self.interceptors
                           if isinstance(h, Redundant) and h.covers(program)), None)
         if redundant is None:
-            return _on_stage(self.interceptors, program, computed, traffic)
+            return _on_stage(self.interceptors, program, list(program.module(*args)), traffic)
+        computed = redundant.compute(program, args)
         others = [h for h in self.interceptors if h is not redundant]
         copies = [_on_stage(others, replace(program, device=device, replicas=[]),
                             list(computed), traffic)
                   for device in redundant.devices(program)]
-        return redundant.combine(program, copies, traffic)
+        return redundant.combine(program, args, copies, traffic)
 
     def _link(self, transfer: Transfer, value: torch.Tensor,
               traffic: Traffic) -> torch.Tensor | None:

@@ -1,0 +1,64 @@
+"""M4 by randomised checks: Freivalds on affine layers catches a compromised device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from shardguard import load_model, load_platform, make_plan, trace
+from shardguard.defences.freivalds import Freivalds
+from shardguard.partition.plan import ModelRef
+from shardguard.runtime.local import LocalExecutor
+from shardguard.threats.local import ThreatInterceptor
+from shardguard.threats.spec import Compromised
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    graph = trace(load_model("resnet-small").module, (1, 28, 28))
+    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
+                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
+                        objective="throughput")
+    assert len(planned.compiled.programs) >= 2
+    return planned.compiled
+
+
+def test_clean_stages_pass_every_check_and_answer_exactly(compiled, test_split):
+    x, _ = test_split.tensors(500)
+    check = Freivalds(rounds=2)
+    with torch.no_grad():
+        clean = LocalExecutor(compiled).run(x)
+        outcome = LocalExecutor(compiled, [check]).run_outcome(x)
+    assert check.report()["caught"] == 0 and check.report()["checked"] == 500 * len(
+        compiled.programs)
+    assert bool(outcome.answered.all()) and torch.equal(outcome.output, clean)
+    assert check.report()["verifier_work_ratio"] < 0.1  # two dot products, not the MACs
+
+
+@pytest.mark.parametrize("mode", ["random", "scale", "sign", "zero"])
+def test_a_compromised_device_is_caught_and_never_answers(compiled, test_split, mode):
+    x, _ = test_split.tensors(300)
+    device = compiled.programs[0].device
+    check = Freivalds(rounds=2)
+    with torch.no_grad():
+        outcome = LocalExecutor(compiled, [ThreatInterceptor(Compromised(target=device,
+                                                                         mode=mode)),
+                                           check]).run_outcome(x)
+    assert check.report()["caught"] == 300  # every sample through the device
+    assert not bool(outcome.answered.any())
+
+
+def test_one_round_misses_a_one_element_error_half_the_time():
+    """The stated error probability, measured: at most 1/2 per round, here exactly 1/2."""
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 32)
+    z = torch.randn(1, 64)
+    with torch.no_grad():
+        y = layer(z)
+    y[0, 5] += 1.0
+    for rounds, expected in ((1, 0.5), (2, 0.75), (3, 0.875)):
+        check = Freivalds(rounds=rounds, seed=rounds)
+        caught = sum(bool(any(check._fails(layer, z, y) for _ in range(rounds)))
+                     for _ in range(4000))
+        assert abs(caught / 4000 - expected) < 0.03, (rounds, caught)
