@@ -64,3 +64,40 @@ def test_an_unknown_threat_in_a_campaign_is_refused(tmp_path):
     spec = CampaignSpec.model_validate({**SPEC, "threats": [{"id": "L9", "target": "every"}]})
     with pytest.raises(ConfigError, match="not available in campaigns"):
         run_campaign(spec, tmp_path)
+
+
+def test_defences_are_a_campaign_dimension_with_detection_false_positives_and_energy(tmp_path):
+    spec = CampaignSpec(
+        model="resnet-small", platform="rpi4x4-ethernet", strategies=["pipeline"],
+        samples=300, processes=1,
+        threats=[{"id": "L4", "target": "every"}, {"id": "D4", "target": "pi1"},
+                 {"id": "D5", "target": "pi1", "ber": 1e-4, "bits": "exponent-high"}],
+        defences=["none", "seal:aead:chacha20-poly1305", "vote:3", "freivalds", "digest"])
+    rows = {(r["threat"], r["defence"]): r for r in run_campaign(spec, tmp_path)}
+    assert ("D5", "vote:3") not in rows and ("D5", "freivalds") not in rows  # not meaningful
+    clean = rows[("L4", "none")]["clean_accuracy"]
+    for threat in ("L4", "D4", "D5"):
+        assert rows[(threat, "none")]["accuracy"] < clean - 0.3  # each attack does harm
+    seal, vote = rows[("L4", "seal:aead:chacha20-poly1305")], rows[("D4", "vote:3")]
+    assert seal["detection_rate"] == 1.0 and seal["accuracy"] == clean  # replays caught, re-sent
+    assert rows[("D4", "seal:aead:chacha20-poly1305")]["detection_rate"] == 0.0  # own sender
+    assert vote["detection_rate"] == 1.0 and vote["accuracy"] == clean  # masked by two copies
+    assert rows[("D4", "freivalds")]["detection_rate"] == 1.0
+    assert rows[("D4", "freivalds")]["availability"] == 0.0  # caught, so not answered
+    assert rows[("D5", "digest")]["detection_rate"] == 1.0
+    assert rows[("D5", "digest")]["accuracy"] == clean  # reloaded from trusted weights
+    for r in rows.values():
+        if r["defence"] != "none":
+            assert r["false_positive_rate"] == 0.0
+    energy = json.loads(seal["defence_energy_j"])
+    assert set(energy) == {"pi1", "pi2", "pi3", "pi4"} and all(j > 0 for j in energy.values())
+    assert json.loads(vote["defence_energy_j"]) != energy
+
+
+@pytest.mark.parametrize("defence, message", [("vote:5", "vote:2 .detect. or vote:3"),
+                                              ("seal:aead:rot13", "unknown protection"),
+                                              ("moat", "unknown defence 'moat'")])
+def test_an_unknown_defence_is_named(tmp_path, defence, message):
+    spec = CampaignSpec.model_validate({**SPEC, "defences": ["none", defence]})
+    with pytest.raises(ConfigError, match=message):
+        run_campaign(spec, tmp_path)

@@ -15,6 +15,14 @@ threats whose parameters may be lists (every combination is a trial) and whose
     threats:
       - {id: L1, target: every, ber: [1.0e-7, 1.0e-5, 1.0e-3], bits: [exponent-high, mantissa]}
       - {id: D1, target: devices}
+    defences: [none, "seal:aead:chacha20-poly1305", "vote:3", freivalds, guard]
+
+Each threat runs under each defence (``defences/catalogue.py``); a row then adds
+the defence's detection rate (of the samples the threat harmed without it), its
+false-positive rate on clean traffic, and the energy it costs each device.
+Defences apply to the threats the local executor runs directly (D1, D3, D4, D5,
+L1–L4); voting and Freivalds share the stage's weights here, so they are not
+paired with D5.
 
 Trials run on local processes, in the local executor (``execution: local``); a row
 says ``simulation_only`` when the threat cannot act on real workers at all (D4
@@ -55,6 +63,7 @@ class CampaignSpec(Config):
     threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
     processes: Annotated[int, Field(ge=0)] = 0  # 0: one per core
     deadline_s: Annotated[float, Field(gt=0)] = 10.0  # a request later than this is lost
+    defences: Annotated[list[str], Field(min_length=1)] = ["none"]
 
 
 @dataclass(frozen=True)
@@ -62,17 +71,23 @@ class Trial:
     strategy: str
     threat: dict[str, Any]
     seed: int
+    defence: str = "none"
 
     @property
     def key(self) -> str:
-        text = json.dumps([self.strategy, self.threat, self.seed], sort_keys=True)
+        fields: list[Any] = [self.strategy, self.threat, self.seed]
+        if self.defence != "none":  # keys of campaigns without defences stay as they were
+            fields.append(self.defence)
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list[Trial]:
     """Every trial of the campaign; ``targets[strategy]`` lists its plan's devices and links."""
+    from ..defences.catalogue import parse_defence
     from ..threats.spec import parse_threat
 
+    defences = [parse_defence(d) for d in spec.defences]
     trials = []
     for strategy in spec.strategies:
         for i, entry in enumerate(spec.threats):
@@ -87,9 +102,27 @@ def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list
                 for name in names:
                     for seed in spec.seeds:
                         concrete = {**threat, "target": name, "seed": seed}
-                        parse_threat(concrete, f"threats.{i}")  # validate now, not mid-run
-                        trials.append(Trial(strategy, concrete, seed))
+                        parsed = parse_threat(concrete, f"threats.{i}")  # validate now
+                        for defence in defences:
+                            if defended(parsed, defence.kind):
+                                trials.append(Trial(strategy, concrete, seed, defence.name))
     return trials
+
+
+def defended(threat: Any, kind: str) -> bool:
+    """Whether a trial of ``threat`` under a defence of ``kind`` means something here."""
+    from ..threats.spec import Compromised
+
+    if kind == "none":
+        return True
+    if threat.id in ("D2", "L5", "L6") or (isinstance(threat, Compromised)
+                                           and threat.mode == "adversarial"):
+        return False  # run by their own paths, which take no defence
+    return not (threat.id == "D5" and kind in ("vote", "freivalds"))
+
+
+def plan_key(strategy: str, replicas: int) -> str:
+    return strategy if replicas == 1 else f"{strategy}@{replicas}"
 
 
 def _choices(key: str, value: Any) -> list[Any]:
@@ -123,24 +156,26 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     torch.set_num_threads(threads)
     x, y = load_split("test").tensors(samples)
     _STATE.update(x=x, y=y, bound={}, clean={}, deadline_s=deadline_s)
-    for strategy, path in plan_files.items():
+    for key, path in plan_files.items():
         bound = bind(path)
-        with torch.no_grad():
-            clean = LocalExecutor(bound.compiled).run(x).argmax(1)
-        _STATE["bound"][strategy] = bound
-        _STATE["clean"][strategy] = clean
+        _STATE["bound"][key] = bound
+        if "@" not in key:  # replicas do not change the clean answers
+            with torch.no_grad():
+                _STATE["clean"][key] = LocalExecutor(bound.compiled).run(x).argmax(1)
 
 
 def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
 
+    from ..defences.catalogue import parse_defence
     from ..platform.cost import estimate
     from ..threats.attacks import adversarial_device, adversarial_link
     from ..threats.spec import Adversarial, Compromised, Eavesdrop, Outage, Straggler, parse_threat
     from .metrics import measure
 
     threat = parse_threat(trial.threat)
-    bound = _STATE["bound"][trial.strategy]
+    defence = parse_defence(trial.defence)
+    bound = _STATE["bound"][plan_key(trial.strategy, defence.replicas)]
     x, y, clean = _STATE["x"], _STATE["y"], _STATE["clean"][trial.strategy]
     cost = bound.cost
     extra: dict[str, Any] = {}
@@ -169,9 +204,22 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             if threat.target in ("every", name):
                 slow[name] = replace(device, mac_rate=device.mac_rate / threat.factor)
         cost = estimate(bound.compiled, replace(bound.platform, devices=slow))
+    if defence.kind != "none":
+        harmed = ~outcome.answered | (outcome.output.argmax(1) != clean)
+        outcome = _outcome(bound, threat, x, defence)
+        flagged = defence.flagged(len(x))
+        energy = defence.energy_j(bound.compiled, bound.platform)
+        extra.update(
+            detection_rate=float((flagged & harmed).sum() / harmed.sum()) if harmed.any()
+            else float("nan"),
+            harmed_without_defence=float(harmed.float().mean()),
+            false_positive_rate=_false_positives(trial.strategy, defence, bound, x),
+            defence_energy_j=json.dumps({d: round(j, 9) for d, j in energy.items()}),
+            max_defence_energy_j=max(energy.values(), default=0.0))
     metrics = measure(y, clean, outcome.output.argmax(1), outcome.answered, outcome.degraded)
     params = {k: v for k, v in trial.threat.items() if k not in ("id", "target", "seed")}
-    return {"trial": trial.key, "strategy": trial.strategy, "threat": threat.id,
+    return {"trial": trial.key, "strategy": trial.strategy, "defence": trial.defence,
+            "threat": threat.id,
             "target": threat.target, "seed": trial.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
             "simulation_only": threat.id in ("D5", "L5", "L6") or (
@@ -181,19 +229,56 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "max_active_energy_j": cost.max_active_j, **extra}
 
 
-def _outcome(bound: Any, threat: Any, x: Any) -> Any:
+def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None) -> Any:
     import torch
 
+    from ..defences.integrity import digests, verify
     from ..runtime.local import LocalExecutor
     from ..threats.local import ThreatInterceptor, weight_flips
     from ..threats.spec import WeightFlips
 
+    hooks = [] if threat is None or isinstance(threat, WeightFlips) else [
+        ThreatInterceptor(threat)]
+    if defence is not None:
+        hooks = defence.hooks(bound.compiled, hooks, bounds=_bounds(bound))
     with torch.no_grad():
         if isinstance(threat, WeightFlips):
+            expected = _STATE.setdefault("digests", {}).setdefault(
+                id(bound), digests(bound.compiled))
             with weight_flips(bound.compiled, threat):
-                return LocalExecutor(bound.compiled).run_outcome(x)
-        hooks = [] if threat is None else [ThreatInterceptor(threat)]
+                if defence is None or defence.kind != "digest" or not verify(bound.compiled,
+                                                                             expected):
+                    return LocalExecutor(bound.compiled, hooks).run_outcome(x)
+            # M7: the changed stages were refused and reloaded from the trusted weights
+            defence.parts = [_Flagged(torch.ones(len(x), dtype=torch.bool))]
         return LocalExecutor(bound.compiled, hooks).run_outcome(x)
+
+
+class _Flagged:
+    """A defence part that flagged these samples (the digest check flags them all)."""
+
+    def __init__(self, mask: Any) -> None:
+        self.flagged = [mask]
+
+
+def _bounds(bound: Any) -> Any:
+    """Range-guard bounds for this plan, profiled once on clean training images."""
+    cache = _STATE.setdefault("bounds", {})
+    if id(bound) not in cache:
+        from ..data import load_split
+        from ..defences.guards import profile_bounds
+
+        cache[id(bound)] = profile_bounds(bound.compiled, load_split("train").tensors(5000)[0])
+    return cache[id(bound)]
+
+
+def _false_positives(strategy: str, defence: Any, bound: Any, x: Any) -> float:
+    """Share of clean samples the defence flags (no threat), once per plan and defence."""
+    cache = _STATE.setdefault("fpr", {})
+    if (strategy, defence.name) not in cache:
+        _outcome(bound, None, x, defence)
+        cache[(strategy, defence.name)] = float(defence.flagged(len(x)).float().mean())
+    return cache[(strategy, defence.name)]
 
 
 def _outage(bound: Any, threat: Any, x: Any, deadline_s: float) -> Any:
@@ -226,19 +311,26 @@ def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{spec.model}: campaigns need a zoo model with a known input shape")
     graph = trace(loaded.module, loaded.input_shape)
     platform = load_platform(spec.platform)
+    from ..defences.catalogue import parse_defence
+
+    replicas = sorted({1, *(parse_defence(d).replicas for d in spec.defences)})
     plan_files, targets = {}, {}
     for strategy in spec.strategies:
-        path = out / "plans" / f"{strategy}.yaml"
-        if not path.exists():
-            planned = make_plan(graph, ModelRef(ref=spec.model, weights=spec.weights,
-                                                input_shape=list(loaded.input_shape)),
-                                platform, strategy=strategy, objective=spec.objective)
-            planned.plan.save(path)
-            plan = planned.plan
-        else:
-            plan = load_plan(path)
-        plan_files[strategy] = str(path)
-        targets[strategy] = plan_targets(plan)
+        for k in replicas:
+            key = plan_key(strategy, k)
+            path = out / "plans" / f"{key}.yaml"
+            if not path.exists():
+                planned = make_plan(graph, ModelRef(ref=spec.model, weights=spec.weights,
+                                                    input_shape=list(loaded.input_shape)),
+                                    platform, strategy=strategy, objective=spec.objective,
+                                    replicas=k)
+                planned.plan.save(path)
+                plan = planned.plan
+            else:
+                plan = load_plan(path)
+            plan_files[key] = str(path)
+            if k == 1:
+                targets[strategy] = plan_targets(plan)
     return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out,
                    deadline_s=spec.deadline_s)
 

@@ -73,6 +73,9 @@ class Freivalds(Redundant):
         self.checked = self.caught = 0
         self.verifier_macs = self.stage_macs = 0  # per sample, summed over covered stages
         self._affine: dict[str, list[str]] = {}
+        self.flagged: list[torch.Tensor] = []  # per stage run: (B,) samples that failed a check
+        self.work_of: dict[str, float] = {}  # stage → verifier work / the stage's MACs
+        self.claim_bytes: dict[str, int] = {}  # stage → affine outputs sent per sample
 
     def covers(self, program: StageProgram) -> bool:
         return self.stages is None or program.name in self.stages
@@ -114,6 +117,10 @@ class Freivalds(Redundant):
             work += self.rounds * (z[0].numel() + y[0].numel())
         self.checked += batch
         self.caught += int(bad.sum())
+        self.flagged.append(bad)
+        self.work_of[program.name] = work / max(program.macs, 1)
+        self.claim_bytes[program.name] = sum(claims[n][0].numel() * claims[n].element_size()
+                                             for n in nodes)
         self.verifier_macs += work
         self.stage_macs += program.macs
         for t in program.outputs:

@@ -1,0 +1,125 @@
+"""The defences by name, for campaigns: what each adds to the executor and costs each device.
+
+    none                      no defence
+    seal:PROTECTION           M1–M3, e.g. seal:aead:chacha20-poly1305 (tampered: asked again)
+    vote:2 | vote:3           M4, duplicate (detect) or triplicate (mask) every stage
+    freivalds                 M4, every stage's affine layers checked by the next device
+    guard                     M5, per-channel range guards profiled on clean training data
+    digest                    M7, weight digests checked on load; a changed stage is reloaded
+
+``Defence.hooks`` places the defence's interceptors around the threat's;
+``Defence.flagged`` is which samples it flagged; ``energy_j`` is what it costs each
+device per inference in the cost model (the platform's sourced figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..partition.compile import OUTPUT, CompiledPlan
+from ..platform import Platform
+from ..runtime.local import Interceptor
+
+KINDS = ("none", "seal", "vote", "freivalds", "guard", "digest")
+
+
+@dataclass
+class Defence:
+    name: str
+    kind: str
+    arg: str = ""
+    parts: list[Any] = field(default_factory=list)  # the live defence objects of one run
+
+    @property
+    def replicas(self) -> int:
+        """Devices per stage the plan needs for this defence."""
+        return int(self.arg) if self.kind == "vote" else 1
+
+    def hooks(self, compiled: CompiledPlan, threat: list[Interceptor],
+              bounds: Any = None) -> list[Interceptor]:
+        """Fresh interceptors for one run: the threat's, with this defence's around them."""
+        from .freivalds import Freivalds
+        from .guards import RangeGuard
+        from .redundancy import Vote
+        from .sealed import SealedLinks
+
+        self.parts = []
+        if self.kind == "seal":
+            sealed = SealedLinks("retry")
+            self.parts = [sealed]
+            return [sealed.sender, *threat, sealed.receiver]
+        if self.kind == "vote":
+            self.parts = [Vote(copies=self.replicas)]
+        elif self.kind == "freivalds":
+            self.parts = [Freivalds(rounds=2)]
+        elif self.kind == "guard":
+            self.parts = [RangeGuard(bounds)]
+        return [*threat, *self.parts]
+
+    def flagged(self, batch: int) -> torch.Tensor:
+        """(B,) samples the defence flagged in the last run."""
+        out = torch.zeros(batch, dtype=torch.bool)
+        for part in self.parts:
+            for mask in getattr(part, "flagged", []):
+                out |= mask
+        return out
+
+    def energy_j(self, compiled: CompiledPlan, platform: Platform) -> dict[str, float]:
+        """Per device, joules per inference this defence adds (cost model)."""
+        from ..platform.cost import estimate
+
+        extra = {d: 0.0 for d in compiled.plan.devices_used()}
+        if self.kind == "seal":
+            plan = compiled.plan.model_copy(deep=True)
+            for link in plan.links:
+                link.protection = self.arg
+            from ..partition import compile_plan
+
+            cost = estimate(compile_plan(plan, compiled.graph, build=False), platform)
+            return {d: c.crypto_j for d, c in cost.devices.items()}
+        part = self.parts[0] if self.parts else None
+        for p in compiled.programs:
+            # who checks this stage: the device of the stage its outputs go to
+            checker = next((compiled.by_name[t.dst].device for t in p.outputs
+                            if t.dst != OUTPUT), p.device)
+            spec = platform.devices[checker]
+            if self.kind == "vote":  # the copies compute, and send their outputs to be voted on
+                for device in [p.device, *p.replicas][1:self.replicas]:
+                    other = platform.devices[device]
+                    extra[device] += other.active_power_w * p.macs / other.mac_rate
+                    _radio(extra, platform, device, checker, p.bytes_out)
+            elif self.kind == "freivalds" and part is not None:  # the verifier's dot products
+                extra[checker] += (spec.active_power_w * part.work_of.get(p.name, 0.0) * p.macs
+                                   / spec.mac_rate)
+                _radio(extra, platform, p.device, checker, part.claim_bytes.get(p.name, 0))
+            elif self.kind == "guard":  # two comparisons per element received
+                extra[checker] += spec.active_power_w * 2 * (p.bytes_out / 4) / spec.mac_rate
+        return extra
+
+
+def _radio(extra: dict[str, float], platform: Platform, src: str, dst: str, nbytes: int) -> None:
+    if src == dst or not nbytes:
+        return
+    link = platform.link(src, dst)
+    extra[src] += link.tx_j_per_byte * nbytes
+    extra[dst] += link.rx_j_per_byte * nbytes
+
+
+def parse_defence(name: str) -> Defence:
+    kind, _, arg = name.partition(":")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown defence {name!r} (known: {', '.join(KINDS)}; "
+                          "seal:PROTECTION, vote:2 or vote:3)")
+    if kind == "seal":
+        from .seal import check_algorithm
+
+        check_algorithm(arg)
+    if kind == "vote" and arg not in ("2", "3"):
+        raise ConfigError(f"defence {name!r}: vote:2 (detect) or vote:3 (mask)")
+    if kind in ("none", "freivalds", "guard", "digest") and arg:
+        raise ConfigError(f"defence {name!r} takes no argument")
+    return Defence(name, kind, arg)
