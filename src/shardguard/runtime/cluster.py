@@ -110,12 +110,17 @@ class Cluster:
                  spawn_local: bool = False, keys: Path | None = None, window: int = 32,
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
-                 attackers: Sequence[Any] = (), on_reject: str = "failover") -> None:
+                 attackers: Sequence[Any] = (), on_reject: str = "failover",
+                 guards: dict[str, tuple[Any, Any]] | None = None) -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         if on_reject not in POLICIES:
             raise ConfigError(f"on_reject must be one of {', '.join(POLICIES)}, got {on_reject!r}")
         self.on_reject = on_reject
+        # M5: per-channel clean ranges of link tensors (defences.guards.profile_bounds)
+        self.guards = {name: (np.asarray(low, np.float32).tolist(),
+                              np.asarray(high, np.float32).tolist())
+                       for name, (low, high) in (guards or {}).items()}
         self.sealing = Sealing(COORDINATOR, {f"{link.src}>{link.dst}": link.protection
                                              for link in bound.plan.links})
         for algorithm in set(self.sealing.protection.values()):
@@ -211,7 +216,8 @@ class Cluster:
                 "kind": "deploy", "stages": [artifacts[s].to_wire() for s in hosted[device]],
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
                 "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
-                "protection": self.sealing.protection, "publics": publics},
+                "protection": self.sealing.protection, "publics": publics,
+                "guards": self.guards},
                 timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
             for device in [self.bound.compiled.by_name[t.dst].device,

@@ -68,6 +68,8 @@ class Counters:
     send_failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    clipped: int = 0  # values the range guards clipped (M5)
+    flagged: int = 0  # samples with a clipped value
     rejected: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     bytes_per_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -130,6 +132,7 @@ class Worker:
         self.counters = Counters()
         self.behaviour: dict[str, Any] = {}  # fault injection: slow, corrupt
         self.sealing = Sealing(name)  # new X25519 keys at every hello
+        self.guards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor → per-channel range
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
         self.parent: int | None = None  # stop when this process is gone (spawned workers)
@@ -163,6 +166,7 @@ class Worker:
             return {"ok": True, "received": c.received, "processed": c.processed,
                     "duplicates": c.duplicates, "expired": c.expired,
                     "send_failed": c.send_failed, "rejected": dict(c.rejected),
+                    "clipped": c.clipped, "flagged": c.flagged,
                     "bytes_in": c.bytes_in, "bytes_out": c.bytes_out,
                     "bytes_per_link": dict(c.bytes_per_link), "pending": len(self.pending),
                     "rss": _rss_bytes(),
@@ -199,6 +203,8 @@ class Worker:
                 schema[p["link"]][p["tensor"]] = (p["dtype"], tuple(p["shape"]))
         max_batch = int(m.get("max_batch", 1024))
         self.sealing.configure(m.get("protection") or {}, m.get("publics") or {})
+        self.guards = {str(name): (np.asarray(b[0], np.float32), np.asarray(b[1], np.float32))
+                       for name, b in (m.get("guards") or {}).items()}
         self.schema = {link: wire.Expected(t, max_batch, self.sealing.sealed(link))
                        for link, t in schema.items()}
         self.seq.clear()  # new keys, so sequence numbers (nonces) may start again
@@ -233,9 +239,25 @@ class Worker:
             self._alarm(frames, str(exc))
             return
         size = sum(a.nbytes for a in arrays.values())
+        if self.guards:
+            arrays = {name: self._guard(name, a) for name, a in arrays.items()}
         self.counters.bytes_in += size
         self.counters.bytes_per_link[header.link] += size
         self.deliver(header.req, header.link, arrays, dict(header.route))
+
+    def _guard(self, name: str, x: np.ndarray) -> np.ndarray:
+        """M5: clip to the clean per-channel range; count what was out of it."""
+        bounds = self.guards.get(name)
+        if bounds is None or x.ndim < 2 or bounds[0].shape != (x.shape[1],):
+            return x
+        shape = (1, -1, *[1] * (x.ndim - 2))
+        low, high = bounds[0].reshape(shape), bounds[1].reshape(shape)
+        bad = ~np.isfinite(x) | (x < low) | (x > high)
+        if not bad.any():
+            return x
+        self.counters.clipped += int(bad.sum())
+        self.counters.flagged += int(bad.reshape(len(x), -1).any(1).sum())
+        return np.clip(np.nan_to_num(x, nan=0.0), low, high)
 
     def _alarm(self, frames: list[zmq.Frame], reason: str) -> None:
         """Tell the coordinator a sealed message was rejected, so its policy can act."""
