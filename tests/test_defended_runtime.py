@@ -100,3 +100,17 @@ def test_range_guards_on_workers_recover_accuracy_lost_to_exponent_flips(tmp_pat
         assert (flagged > 0) == guarded
     # in the local executor, the same attack leaves 25 % and the guards 93.7 % (test_guards)
     assert accuracy[False] < 0.5 and accuracy[True] > 0.85, accuracy
+
+
+def test_weight_digests_on_workers_find_bit_flips_in_stored_models_on_demand(tmp_path):
+    bound = _sealed(tmp_path, "none")
+    with Cluster(bound, spawn_local=True) as c:
+        before = c.verify()
+        target = bound.compiled.programs[0].device
+        c.behave(target, flip_stored=3, seed=1)
+        after = c.verify()
+    assert all(all(stages.values()) for stages in before.values())
+    for device, stages in after.items():
+        hosted = {p.name for p in bound.compiled.programs if device in [p.device, *p.replicas]}
+        assert set(stages) == hosted
+        assert all(ok is (device != target) for ok in stages.values()), (device, stages)

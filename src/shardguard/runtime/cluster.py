@@ -356,8 +356,14 @@ class Cluster:
     def stats(self) -> dict[str, dict[str, Any]]:
         return {d: self.call(d, {"kind": "stats"}) for d, h in self.handles.items() if h.alive}
 
+    def verify(self) -> dict[str, dict[str, bool]]:
+        """M7 on demand: per live device, whether each stored stage still matches its digest."""
+        return {d: dict(self.call(d, {"kind": "verify"})["stages"])
+                for d, h in self.handles.items() if h.alive}
+
     def behave(self, device: str, **behaviour: Any) -> None:
-        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random."""
+        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random,
+        flip_stored=n (D5 at rest: n bit flips in each stored stage model)."""
         self.call(device, {"kind": "behave", "behaviour": behaviour})
 
     # -- data -------------------------------------------------------------------------------

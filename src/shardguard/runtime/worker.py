@@ -55,6 +55,8 @@ class Stage:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     links: set[str]
+    stored: bytearray = field(default_factory=bytearray)  # the ONNX model as deployed (M7)
+    sha256: str = ""
     compute_s: float = 0.0
     runs: int = 0
 
@@ -174,7 +176,18 @@ class Worker:
                                for s in self.stages.values()}}
         if kind == "behave":
             self.behaviour = dict(m.get("behaviour") or {})
+            flips = int(self.behaviour.pop("flip_stored", 0))
+            if flips:  # D5 at rest: bits flip in the stored models, seen at the next load
+                rng = np.random.default_rng(int(self.behaviour.get("seed", 0)))
+                for stage in self.stages.values():
+                    where = rng.integers(0, len(stage.stored) * 8, flips)
+                    for bit in where:
+                        stage.stored[bit // 8] ^= 1 << (bit % 8)
             return {"ok": True}
+        if kind == "verify":  # M7 on demand: each stored model against its deployed digest
+            return {"ok": True, "stages": {
+                s.name: hashlib.sha256(s.stored).hexdigest() == s.sha256
+                for s in self.stages.values()}}
         if kind == "shutdown":
             self.running = False
             return {"ok": True}
@@ -194,7 +207,7 @@ class Worker:
             session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             links = {p["link"] for p in art["inputs"]}
             stages[art["stage"]] = Stage(art["stage"], session, art["inputs"], art["outputs"],
-                                         links)
+                                         links, bytearray(model), art["sha256"])
         self.stages = stages
         self.by_link = {link: s for s in stages.values() for link in s.links}
         schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = defaultdict(dict)
