@@ -114,3 +114,28 @@ def test_weight_digests_on_workers_find_bit_flips_in_stored_models_on_demand(tmp
         hosted = {p.name for p in bound.compiled.programs if device in [p.device, *p.replicas]}
         assert set(stages) == hosted
         assert all(ok is (device != target) for ok in stages.values()), (device, stages)
+
+
+def test_triplicated_stages_on_workers_outvote_a_compromised_device(tmp_path, test_split):
+    bound = _sealed(tmp_path, "aead:chacha20-poly1305", replicas=3)
+    x = test_split.tensors(200)[0].numpy()
+    reference = _reference(bound, x)
+    with Cluster(bound, spawn_local=True, vote=3) as c:
+        clean = c.stream(x, batch=4, show_progress=False)
+        target = bound.compiled.programs[1].device
+        c.behave(target, corrupt="random", seed=2)
+        attacked = c.stream(x, batch=4, show_progress=False)
+    for result in (clean, attacked):
+        assert not result.errors and not result.rejected
+        np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=1e-5)
+
+
+def test_duplicated_stages_on_workers_detect_a_compromised_device(tmp_path, test_split):
+    bound = _sealed(tmp_path, "none", replicas=2)
+    x = test_split.tensors(100)[0].numpy()
+    target = bound.compiled.programs[0].replicas[0]  # the second copy of the first stage
+    with Cluster(bound, spawn_local=True, vote=2, on_reject="drop") as c:
+        c.behave(target, corrupt="sign")
+        result = c.stream(x, show_progress=False)
+    assert len(result.errors) == len(x)  # every request went through it: none answered
+    assert all("vote failed" in e for e in result.errors.values())

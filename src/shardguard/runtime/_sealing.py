@@ -48,13 +48,15 @@ class Sealing:
         return link in self.protection
 
     def encode(self, req: int, seq: int, link: str, route: Mapping[str, str],
-               arrays: Sequence[tuple[str, Any]], flags: int = 0) -> list[Any]:
-        """``wire.encode``, sealed when the link is protected."""
+               arrays: Sequence[tuple[str, Any]], flags: int = 0,
+               receiver: str | None = None) -> list[Any]:
+        """``wire.encode``, sealed when the link is protected (for ``receiver``: by default
+        the device the route gives the link's destination; a voted stage's copies differ)."""
         algorithm = self.protection.get(link)
         if algorithm is None:
             return wire.encode(req, seq, link, route, arrays, flags)
         frames = wire.encode(req, seq, link, route, arrays, flags | wire.FLAG_SEALED)
-        receiver = _end(link.split(">", 1)[1], route)
+        receiver = receiver or _end(link.split(">", 1)[1], route)
         header = bytes(frames[0])
         return [header, *self.keys.sealer(link, algorithm, receiver).seal(header, seq, frames[1:])]
 

@@ -39,6 +39,7 @@ from . import keys as keyring
 from . import wire
 from ._sealing import COORDINATOR, Sealing
 from ._sockets import push_socket
+from ._voting import Ballots, VoteFailed, copy_link
 from .export import export_plan
 from .relay import LinkModel, Relay
 
@@ -111,7 +112,7 @@ class Cluster:
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
                  attackers: Sequence[Any] = (), on_reject: str = "failover",
-                 guards: dict[str, tuple[Any, Any]] | None = None) -> None:
+                 guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1) -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         if on_reject not in POLICIES:
@@ -121,8 +122,20 @@ class Cluster:
         self.guards = {name: (np.asarray(low, np.float32).tolist(),
                               np.asarray(high, np.float32).tolist())
                        for name, (low, high) in (guards or {}).items()}
-        self.sealing = Sealing(COORDINATOR, {f"{link.src}>{link.dst}": link.protection
-                                             for link in bound.plan.links})
+        if vote not in (1, 2, 3):
+            raise ConfigError(f"vote must be 1 (off), 2 (detect) or 3 (mask), got {vote}")
+        short = [p.name for p in bound.compiled.programs if len(p.replicas) < vote - 1]
+        if short:
+            raise ConfigError(f"voting with {vote} copies needs {vote - 1} replica(s) of every "
+                              f"stage; {', '.join(short)} lack them (plan with --replicas {vote})")
+        # M4: every stage runs on ``vote`` devices; whoever receives its outputs votes
+        self.vote = {p.name: vote for p in bound.compiled.programs} if vote > 1 else {}
+        self.ballots = Ballots(self.vote)
+        protection = {f"{link.src}>{link.dst}": link.protection for link in bound.plan.links}
+        for link, p in list(protection.items()):  # the copies' own links, as protected
+            for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
+                protection[copy_link(link, j)] = p
+        self.sealing = Sealing(COORDINATOR, protection)
         for algorithm in set(self.sealing.protection.values()):
             from ..defences.seal import check_algorithm
 
@@ -153,10 +166,10 @@ class Cluster:
         self.input_transfers = compiled.input_transfers
         self.output_transfers = compiled.output_transfers
         self.output_schema = {
-            link: wire.Expected({t.id: ("float32", t.shape) for t in group}, 1 << 16,
-                                self.sealing.sealed(link))
+            copy_link(link, j): wire.Expected({t.id: ("float32", t.shape) for t in group},
+                                              1 << 16, self.sealing.sealed(link))
             for (src, dst), group in compiled.links().items() if dst == OUTPUT
-            for link in [f"{src}>{dst}"]}
+            for link in [f"{src}>{dst}"] for j in range(self.vote.get(src, 1))}
 
     # -- lifecycle --------------------------------------------------------------------------
     def __enter__(self) -> Cluster:
@@ -217,7 +230,7 @@ class Cluster:
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
                 "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
                 "protection": self.sealing.protection, "publics": publics,
-                "guards": self.guards},
+                "guards": self.guards, "vote": self.vote},
                 timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
             for device in [self.bound.compiled.by_name[t.dst].device,
@@ -391,6 +404,12 @@ class Cluster:
             live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
             trusted = [d for d in live if d not in self.distrusted]
             live = trusted or live  # avoid a device whose messages were rejected, if we can
+            copies = self.vote.get(p.name, 1)
+            if len(live) < copies:
+                return route, (f"stage {p.name} has {len(live)} live device(s) for "
+                               f"{copies} voting copies")
+            for j in range(1, copies):
+                route[f"{p.name}@{j}"] = live[j]
             if not live:
                 failed = ", ".join([p.device, *p.replicas])
                 return route, (f"stage {p.name} has no live device ({failed} failed"
@@ -405,17 +424,18 @@ class Cluster:
             return error
         r.route, r.pieces = route, {}
         for t in self.input_transfers:
-            device = route[t.dst]
             piece = np.ascontiguousarray(crop(r.x, full(r.x.shape[1:]), t.region))
             link = f"{INPUT}>{t.dst}"
-            self.link_seq[link] += 1
-            frames = self.sealing.encode(r.req, self.link_seq[link], link, route,
-                                         [(t.id, piece)])
-            try:
-                self._push(self.handles[device].data).send_multipart(frames, copy=False,
-                                                                     flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the device is unreachable: the deadline will resubmit
+            for j in range(self.vote.get(t.dst, 1)):  # every copy of a voted stage
+                device = route[t.dst if j == 0 else f"{t.dst}@{j}"]
+                self.link_seq[link] += 1
+                frames = self.sealing.encode(r.req, self.link_seq[link], link, route,
+                                             [(t.id, piece)], receiver=device)
+                try:
+                    self._push(self.handles[device].data).send_multipart(frames, copy=False,
+                                                                         flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # the device is unreachable: the deadline will resubmit
         return None
 
     def infer(self, x: np.ndarray | Any) -> np.ndarray:
@@ -498,6 +518,18 @@ class Cluster:
                         if r is None:
                             duplicates += 1
                             continue
+                        if self.ballots.voted(header.link):
+                            try:
+                                decided = self.ballots.cast(header.req, header.link, arrays)
+                            except VoteFailed as exc:
+                                self.alarms.append({
+                                    "kind": "alarm", "req": header.req, "link": header.link,
+                                    "sender": "?", "receiver": COORDINATOR,
+                                    "reason": f"vote failed: {exc}"})
+                                continue
+                            if decided is None:
+                                continue
+                            arrays = decided[1]
                         if any(a.shape[0] != len(r.x) for a in arrays.values()):
                             continue  # not this request's answer
                         r.pieces.update(arrays)

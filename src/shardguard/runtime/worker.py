@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from ..errors import ConfigError, IntegrityError, MalformedMessage, ShardGuardEr
 from . import wire
 from ._sealing import Sealing
 from ._sockets import push_socket
+from ._voting import Ballots, VoteFailed, copy_link, role
 from .keys import load_pair
 
 DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
@@ -135,6 +137,8 @@ class Worker:
         self.behaviour: dict[str, Any] = {}  # fault injection: slow, corrupt
         self.sealing = Sealing(name)  # new X25519 keys at every hello
         self.guards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor → per-channel range
+        self.vote: dict[str, int] = {}  # M4: stage → copies that vote
+        self.ballots = Ballots({})  # the copies of voted stages' outputs, per request
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
         self.parent: int | None = None  # stop when this process is gone (spawned workers)
@@ -209,11 +213,16 @@ class Worker:
             stages[art["stage"]] = Stage(art["stage"], session, art["inputs"], art["outputs"],
                                          links, bytearray(model), art["sha256"])
         self.stages = stages
+        self.vote = {str(k): int(v) for k, v in (m.get("vote") or {}).items()}
+        self.ballots = Ballots(self.vote)
         self.by_link = {link: s for s in stages.values() for link in s.links}
         schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = defaultdict(dict)
         for s in stages.values():
             for p in s.inputs:
                 schema[p["link"]][p["tensor"]] = (p["dtype"], tuple(p["shape"]))
+        for link in list(schema):  # a voted stage's copies send on links of their own
+            for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
+                schema[copy_link(link, j)] = schema[link]
         max_batch = int(m.get("max_batch", 1024))
         self.sealing.configure(m.get("protection") or {}, m.get("publics") or {})
         self.guards = {str(name): (np.asarray(b[0], np.float32), np.asarray(b[1], np.float32))
@@ -256,7 +265,18 @@ class Worker:
             arrays = {name: self._guard(name, a) for name, a in arrays.items()}
         self.counters.bytes_in += size
         self.counters.bytes_per_link[header.link] += size
-        self.deliver(header.req, header.link, arrays, dict(header.route))
+        link = header.link
+        if self.ballots.voted(link):
+            try:
+                decided = self.ballots.cast(header.req, link, arrays)
+            except VoteFailed as exc:
+                self.counters.rejected["vote: copies disagree"] += 1
+                self._send_alarm(header.req, link, "?", f"vote failed: {exc}")
+                return
+            if decided is None:
+                return  # more copies to come
+            link, arrays = decided
+        self.deliver(header.req, link, arrays, dict(header.route))
 
     def _guard(self, name: str, x: np.ndarray) -> np.ndarray:
         """M5: clip to the clean per-channel range; count what was out of it."""
@@ -278,7 +298,12 @@ class Worker:
             return
         header = wire.parse_header(frames[0].buffer)  # decode parsed it before unsealing
         sender = header.route.get(header.link.split(">", 1)[0], "coordinator")
-        alarm = {"kind": "alarm", "req": header.req, "link": header.link, "sender": sender,
+        self._send_alarm(header.req, header.link, sender, reason)
+
+    def _send_alarm(self, req: int, link: str, sender: str, reason: str) -> None:
+        if self.coordinator is None:
+            return
+        alarm = {"kind": "alarm", "req": req, "link": link, "sender": sender,
                  "receiver": self.name, "reason": reason}
         try:
             self.control.send_multipart([self.coordinator, msgpack.packb(alarm)], zmq.NOBLOCK)
@@ -330,18 +355,22 @@ class Worker:
         groups: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for port, value in zip(stage.outputs, outputs):
             groups[port["link"]].append((port["tensor"], value))
-        for link, arrays in groups.items():
-            dst = link.split(">", 1)[1]
-            device = route.get(dst, "")
-            relayed = f"{link}@{device}" in self.relays  # an attacker or emulator sits there
-            if device == self.name and link in self.by_link and not relayed:  # stage is here too
-                self.deliver(req, link, dict(arrays), route)
-                continue
-            if dst == "output":
-                address = self.relays.get(f"{link}@output", self.sink)
-            else:  # through the link's relay when the coordinator put one there
-                address = self.relays.get(f"{link}@{device}", self.peers.get(device, ""))
-            self.send(address, req, link, route, arrays)
+        me = role(stage.name, self.name, route, self.vote.get(stage.name, 1)) or 0
+        for base, arrays in groups.items():
+            link = copy_link(base, me)  # a voted stage's copy j sends on "S@j>T"
+            dst = base.split(">", 1)[1]
+            copies = [route.get(dst, "")] + [route.get(f"{dst}@{j}", "")
+                                             for j in range(1, self.vote.get(dst, 1))]
+            for device in copies:
+                relayed = f"{base}@{device}" in self.relays  # an attacker or emulator is there
+                if device == self.name and link in self.schema and not relayed:  # here too
+                    self.handle_local(req, link, dict(arrays), route)
+                    continue
+                if dst == "output":
+                    address = self.relays.get(f"{base}@output", self.sink)
+                else:  # through the link's relay when the coordinator put one there
+                    address = self.relays.get(f"{base}@{device}", self.peers.get(device, ""))
+                self.send(address, req, link, route, arrays, device)
 
     def _misbehave(self, x: np.ndarray) -> np.ndarray:
         mode = self.behaviour.get("corrupt")
@@ -358,14 +387,30 @@ class Worker:
             return rng.standard_normal(x.shape).astype(np.float32) * (float(x.std()) or 1.0)
         return x
 
+    def handle_local(self, req: int, link: str, arrays: dict[str, np.ndarray],
+                     route: dict[str, str]) -> None:
+        """A message between two stages on this device: no wire, but the vote still counts."""
+        if self.ballots.voted(link):
+            try:
+                decided = self.ballots.cast(req, link, arrays)
+            except VoteFailed as exc:
+                self.counters.rejected["vote: copies disagree"] += 1
+                self._send_alarm(req, link, self.name, f"vote failed: {exc}")
+                return
+            if decided is None:
+                return
+            link, arrays = decided
+        self.deliver(req, link, arrays, route)
+
     def send(self, address: str, req: int, link: str, route: dict[str, str],
-             arrays: list[tuple[str, np.ndarray]]) -> None:
+             arrays: list[tuple[str, np.ndarray]], receiver: str | None = None) -> None:
         if not address:
             self.counters.send_failed += 1
             return
         sock = self._socket(address)
         self.seq[link] += 1
-        frames = self.sealing.encode(req, self.seq[link], link, route, arrays)
+        frames = self.sealing.encode(req, self.seq[link], link, route, arrays,
+                                     receiver=None if receiver == "output" else receiver)
         try:
             sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -402,7 +447,11 @@ class Worker:
                         frames = self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self.handle_data(frames)
+                    try:
+                        self.handle_data(frames)
+                    except Exception as exc:  # noqa: BLE001 - a bug must not stop the device
+                        self.counters.rejected[f"internal error: {type(exc).__name__}"] += 1
+                        traceback.print_exc(file=sys.stderr)  # the worker's log shows it
             if time.monotonic() - last_expiry > 1.0:
                 self.expire()
                 last_expiry = time.monotonic()
