@@ -139,3 +139,16 @@ def test_duplicated_stages_on_workers_detect_a_compromised_device(tmp_path, test
         result = c.stream(x, show_progress=False)
     assert len(result.errors) == len(x)  # every request went through it: none answered
     assert all("vote failed" in e for e in result.errors.values())
+
+
+def test_cli_run_with_voting_and_guards_matches_the_local_executor(tmp_path):
+    from .conftest import run_cli
+
+    _sealed(tmp_path, "mac:hmac-sha256", replicas=3)
+    path = str(tmp_path / "sealed.yaml")
+    result = run_cli("run", path, "--spawn-local", "--vote", "3",
+                     "--guards", "1000", "--check", "-n", "200")
+    assert result.code == 0, result.err[-2000:]
+    assert "distributed run matches the local executor" in result.out
+    assert run_cli("run", path, "--spawn-local", "--vote", "4").err.strip() \
+        == "error: vote must be 1 (off), 2 (detect) or 3 (mask), got 4"

@@ -94,11 +94,24 @@ def run(
     advertise: Annotated[str, typer.Option(
         help="This machine's address as the workers reach it (results come back there).")]
     = "127.0.0.1",
+    on_reject: Annotated[str, typer.Option(
+        help="When a sealed message is rejected or a vote fails: drop the request, retry it, "
+             "or failover (retry avoiding the sender).")] = "failover",
+    vote: Annotated[int, typer.Option(
+        help="M4: run every stage on 2 (detect) or 3 (mask) devices and vote; the plan "
+             "needs that many replicas.")] = 1,
+    guards: Annotated[int, typer.Option(
+        help="M5: clip link tensors to per-channel ranges profiled on this many clean "
+             "training images (0: off).")] = 0,
     data: DataDir = None,
 ) -> None:
     """Deploy a plan to workers and stream the test set through it.
 
+    Links whose plan entry sets a protection (mac:..., aead:...) are sealed.
+
     Example: shardguard run plan.yaml --spawn-local --check -n 2000
+
+    Example: shardguard run plan-replicas3.yaml --spawn-local --vote 3 --guards 5000
     """
     import numpy as np
     import torch
@@ -119,9 +132,15 @@ def run(
         labels = y.numpy()
     else:
         x = torch.rand(n or 64, *shape, generator=torch.Generator().manual_seed(0))
+    bounds = None
+    if guards:
+        from ..defences.guards import profile_bounds
+
+        bounds = profile_bounds(bound.compiled, load_split("train", data).tensors(guards)[0])
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
-                 emulate_links=emulate_links, advertise=advertise) as c:
+                 emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
+                 vote=vote, guards=bounds) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
@@ -140,11 +159,19 @@ def run(
                            for k, v in s["stages"].items())
         links = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in s["bytes_per_link"].items())
         rejected = sum(s["rejected"].values())
+        flagged = f"; guards flagged {s['flagged']} samples" if s.get("flagged") else ""
         print(f"  {device}: {stages or 'standby'}; received {links or '-'}"
-              f"{f'; rejected {rejected}' if rejected else ''}")
+              f"{f'; rejected {rejected}' if rejected else ''}{flagged}")
+    if result.rejected:
+        print(f"{len(result.rejected)} message(s) rejected (sealed links or votes); "
+              f"policy {on_reject}: {result.resubmitted} resubmitted, "
+              f"{len(result.errors)} failed")
     if check:
         with torch.no_grad():
-            ref = LocalExecutor(bound.compiled)(x).numpy()
+            from ..defences.guards import RangeGuard
+
+            hooks = [RangeGuard(bounds)] if bounds is not None else []  # the same clipping
+            ref = LocalExecutor(bound.compiled, hooks)(x).numpy()
         diff = float(np.abs(result.outputs[ok] - ref[ok]).max()) if ok.any() else 0.0
         scale = float(ref.max() - ref.min()) or 1.0
         same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())

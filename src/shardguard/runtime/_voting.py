@@ -52,6 +52,7 @@ class Ballots:
         self.copies = {s: k for s, k in copies.items() if k > 1}
         self.tolerance = tolerance
         self.open: OrderedDict[tuple[int, str], dict[int, dict[str, np.ndarray]]] = OrderedDict()
+        self.decided: OrderedDict[tuple[int, str], None] = OrderedDict()  # late copies: dropped
         self.masked = self.failed = 0
 
     def voted(self, link: str) -> bool:
@@ -67,6 +68,8 @@ class Ballots:
         stage, j = copy_of(src)
         base = f"{stage}>{dst}"
         key = (req, base)
+        if key in self.decided:
+            return None  # the vote is over; this copy came late
         if key not in self.open and len(self.open) >= MAX_OPEN:
             self.open.popitem(last=False)  # the oldest undecided request is given up
         ballot = self.open.setdefault(key, {})
@@ -78,7 +81,7 @@ class Ballots:
         agree = [self._agree(values[a], values[b])
                  for a in range(len(values)) for b in range(a + 1, len(values))]
         if k == 2:
-            del self.open[key]
+            self._close(key)
             if not agree[0].all():
                 self.failed += 1
                 raise VoteFailed(f"{base}: 2 copies disagree on {int((~agree[0]).sum())} "
@@ -86,10 +89,10 @@ class Ballots:
             return base, values[0]
         if len(values) == 2:
             if agree[0].all():
-                del self.open[key]
+                self._close(key)
                 return base, values[0]
             return None  # wait for the third copy
-        del self.open[key]
+        self._close(key)
         ab, ac, bc = agree
         if ab.all():
             self.masked += int(not (ac.all() and bc.all()))
@@ -105,6 +108,12 @@ class Ballots:
             pick = np.where(_rows(ab | ac, values[0][name]), values[0][name], values[1][name])
             chosen[name] = pick  # where a and b disagree, c sides with one of them
         return base, chosen
+
+    def _close(self, key: tuple[int, str]) -> None:
+        del self.open[key]
+        self.decided[key] = None
+        if len(self.decided) > 2 * MAX_OPEN:
+            self.decided.popitem(last=False)
 
     def _agree(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
         same: np.ndarray | None = None

@@ -516,7 +516,8 @@ class Cluster:
                             continue
                         r = inflight.get(header.req)
                         if r is None:
-                            duplicates += 1
+                            if not self.ballots.voted(header.link):  # not a late copy
+                                duplicates += 1
                             continue
                         if self.ballots.voted(header.link):
                             try:
