@@ -37,7 +37,8 @@ def _open(opener, header, seq, frames):
 
 @settings(max_examples=60, deadline=None)
 @given(algorithm=st.sampled_from(ALGORITHMS), header=st.binary(max_size=200),
-       frames=st.lists(st.binary(max_size=2048), max_size=3), seq=st.integers(0, 2**63 - 1))
+       frames=st.lists(st.binary(max_size=2048), min_size=1, max_size=3),
+       seq=st.integers(0, 2**63 - 1))
 def test_a_sealed_tensor_opens_to_exactly_itself(algorithm, header, frames, seq):
     sealer, opener = _pair(algorithm)
     assert _open(opener, header, seq, sealer.seal(header, seq, frames)) == frames
@@ -101,3 +102,9 @@ def test_swapped_tensor_frames_are_rejected():
 def test_an_unknown_algorithm_is_named():
     with pytest.raises(ConfigError, match="unknown protection 'aead:rot13'"):
         Sealer("aead:rot13", b"k" * 32)
+
+
+def test_an_aead_message_without_frames_is_refused_as_it_authenticates_nothing():
+    sealer, opener = _pair("aead:aes-128-gcm")
+    with pytest.raises(IntegrityError, match="at least one frame"):
+        opener.open(b"h", 1, sealer.seal(b"h", 1, []))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zmq
 
-from shardguard.defences.seal import ALGORITHMS
+from shardguard.defences.seal import ALGORITHMS, Opener, Sealer
 from shardguard.errors import IntegrityError, MalformedMessage
 from shardguard.runtime import wire
 from shardguard.runtime._sealing import Sealing
@@ -154,3 +154,23 @@ def test_an_unsealed_message_on_a_sealed_link_is_refused(zmq_context):
     frames = wire.encode(1, 1, LINK, ROUTE, [("x", np.zeros((1, *SHAPE), np.float32))])
     with pytest.raises(MalformedMessage, match="sealed; message is not"):
         wire.decode(frames, schema, unseal=receiver.unseal)
+
+
+def test_a_forged_header_without_frames_cannot_poison_the_replay_window():
+    sender, receiver = _ends("aead:chacha20-poly1305")
+    schema = {LINK: wire.Expected({"x": ("float32", SHAPE)}, 16, sealed=True)}
+    x = np.ones((1, *SHAPE), np.float32)
+    for seq in (10_000, 2**63 - 1):  # far ahead, and as far as a header can say
+        forged = sender.encode(1, seq, LINK, ROUTE, [("x", x)])[:1]  # the header alone
+        with pytest.raises(IntegrityError, match="0 sealed frames for 1 tensor"):
+            wire.decode(forged, schema, unseal=receiver.unseal)
+    header, arrays = wire.decode(sender.encode(2, 2, LINK, ROUTE, [("x", x)]), schema,
+                                 unseal=receiver.unseal)  # the real next message still opens
+    assert header.req == 2 and np.array_equal(arrays["x"], x)
+
+
+def test_a_sequence_number_far_ahead_resets_the_window_without_a_huge_bitmap():
+    key = bytes(32)
+    s, o = Sealer("mac:blake2b", key), Opener("mac:blake2b", key)
+    assert o.open(b"h", 2**63 - 1, s.seal(b"h", 2**63 - 1, [b"x"])) == [b"x"]
+    assert o.seen == 1

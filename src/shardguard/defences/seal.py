@@ -173,8 +173,17 @@ class Opener:
         self.highest = -1
         self.seen = 0  # bitmap: bit i set when (highest - i) was accepted
 
-    def open(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
-        """The tensor frames in the clear; ``IntegrityError`` if anything is not as sealed."""
+    def open(self, header: bytes, seq: int, frames: Sequence[Buffer],
+             tensors: int | None = None) -> list[Buffer]:
+        """The tensor frames in the clear; ``IntegrityError`` if anything is not as sealed.
+
+        ``tensors`` is how many tensor frames the header announces: a message with
+        another number of frames is refused before anything is accepted.
+        """
+        if tensors is not None and len(frames) != sealed_frames(self.algorithm, tensors):
+            raise IntegrityError(f"{len(frames)} sealed frames for {tensors} tensor(s)")
+        if not frames:
+            raise IntegrityError("a sealed message carries at least one frame")
         self._fresh(seq)
         if is_mac(self.algorithm):
             if not frames:
@@ -220,7 +229,8 @@ class Opener:
     def _accept(self, seq: int) -> None:
         if seq > self.highest:
             shift = seq - self.highest
-            self.seen = ((self.seen << shift) | 1) & ((1 << self.window) - 1)
+            self.seen = 1 if shift >= self.window else (
+                ((self.seen << shift) | 1) & ((1 << self.window) - 1))
             self.highest = seq
         else:
             self.seen |= 1 << (self.highest - seq)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..defences.seal import LinkKeys
+from ..defences.seal import LinkKeys, check_algorithm
 from ..errors import IntegrityError
 from . import wire
 
@@ -33,14 +33,18 @@ class Sealing:
 
     def __init__(self, name: str, protection: Mapping[str, str] | None = None) -> None:
         self.keys = LinkKeys(name)
-        self.protection: dict[str, str] = {k: v for k, v in (protection or {}).items()
-                                           if v != "none"}
+        self.protection: dict[str, str] = {}
+        self.configure(protection or {}, {})
 
     @property
     def public(self) -> bytes:
         return self.keys.public
 
     def configure(self, protection: Mapping[str, str], publics: Mapping[str, bytes]) -> None:
+        """Set each link's protection (checked: a worker without a cipher says so at
+        deployment, not at the first message) and the peers' X25519 public keys."""
+        for algorithm in set(protection.values()) - {"none"}:
+            check_algorithm(str(algorithm))
         self.protection = {str(k): str(v) for k, v in protection.items() if v != "none"}
         self.keys.add_peers({str(k): bytes(v) for k, v in publics.items()})
 
@@ -69,4 +73,4 @@ class Sealing:
         sender = _end(header.link.split(">", 1)[0], header.route)
         views = [wire.frame_view(f) for f in frames]
         return self.keys.opener(header.link, algorithm, sender).open(
-            bytes(raw_header), header.seq, views)
+            bytes(raw_header), header.seq, views, tensors=len(header.tensors))

@@ -136,10 +136,6 @@ class Cluster:
             for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
                 protection[copy_link(link, j)] = p
         self.sealing = Sealing(COORDINATOR, protection)
-        for algorithm in set(self.sealing.protection.values()):
-            from ..defences.seal import check_algorithm
-
-            check_algorithm(algorithm)
         self.distrusted: set[str] = set()  # senders whose messages were rejected (failover)
         self.alarms: list[dict[str, Any]] = []
         self.link_seq: dict[str, int] = defaultdict(int)
@@ -402,19 +398,19 @@ class Cluster:
         route: dict[str, str] = {}
         for p in self.bound.compiled.programs:
             live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
-            trusted = [d for d in live if d not in self.distrusted]
-            live = trusted or live  # avoid a device whose messages were rejected, if we can
+            # a device whose messages were rejected goes last: used only if nothing else is
+            live = sorted(live, key=lambda d: d in self.distrusted)
+            if not live:
+                failed = ", ".join([p.device, *p.replicas])
+                return route, (f"stage {p.name} has no live device ({failed} failed"
+                               f"{'' if p.replicas else '; no replica'})")
+            route[p.name] = live[0]
             copies = self.vote.get(p.name, 1)
             if len(live) < copies:
                 return route, (f"stage {p.name} has {len(live)} live device(s) for "
                                f"{copies} voting copies")
             for j in range(1, copies):
                 route[f"{p.name}@{j}"] = live[j]
-            if not live:
-                failed = ", ".join([p.device, *p.replicas])
-                return route, (f"stage {p.name} has no live device ({failed} failed"
-                               f"{'' if p.replicas else '; no replica'})")
-            route[p.name] = live[0]
         route[OUTPUT] = "coordinator"
         return route, None
 

@@ -229,7 +229,7 @@ class Worker:
                        for name, b in (m.get("guards") or {}).items()}
         self.schema = {link: wire.Expected(t, max_batch, self.sealing.sealed(link))
                        for link, t in schema.items()}
-        self.seq.clear()  # new keys, so sequence numbers (nonces) may start again
+        # sequence numbers are nonces: they only grow, whatever the keys (never reset)
         self.peers = {str(k): str(v) for k, v in m["devices"].items()}
         self.relays = {str(k): str(v) for k, v in (m.get("relays") or {}).items()}
         self.sink = str(m["sink"])
