@@ -152,3 +152,31 @@ def test_cli_run_with_voting_and_guards_matches_the_local_executor(tmp_path):
     assert "distributed run matches the local executor" in result.out
     assert run_cli("run", path, "--spawn-local", "--vote", "4").err.strip() \
         == "error: vote must be 1 (off), 2 (detect) or 3 (mask), got 4"
+
+
+def test_a_key_holder_cannot_claim_a_stage_the_plan_did_not_give_it(tmp_path, test_split,
+                                                                    zmq_context):
+    import zmq
+
+    bound = _sealed(tmp_path, "aead:aes-128-gcm")
+    first, second = bound.compiled.programs[:2]
+    link = f"{first.name}>{second.name}"
+    t = next(t for t in second.inputs if t.src == first.name)
+    x = test_split.tensors(50)[0].numpy()
+    with Cluster(bound, spawn_local=True) as c:
+        # The coordinator holds keys for every device: it seals a valid message that
+        # claims to come from the first stage, run by itself.
+        forged_route = {first.name: "coordinator", second.name: second.device,
+                        "output": "coordinator"}
+        piece = np.zeros((1, *t.shape), np.float32)
+        sender = zmq_context.socket(zmq.PUSH)
+        sender.setsockopt(zmq.LINGER, 0)
+        sender.connect(c.handles[second.device].data)
+        sender.send_multipart(c.sealing.encode(7, 10**6, link, forged_route, [(t.id, piece)],
+                                               receiver=second.device))
+        sender.close()
+        result = c.stream(x, show_progress=False)
+        rejected = c.call(second.device, {"kind": "stats"})["rejected"]
+    assert rejected == {"route names a device the plan does not": 1}
+    assert not result.errors
+    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)

@@ -47,6 +47,7 @@ HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
 # What the coordinator does with a request one of whose sealed messages was rejected:
 # fail it, send it again on the same route, or send it again avoiding the sender.
 POLICIES = ("drop", "retry", "failover")
+DISTRUST_S = 30.0  # how long failover avoids a sender named by a rejected message
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Cluster:
             for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
                 protection[copy_link(link, j)] = p
         self.sealing = Sealing(COORDINATOR, protection)
-        self.distrusted: set[str] = set()  # senders whose messages were rejected (failover)
+        self.distrusted: dict[str, float] = {}  # sender → until when (failover), monotonic s
         self.alarms: list[dict[str, Any]] = []
         self.link_seq: dict[str, int] = defaultdict(int)
         self.bound, self.window, self.deadline_s = bound, window, deadline_s
@@ -226,7 +227,9 @@ class Cluster:
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
                 "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
                 "protection": self.sealing.protection, "publics": publics,
-                "guards": self.guards, "vote": self.vote},
+                "guards": self.guards, "vote": self.vote,
+                "hosts": {p.name: [p.device, *p.replicas]
+                          for p in self.bound.compiled.programs}},
                 timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
             for device in [self.bound.compiled.by_name[t.dst].device,
@@ -399,7 +402,8 @@ class Cluster:
         for p in self.bound.compiled.programs:
             live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
             # a device whose messages were rejected goes last: used only if nothing else is
-            live = sorted(live, key=lambda d: d in self.distrusted)
+            now = time.monotonic()
+            live = sorted(live, key=lambda d: self.distrusted.get(d, 0.0) > now)
             if not live:
                 failed = ", ".join([p.device, *p.replicas])
                 return route, (f"stage {p.name} has no live device ({failed} failed"
@@ -539,10 +543,16 @@ class Cluster:
                             accepted[r.index] += 1
                             bar.advance(task)
                 for alarm in self._alarms():
+                    if not _well_formed(alarm):
+                        continue  # a worker's bug or a compromised worker: not acted on
                     rejected.append(alarm)
-                    r = inflight.get(alarm.get("req"))  # type: ignore[arg-type]
+                    r = inflight.get(alarm["req"])
                     if r is None:
                         continue  # already answered, or a forged request id
+                    src = alarm["link"].split(">", 1)[0]
+                    if src != INPUT and r.route.get(src) != alarm["sender"] and \
+                            alarm["sender"] != "?":
+                        continue  # names a sender this request did not use: forged
                     why = f"message on {alarm['link']} rejected: {alarm['reason']}"
                     if self.on_reject == "drop":
                         del inflight[r.req]
@@ -550,7 +560,8 @@ class Cluster:
                         bar.advance(task)
                         continue
                     if self.on_reject == "failover" and alarm["sender"] in self.handles:
-                        self.distrusted.add(str(alarm["sender"]))
+                        # the header named it, so it may be innocent: distrusted for a while
+                        self.distrusted[alarm["sender"]] = time.monotonic() + DISTRUST_S
                     resubmitted += self._retry(r, inflight, errors, bar, task, why)
                 now = time.monotonic()
                 for r in [r for r in inflight.values() if r.deadline < now]:
@@ -587,6 +598,12 @@ class Cluster:
         parts = [(pieces[t.id], t.region) for t in self.output_transfers]
         target = full(self.bound.graph.output_shape[1:])
         return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim), crop)
+
+
+def _well_formed(alarm: Any) -> bool:
+    return (isinstance(alarm, dict) and type(alarm.get("req")) is int
+            and all(isinstance(alarm.get(k), str) for k in ("link", "sender", "reason"))
+            and ">" in alarm["link"])
 
 
 def _reachable(data: str, control: str) -> str:

@@ -41,7 +41,7 @@ from ..errors import ConfigError, IntegrityError, MalformedMessage, ShardGuardEr
 from . import wire
 from ._sealing import Sealing
 from ._sockets import push_socket
-from ._voting import Ballots, VoteFailed, copy_link, role
+from ._voting import Ballots, VoteFailed, copy_link, copy_of, role
 from .keys import load_pair
 
 DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
@@ -138,6 +138,7 @@ class Worker:
         self.sealing = Sealing(name)  # new X25519 keys at every hello
         self.guards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor → per-channel range
         self.vote: dict[str, int] = {}  # M4: stage → copies that vote
+        self.hosts: dict[str, set[str]] = {}  # stage → the devices the plan puts it on
         self.ballots = Ballots({})  # the copies of voted stages' outputs, per request
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
@@ -214,6 +215,8 @@ class Worker:
                                          links, bytearray(model), art["sha256"])
         self.stages = stages
         self.vote = {str(k): int(v) for k, v in (m.get("vote") or {}).items()}
+        # which devices may run each stage: a route naming any other is refused
+        self.hosts = {str(k): {str(d) for d in v} for k, v in (m.get("hosts") or {}).items()}
         self.ballots = Ballots(self.vote)
         self.by_link = {link: s for s in stages.values() for link in s.links}
         schema: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = defaultdict(dict)
@@ -260,6 +263,9 @@ class Worker:
             self.counters.rejected[f"integrity: {str(exc)[:60]}"] += 1
             self._alarm(frames, str(exc))
             return
+        if self.hosts and not self._route_ok(header):
+            self.counters.rejected["route names a device the plan does not"] += 1
+            return
         size = sum(a.nbytes for a in arrays.values())
         if self.guards:
             arrays = {name: self._guard(name, a) for name, a in arrays.items()}
@@ -277,6 +283,24 @@ class Worker:
                 return  # more copies to come
             link, arrays = decided
         self.deliver(header.req, link, arrays, dict(header.route))
+
+    def _route_ok(self, header: wire.Header) -> bool:
+        """Every stage in the route on one of its plan's devices, and this device a receiver.
+
+        On a sealed link the route is authenticated, so a device holding keys still
+        cannot claim a stage the plan did not give it.
+        """
+        for stage, device in header.route.items():
+            base = copy_of(stage)[0]
+            if base == "output":
+                if device != "coordinator":
+                    return False
+            elif device not in self.hosts.get(base, ()):
+                return False
+        dst = header.link.split(">", 1)[1]
+        receivers = [header.route.get(dst)] + [header.route.get(f"{dst}@{j}")
+                                               for j in range(1, self.vote.get(dst, 1))]
+        return self.name in receivers
 
     def _guard(self, name: str, x: np.ndarray) -> np.ndarray:
         """M5: clip to the clean per-channel range; count what was out of it."""
