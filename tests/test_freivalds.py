@@ -62,3 +62,18 @@ def test_one_round_misses_a_one_element_error_half_the_time():
         caught = sum(bool(any(check._fails(layer, z, y) for _ in range(rounds)))
                      for _ in range(4000))
         assert abs(caught / 4000 - expected) < 0.03, (rounds, caught)
+
+
+def test_the_error_bound_holds_on_a_large_layer_too():
+    """The tolerance follows rounding, not layer size: a 64x56x56 conv is checked as well."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3, padding=1)
+    z = torch.randn(8, 64, 56, 56)
+    with torch.no_grad():
+        y = conv(z)
+    bad = y.clone()
+    bad[:, 3, 10, 10] += 10 * y.abs().mean()  # one element, ten times the mean magnitude
+    check = Freivalds(rounds=1, seed=1)
+    clean = sum(int(check._fails(conv, z, y).sum()) for _ in range(50))
+    caught = sum(int(check._fails(conv, z, bad).sum()) for _ in range(50))
+    assert clean == 0 and abs(caught / 400 - 0.5) < 0.08  # measured: 207 of 400

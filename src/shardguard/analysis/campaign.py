@@ -206,7 +206,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         cost = estimate(bound.compiled, replace(bound.platform, devices=slow))
     if defence.kind != "none":
         harmed = ~outcome.answered | (outcome.output.argmax(1) != clean)
-        outcome = _outcome(bound, threat, x, defence)
+        outcome = _outcome(bound, threat, x, defence, seed=trial.seed)
         flagged = defence.flagged(len(x))
         energy = defence.energy_j(bound.compiled, bound.platform)
         extra.update(
@@ -229,7 +229,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "max_active_energy_j": cost.max_active_j, **extra}
 
 
-def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None) -> Any:
+def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0) -> Any:
     import torch
 
     from ..defences.integrity import digests, verify
@@ -240,7 +240,7 @@ def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None) -> Any:
     hooks = [] if threat is None or isinstance(threat, WeightFlips) else [
         ThreatInterceptor(threat)]
     if defence is not None:
-        hooks = defence.hooks(bound.compiled, hooks, bounds=_bounds(bound))
+        hooks = defence.hooks(bound.compiled, hooks, bounds=_bounds(bound), seed=seed)
     with torch.no_grad():
         if isinstance(threat, WeightFlips):
             expected = _STATE.setdefault("digests", {}).setdefault(

@@ -40,7 +40,7 @@ class Defence:
         return int(self.arg) if self.kind == "vote" else 1
 
     def hooks(self, compiled: CompiledPlan, threat: list[Interceptor],
-              bounds: Any = None) -> list[Interceptor]:
+              bounds: Any = None, seed: int = 0) -> list[Interceptor]:
         """Fresh interceptors for one run: the threat's, with this defence's around them."""
         from .freivalds import Freivalds
         from .guards import RangeGuard
@@ -55,7 +55,7 @@ class Defence:
         if self.kind == "vote":
             self.parts = [Vote(copies=self.replicas)]
         elif self.kind == "freivalds":
-            self.parts = [Freivalds(rounds=2)]
+            self.parts = [Freivalds(rounds=2, seed=seed)]
         elif self.kind == "guard":
             self.parts = [RangeGuard(bounds)]
         return [*threat, *self.parts]
@@ -83,16 +83,21 @@ class Defence:
             return {d: c.crypto_j for d, c in cost.devices.items()}
         part = self.parts[0] if self.parts else None
         for p in compiled.programs:
-            # who checks this stage: the device of the stage its outputs go to
+            # who checks this stage: the device of the stage its outputs go to; for the
+            # last stage, the coordinator (not a platform device: not costed here)
             checker = next((compiled.by_name[t.dst].device for t in p.outputs
-                            if t.dst != OUTPUT), p.device)
-            spec = platform.devices[checker]
+                            if t.dst != OUTPUT), None)
             if self.kind == "vote":  # the copies compute, and send their outputs to be voted on
                 for device in [p.device, *p.replicas][1:self.replicas]:
                     other = platform.devices[device]
                     extra[device] += other.active_power_w * p.macs / other.mac_rate
-                    _radio(extra, platform, device, checker, p.bytes_out)
-            elif self.kind == "freivalds" and part is not None:  # the verifier's dot products
+                    if checker is not None:
+                        _radio(extra, platform, device, checker, p.bytes_out)
+                continue
+            if checker is None:
+                continue
+            spec = platform.devices[checker]
+            if self.kind == "freivalds" and part is not None:  # the verifier's dot products
                 extra[checker] += (spec.active_power_w * part.work_of.get(p.name, 0.0) * p.macs
                                    / spec.mac_rate)
                 _radio(extra, platform, p.device, checker, part.claim_bytes.get(p.name, 0))

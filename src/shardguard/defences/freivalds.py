@@ -16,8 +16,9 @@ Error probability: a claim that is wrong by ``e`` passes one round only if
 ``<r, e> = 0``, which for uniform ``r`` in {0, 1}^n happens with probability at most
 1/2 (Freivalds 1977); ``rounds`` independent vectors leave at most ``2**-rounds``.
 Float rounding makes the test ``|<r, y> − <Aᵀr, z> − <r, c>| ≤ tolerance · scale``,
-so errors below the tolerance (about 1e-4 of the terms' magnitude) pass by design.
-The vectors are the verifier's secret; they are drawn anew for every batch.
+with ``scale`` the Euclidean norm of the terms (rounding grows with it, not with
+the layer's size), so an error smaller than about ``tolerance`` of that norm passes
+by design. The vectors are the verifier's secret, drawn anew for every sample.
 A sample whose check fails is not answered (fail closed) and is counted.
 """
 
@@ -130,17 +131,19 @@ class Freivalds(Redundant):
 
     @torch.no_grad()
     def _fails(self, layer: nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r = torch.randint(0, 2, y.shape[1:], generator=self.generator).to(y.dtype)
-        probe = torch.zeros((1, *z.shape[1:]), dtype=z.dtype, requires_grad=True)
-        with torch.enable_grad():
+        """(B,) samples whose claim ``y`` fails one round, each with its own vector."""
+        r = torch.randint(0, 2, y.shape, generator=self.generator).to(y.dtype)
+        probe = torch.zeros(z.shape, dtype=z.dtype, requires_grad=True)
+        with torch.enable_grad():  # Aᵀr per sample (a real verifier keeps a pool, made once)
             out = layer(probe)
             (adjoint,) = torch.autograd.grad((out * r).sum(), probe)
-        offset = (out.detach() * r).sum()  # <r, c>: the layer's value at zero
-        lhs = (y * r).flatten(1).sum(1)
-        rhs = (z * adjoint).flatten(1).sum(1) + offset
-        scale = ((y * r).abs().flatten(1).sum(1) + (z * adjoint).abs().flatten(1).sum(1)
-                 + offset.abs())
-        return ~((lhs - rhs).abs() <= self.tolerance * scale) | ~torch.isfinite(y).flatten(1).all(1)
+        offset = (out.detach() * r).flatten(1).sum(1)  # <r, c>: the layer's value at zero
+        ry, uz = (y * r).flatten(1), (z * adjoint).flatten(1)
+        lhs, rhs = ry.sum(1), uz.sum(1) + offset
+        # float rounding grows with the terms' Euclidean size, not their count
+        scale = (ry.square().sum(1) + uz.square().sum(1) + offset.square()).sqrt()
+        finite = torch.isfinite(y).flatten(1).all(1)
+        return ~((lhs - rhs).abs() <= self.tolerance * scale) | ~finite
 
     def report(self) -> dict[str, float]:
         return {"checked": self.checked, "caught": self.caught,
