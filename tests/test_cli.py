@@ -36,6 +36,11 @@ def test_every_command_has_help_with_an_example(command):
     (["check", "missing-plan.yaml"], "missing-plan.yaml: file not found"),
     (["run", "missing-plan.yaml"], "give --workers"),
     (["keys", "generate", "k", "--devices", ","], "give at least one device name"),
+    (["plan", "lenet5", "-p", "rpi4x4-ethernet", "--protection", "aead:rot13", "-o", "x.yaml"],
+     "unknown protection 'aead:rot13'"),
+    (["train", "lenet5", "--failout", "0.3", "--strategy", "pipeline", "-o", "x.pt"],
+     "this plan splits none"),
+    (["train", "lenet5", "--failout", "1.5", "-o", "x.pt"], "failout probability"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(args, message):
     result = run_cli(*args)
@@ -104,3 +109,16 @@ def test_an_untraceable_model_is_refused_and_nothing_is_written(tmp_path):
     result = run_cli("plan", f"{source}:make", "-p", "rpi4x4-ethernet", "--input-shape",
                      "1,4,4", "-o", str(out))
     assert result.code == 1 and "cannot be traced" in result.err and not out.exists()
+
+
+def test_a_plan_file_with_an_unknown_protection_names_it(tmp_path):
+    plan = tmp_path / "p.yaml"
+    assert run_cli("plan", "resnet-small", "-p", "rpi4x4-ethernet", "--strategy", "pipeline",
+                   "--objective", "throughput",
+                   "-o", str(plan)).code == 0
+    text = plan.read_text()
+    assert "protection: none" in text
+    plan.write_text(text.replace("protection: none", "protection: aead:rot13", 1))
+    result = run_cli("check", str(plan))
+    assert result.code == 1 and "unknown protection 'aead:rot13'" in result.err
+    assert len([line for line in result.err.splitlines() if line.strip()]) == 1

@@ -54,6 +54,10 @@ def plan(
     objective: Annotated[str, typer.Option(
         help="latency, throughput, energy (max per device) or energy-total.")] = "latency",
     replicas: Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")] = 1,
+    protection: Annotated[str, typer.Option(
+        help="Seal every link between stages: mac:hmac-sha256, mac:blake2b, aead:aes-128-gcm, "
+             "aead:aes-256-gcm, aead:chacha20-poly1305, aead:ascon-128 (costed when "
+             "planning).")] = "none",
     input_shape: Annotated[str | None, typer.Option(
         "--input-shape", help="C,H,W of one input (default: the zoo model's).")] = None,
     weights: Annotated[Path | None, typer.Option("--weights", "-w",
@@ -64,6 +68,8 @@ def plan(
     """Partition a model onto a platform's devices and write the plan as YAML.
 
     Example: shardguard plan resnet-small --platform rpi4x4-ethernet --strategy auto -o plan.yaml
+
+    Example: shardguard plan lenet5 --platform mixed-wifi --protection aead:chacha20-poly1305
     """
     from ..errors import ConfigError, ModelError
     from ..graph import trace
@@ -91,7 +97,8 @@ def plan(
     target = load_platform(platform)
     ref = PlanModel(ref=model, weights=str(weights) if weights else None, input_shape=list(shape))
     planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
-                        objective=objective, replicas=replicas)  # type: ignore[arg-type]
+                        objective=objective, replicas=replicas,  # type: ignore[arg-type]
+                        protection=protection)
     planned.plan.save(output, force=force)
     show(stage_table(planned))
     print(summary_line(planned))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import PlanningError
+from ..errors import ConfigError, PlanningError
 from ..graph import Graph
 from ..platform import Platform
 from .build import Planned
@@ -19,6 +19,11 @@ def make_plan(graph: Graph, model: ModelRef, platform: Platform, *,
               strategy: Strategy = "pipeline", objective: Objective = "latency",
               replicas: int = 1, protection: str = "none") -> Planned:
     """Plan ``graph`` onto ``platform``; ``auto`` keeps the strategy with the best objective."""
+    from ..defences.seal import KEY_BYTES
+
+    if protection != "none" and protection not in KEY_BYTES:
+        raise ConfigError(f"unknown protection {protection!r} (known: none, "
+                          f"{', '.join(KEY_BYTES)})")
     if strategy == "auto":
         results: list[Planned] = []
         errors: list[str] = []

@@ -34,7 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .._config import Config, dump_yaml, load_yaml
 from ..errors import ConfigError
@@ -100,6 +100,16 @@ class LinkSpec(Config):
     tensors: list[str] = []  # graph nodes whose outputs (or pieces of them) cross this link
     bytes: int = 0  # per sample
     protection: Protection = "none"
+
+    @field_validator("protection")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from ..defences.seal import KEY_BYTES  # every name, installed or not
+
+        if value != "none" and value not in KEY_BYTES:
+            raise ValueError(f"unknown protection {value!r} (known: none, "
+                             f"{', '.join(KEY_BYTES)})")
+        return value
 
 
 class Plan(Config):
