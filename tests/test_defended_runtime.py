@@ -11,7 +11,8 @@ from shardguard.defences.guards import profile_bounds
 from shardguard.partition.plan import ModelRef
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.local import LocalExecutor
-from shardguard.threats.spec import BitFlips, Replay
+from shardguard.threats.local import ThreatInterceptor
+from shardguard.threats.spec import BitFlips, Crash, Replay
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -180,3 +181,31 @@ def test_a_key_holder_cannot_claim_a_stage_the_plan_did_not_give_it(tmp_path, te
     assert rejected == {"route names a device the plan does not": 1}
     assert not result.errors
     np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+
+
+def test_the_degrade_policy_answers_with_zeros_for_a_rejected_tile(tmp_path, test_split):
+    graph = trace(load_model("resnet-small").module, (1, 28, 28))
+    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
+                        load_platform("rpi4x4-ethernet"), strategy="spatial")
+    for link in planned.plan.links:
+        link.protection = "aead:chacha20-poly1305"
+    planned.plan.save(tmp_path / "spatial.yaml")
+    bound = bind(tmp_path / "spatial.yaml")
+    tile = next(f"{t.src}>{t.dst}" for p in bound.compiled.programs for t in p.outputs
+                if t.dst != "output" and p.device != bound.compiled.by_name[t.dst].device)
+    x = test_split.tensors(200)[0].numpy()
+    with Cluster(bound, spawn_local=True, attackers=[Replay(target=tile, rate=0.3, seed=1)],
+                 on_reject="degrade") as c:
+        result = c.stream(x, show_progress=False)
+    assert not result.errors  # every request answered
+    assert result.degraded is not None
+    assert int(result.degraded.sum()) == len({a["req"] for a in result.rejected}) >= 20
+    clean = ~result.degraded
+    np.testing.assert_allclose(result.outputs[clean], _reference(bound, x)[clean], rtol=0,
+                               atol=1e-5)
+    # a degraded answer is what the plan computes with that tile missing (filled with zeros)
+    sender = bound.compiled.by_name[tile.split(">")[0]].device
+    with torch.no_grad():
+        missing = LocalExecutor(bound.compiled, [ThreatInterceptor(Crash(target=sender))])(
+            torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(result.outputs[~clean], missing[~clean], rtol=0, atol=1e-4)

@@ -96,7 +96,8 @@ def run(
     = "127.0.0.1",
     on_reject: Annotated[str, typer.Option(
         help="When a sealed message is rejected or a vote fails: drop the request, retry it, "
-             "or failover (retry avoiding the sender).")] = "failover",
+             "failover (retry avoiding the sender), or degrade (a rejected piece of a split "
+             "tensor becomes zeros; the answer is flagged degraded).")] = "failover",
     vote: Annotated[int, typer.Option(
         help="M4: run every stage on 2 (detect) or 3 (mask) devices and vote; the plan "
              "needs that many replicas.")] = 1,
@@ -144,7 +145,9 @@ def run(
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
+    degraded = int(result.degraded.sum()) if result.degraded is not None else 0
     print(f"{result.answered}/{len(result.latency_s)} requests answered "
+          f"{f'({degraded} degraded) ' if degraded else ''}"
           f"({result.samples} images, {len(result.errors)} failed, {result.resubmitted} "
           f"resubmitted, {result.duplicates} duplicates dropped)")
     if labels is not None and ok.any():

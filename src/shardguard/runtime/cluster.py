@@ -44,9 +44,10 @@ from .export import export_plan
 from .relay import LinkModel, Relay
 
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
-# What the coordinator does with a request one of whose sealed messages was rejected:
-# fail it, send it again on the same route, or send it again avoiding the sender.
-POLICIES = ("drop", "retry", "failover")
+# What happens to a request one of whose sealed messages was rejected: fail it, send it
+# again on the same route, send it again avoiding the sender, or (a piece of a split
+# tensor) go on with zeros in its place, the answer flagged degraded.
+POLICIES = ("drop", "retry", "failover", "degrade")
 DISTRUST_S = 30.0  # how long failover avoids a sender named by a rejected message
 
 
@@ -88,6 +89,7 @@ class StreamResult:
     resubmitted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)  # sealed messages refused
+    degraded: np.ndarray | None = None  # per request: answered with a piece missing
     worker_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -227,7 +229,7 @@ class Cluster:
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
                 "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
                 "protection": self.sealing.protection, "publics": publics,
-                "guards": self.guards, "vote": self.vote,
+                "guards": self.guards, "vote": self.vote, "on_reject": self.on_reject,
                 "hosts": {p.name: [p.device, *p.replicas]
                           for p in self.bound.compiled.programs}},
                 timeout=120.0)
@@ -457,6 +459,7 @@ class Cluster:
         latency = np.full(len(starts), np.nan)
         ended = np.full(len(starts), np.nan)
         accepted = np.zeros(len(starts), dtype=np.int64)
+        degraded = np.zeros(len(starts), dtype=bool)
         first_submit: dict[int, float] = {}
         errors: dict[int, str] = {}
         inflight: dict[int, _Request] = {}
@@ -534,6 +537,8 @@ class Cluster:
                         if any(a.shape[0] != len(r.x) for a in arrays.values()):
                             continue  # not this request's answer
                         r.pieces.update(arrays)
+                        if header.flags & wire.FLAG_DEGRADED:
+                            degraded[r.index] = True
                         if len(r.pieces) == len(self.output_transfers):
                             del inflight[r.req]
                             finished.add(r.index)
@@ -554,6 +559,8 @@ class Cluster:
                             alarm["sender"] != "?":
                         continue  # names a sender this request did not use: forged
                     why = f"message on {alarm['link']} rejected: {alarm['reason']}"
+                    if self.on_reject == "degrade":
+                        continue  # the receiving worker filled the piece, or it times out
                     if self.on_reject == "drop":
                         del inflight[r.req]
                         errors[r.index] = why
@@ -571,7 +578,7 @@ class Cluster:
                     ended[index] = time.perf_counter() - first_submit.pop(index)
         elapsed = time.perf_counter() - began
         return StreamResult(outputs, errors, latency, ended, accepted, elapsed, n, resubmitted,
-                            duplicates, rejected)
+                            duplicates, rejected, degraded)
 
     def _retry(self, r: _Request, inflight: dict[int, _Request], errors: dict[int, str],
                bar: Any, task: Any, why: str) -> int:

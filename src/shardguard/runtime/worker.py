@@ -139,6 +139,8 @@ class Worker:
         self.guards: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # tensor → per-channel range
         self.vote: dict[str, int] = {}  # M4: stage → copies that vote
         self.hosts: dict[str, set[str]] = {}  # stage → the devices the plan puts it on
+        self.on_reject = "failover"  # "degrade": a rejected piece of a split tensor is zeros
+        self.degraded: OrderedDict[int, None] = OrderedDict()  # requests answered degraded
         self.ballots = Ballots({})  # the copies of voted stages' outputs, per request
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
@@ -215,6 +217,7 @@ class Worker:
                                          links, bytearray(model), art["sha256"])
         self.stages = stages
         self.vote = {str(k): int(v) for k, v in (m.get("vote") or {}).items()}
+        self.on_reject = str(m.get("on_reject", "failover"))
         # which devices may run each stage: a route naming any other is refused
         self.hosts = {str(k): {str(d) for d in v} for k, v in (m.get("hosts") or {}).items()}
         self.ballots = Ballots(self.vote)
@@ -262,7 +265,11 @@ class Worker:
         except IntegrityError as exc:
             self.counters.rejected[f"integrity: {str(exc)[:60]}"] += 1
             self._alarm(frames, str(exc))
+            if self.on_reject == "degrade":
+                self._degrade(frames)
             return
+        if header.flags & wire.FLAG_DEGRADED:
+            self._mark_degraded(header.req)
         if self.hosts and not self._route_ok(header):
             self.counters.rejected["route names a device the plan does not"] += 1
             return
@@ -283,6 +290,34 @@ class Worker:
                 return  # more copies to come
             link, arrays = decided
         self.deliver(header.req, link, arrays, dict(header.route))
+
+    def _degrade(self, frames: list[zmq.Frame]) -> None:
+        """M6: a rejected piece of a split tensor becomes zeros; the request goes on, degraded.
+
+        The header was checked against what this link carries (only its tensors failed
+        their tags), so the zeros have the expected shapes. A whole (unsplit) tensor is
+        not filled: without it the stage has nothing to compute on.
+        """
+        header = wire.parse_header(frames[0].buffer)
+        stage = self.by_link.get(header.link)
+        if stage is None or not all(self._is_piece(stage, t.name) for t in header.tensors):
+            return
+        key = (header.req, stage.name)
+        have = self.pending.get(key, (0.0, {}, {}))[1]
+        zeros = {t.name: np.zeros(t.shape, np.float32) for t in header.tensors
+                 if t.name not in have}  # never over a piece that did arrive
+        self._mark_degraded(header.req)
+        self.deliver(header.req, header.link, zeros, dict(header.route))
+
+    @staticmethod
+    def _is_piece(stage: Stage, tensor: str) -> bool:
+        node = tensor.rsplit(":", 1)[-1]
+        return sum(p["tensor"].rsplit(":", 1)[-1] == node for p in stage.inputs) > 1
+
+    def _mark_degraded(self, req: int) -> None:
+        self.degraded[req] = None
+        if len(self.degraded) > DONE_MEMORY:
+            self.degraded.popitem(last=False)
 
     def _route_ok(self, header: wire.Header) -> bool:
         """Every stage in the route on one of its plan's devices, and this device a receiver.
@@ -433,7 +468,8 @@ class Worker:
             return
         sock = self._socket(address)
         self.seq[link] += 1
-        frames = self.sealing.encode(req, self.seq[link], link, route, arrays,
+        flags = wire.FLAG_DEGRADED if req in self.degraded else 0
+        frames = self.sealing.encode(req, self.seq[link], link, route, arrays, flags,
                                      receiver=None if receiver == "output" else receiver)
         try:
             sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
