@@ -209,3 +209,21 @@ def test_the_degrade_policy_answers_with_zeros_for_a_rejected_tile(tmp_path, tes
         missing = LocalExecutor(bound.compiled, [ThreatInterceptor(Crash(target=sender))])(
             torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(result.outputs[~clean], missing[~clean], rtol=0, atol=1e-4)
+
+
+def test_the_failover_policy_routes_around_a_sender_whose_messages_are_rejected(
+        tmp_path, test_split):
+    bound = _sealed(tmp_path, "mac:blake2b", replicas=2)
+    first = bound.compiled.programs[0]
+    x = test_split.tensors(200)[0].numpy()
+    with Cluster(bound, spawn_local=True, on_reject="failover", deadline_s=5.0) as c:
+        c.behave(first.device, garble_wire=True)  # everything it sends fails its tag
+        result = c.stream(x, show_progress=False)
+        stats = c.stats()
+    assert not result.errors
+    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+    senders = {a["sender"] for a in result.rejected}
+    assert senders == {first.device}
+    # after the first rejections, requests go through the replica: few are rejected
+    assert 1 <= len(result.rejected) < 40
+    assert stats[first.replicas[0]]["stages"][first.name]["runs"] > 150

@@ -471,6 +471,10 @@ class Worker:
         flags = wire.FLAG_DEGRADED if req in self.degraded else 0
         frames = self.sealing.encode(req, self.seq[link], link, route, arrays, flags,
                                      receiver=None if receiver == "output" else receiver)
+        if self.behaviour.get("garble_wire") and len(frames) > 1:  # a faulty link segment
+            last = bytearray(frames[-1])
+            last[len(last) // 2] ^= 0x10
+            frames[-1] = last
         try:
             sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
         except zmq.Again:
