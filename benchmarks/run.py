@@ -65,7 +65,9 @@ def main(selected: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     if selected and (RESULTS / "latest.json").is_file():  # keep the other benchmarks' rows
         earlier = json.loads((RESULTS / "latest.json").read_text())["results"]
-        rows = [r for r in earlier if r.get("bench") not in selected] + rows
+        names = {r["name"] for r in rows}
+        rows = [r for r in earlier
+                if r.get("bench") not in selected and r["name"] not in names] + rows
     report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                           "cpus": torch.get_num_threads(), "platform": platform.platform()},
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": rows}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -132,6 +133,38 @@ class LinkKeys:
         return self._openers[key]
 
 
+class BufferPool:
+    """Reusable output buffers for sealing and opening, so no message pays fresh pages.
+
+    A buffer is lent out as a numpy array; while anything still refers to it (ZeroMQ
+    sending it without a copy, a tensor view waiting in a worker), it is not handed out
+    again. That is read from CPython's reference count, against the count of a buffer
+    nobody holds, measured on this interpreter when the pool is made.
+    """
+
+    def __init__(self, per_size: int = 8) -> None:
+        self.per_size = per_size
+        self.pools: dict[int, list[np.ndarray]] = {}
+        probe = [np.empty(1, np.uint8)]
+        self._free = self._count(probe)
+
+    @staticmethod
+    def _count(pool: list[np.ndarray]) -> int:
+        for array in pool:
+            return sys.getrefcount(array)
+        return 0
+
+    def get(self, nbytes: int) -> np.ndarray:
+        pool = self.pools.setdefault(nbytes, [])
+        for array in pool:
+            if sys.getrefcount(array) <= self._free:
+                return array
+        array = np.empty(nbytes, np.uint8)
+        if len(pool) < self.per_size:
+            pool.append(array)
+        return array
+
+
 def _nonce(index: int, seq: int, size: int) -> bytes:
     return struct.pack(">IQ", index, seq).rjust(size, b"\0")
 
@@ -144,6 +177,7 @@ class Sealer:
         self.algorithm, self.key = algorithm, key
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
+        self.buffers = BufferPool()
 
     def seal(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
         """The frames to send after ``header``: sealed tensor frames (and a MAC's tag frame)."""
@@ -156,7 +190,7 @@ class Sealer:
                 out.append(_ascon.encrypt(self.key, _nonce(i, seq, 16), header, bytes(view),
                                           "Ascon-128"))
                 continue
-            buffer = np.empty(view.nbytes + self.tag_bytes, np.uint8)  # not zeroed: overwritten
+            buffer = self.buffers.get(view.nbytes + self.tag_bytes)  # overwritten whole
             self.aead.encrypt_into(_nonce(i, seq, 12), view, header, buffer)
             out.append(buffer.data)
         return out
@@ -172,6 +206,7 @@ class Opener:
         self.tag_bytes = TAG_BYTES[algorithm]
         self.highest = -1
         self.seen = 0  # bitmap: bit i set when (highest - i) was accepted
+        self.buffers = BufferPool()
 
     def open(self, header: bytes, seq: int, frames: Sequence[Buffer],
              tensors: int | None = None) -> list[Buffer]:
@@ -210,7 +245,7 @@ class Opener:
             if plain is None:
                 raise IntegrityError("authentication tag does not match")
             return bytes(plain)
-        buffer = np.empty(view.nbytes - self.tag_bytes, np.uint8)
+        buffer = self.buffers.get(view.nbytes - self.tag_bytes)
         try:
             self.aead.decrypt_into(_nonce(index, seq, 12), view, header, buffer)
         except InvalidTag:
