@@ -13,7 +13,13 @@ its deadline):
 * degraded               = mean(answered with a piece of a split tensor missing)
 * latency                = the cost model's end-to-end latency of one request (s)
 
-Detection rate and false-positive rate join these with the defences.
+With a defence, a campaign row adds (``campaign.run_trial``):
+
+* detection rate         = among samples the threat harmed without the defence (their
+                           predicted class differs from the clean run's, or they went
+                           unanswered), the share the defence flagged
+* false-positive rate    = share of samples the defence flags with no threat at all
+* defence energy         = joules per inference the defence adds on each device (cost model)
 """
 
 from __future__ import annotations

@@ -339,15 +339,9 @@ class Cluster:
                 raise AuthenticationError(f"worker {device} ({handle.control}) refused this "
                                           "coordinator's key (CurveZMQ handshake failed)")
             if handle.socket.poll(50):
-                try:
-                    reply = msgpack.unpackb(handle.socket.recv(), raw=False)
-                except (ValueError, msgpack.UnpackException):
-                    continue
-                if isinstance(reply, dict) and reply.get("kind") == "alarm":
-                    self.alarms.append(reply)
-                    continue
-                if not isinstance(reply, dict) or reply.get("id") != self.calls:
-                    continue  # a late reply to an earlier call
+                reply = self._receive(handle)
+                if reply is None or reply.get("id") != self.calls:
+                    continue  # an alarm, garbage, or a late reply to an earlier call
                 if not reply.get("ok"):
                     raise TransportError(f"worker {device}: {reply.get('error')}")
                 return dict(reply)
@@ -387,16 +381,24 @@ class Cluster:
             self.pushes[address] = push_socket(self.ctx, address, hwm=10_000)
         return self.pushes[address]
 
+    def _receive(self, handle: Handle) -> dict[str, Any] | None:
+        """One control message: an alarm is kept for the stream; a reply is returned."""
+        try:
+            message = msgpack.unpackb(handle.socket.recv(), raw=False)
+        except (ValueError, msgpack.UnpackException):
+            return None
+        if not isinstance(message, dict):
+            return None
+        if message.get("kind") == "alarm":
+            self.alarms.append(message)
+            return None
+        return message
+
     def _alarms(self) -> list[dict[str, Any]]:
         """Rejections the workers reported since the last look (control-plane alarms)."""
         for handle in self.handles.values():
             while handle.socket is not None and handle.socket.poll(0):
-                try:
-                    message = msgpack.unpackb(handle.socket.recv(), raw=False)
-                except (ValueError, msgpack.UnpackException):
-                    continue
-                if isinstance(message, dict) and message.get("kind") == "alarm":
-                    self.alarms.append(message)
+                self._receive(handle)  # alarms are kept; anything else here is stale
         alarms, self.alarms = self.alarms, []
         return alarms
 
