@@ -225,10 +225,21 @@ def test_stop_is_clean_thread_joined_and_sockets_closed(ctx: zmq.Context[Any], l
     assert not e.relay.running
     assert set(threading.enumerate()) <= before
     e.relay.stop()                            # idempotent
-    # The port is free again: the relay's PULL was closed with linger 0.
+    # The port is free again: the relay's PULL was closed with linger 0. libzmq's I/O
+    # thread unbinds after close() returns, so the port may take a moment to come free.
     probe = ctx.socket(zmq.PULL)
-    probe.bind(address)
-    probe.close(linger=0)
+    try:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                probe.bind(address)
+                break
+            except zmq.ZMQError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+    finally:
+        probe.close(linger=0)
     # The ctx fixture fails the test if any socket was left open.
 
 
