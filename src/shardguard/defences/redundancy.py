@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ConfigError
 from ..partition.compile import StageProgram
+from ..runtime._voting import samples_agree
 from ..runtime.local import Redundant, Traffic
 
 
@@ -90,10 +91,8 @@ class Vote(Redundant):
             return torch.zeros(batch, dtype=torch.bool)
         same = torch.ones(batch, dtype=torch.bool)
         for x, y in zip(a, b):
-            x, y = x.flatten(1), y.flatten(1)
-            scale = torch.maximum(x.abs().amax(1), y.abs().amax(1)).clamp_min(1e-30)
-            close = (x - y).abs().amax(1) <= self.tolerance * scale
-            same &= close & torch.isfinite(x).all(1) & torch.isfinite(y).all(1)
+            same &= torch.from_numpy(samples_agree(x.detach().numpy(), y.detach().numpy(),
+                                                   self.tolerance))
         return same
 
     def report(self) -> dict[str, int]:

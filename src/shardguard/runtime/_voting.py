@@ -121,13 +121,20 @@ class Ballots:
             y = b.get(name)
             if y is None or y.shape != x.shape:
                 return np.zeros(len(x), dtype=bool)
-            x2, y2 = x.reshape(len(x), -1), y.reshape(len(y), -1)
-            with np.errstate(invalid="ignore", over="ignore"):
-                scale = np.maximum(np.abs(x2).max(1), np.abs(y2).max(1))
-                ok = (np.abs(x2 - y2).max(1) <= self.tolerance * scale) & \
-                    np.isfinite(x2).all(1) & np.isfinite(y2).all(1)
+            ok = samples_agree(x, y, self.tolerance)
             same = ok if same is None else same & ok
         return same if same is not None else np.ones(0, dtype=bool)
+
+
+def samples_agree(x: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray:
+    """(B,) whether each sample of two copies of a tensor agrees: both finite, and no
+    element apart by more than ``tolerance`` of the larger magnitude. The local
+    executor's ``Vote`` uses this too."""
+    x2, y2 = x.reshape(len(x), -1), y.reshape(len(y), -1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.maximum(np.abs(x2).max(1), np.abs(y2).max(1))
+        return ((np.abs(x2 - y2).max(1) <= tolerance * scale)  # type: ignore[no-any-return]
+                & np.isfinite(x2).all(1) & np.isfinite(y2).all(1))
 
 
 def _rows(mask: np.ndarray, like: np.ndarray) -> np.ndarray:

@@ -278,18 +278,7 @@ class Worker:
             arrays = {name: self._guard(name, a) for name, a in arrays.items()}
         self.counters.bytes_in += size
         self.counters.bytes_per_link[header.link] += size
-        link = header.link
-        if self.ballots.voted(link):
-            try:
-                decided = self.ballots.cast(header.req, link, arrays)
-            except VoteFailed as exc:
-                self.counters.rejected["vote: copies disagree"] += 1
-                self._send_alarm(header.req, link, "?", f"vote failed: {exc}")
-                return
-            if decided is None:
-                return  # more copies to come
-            link, arrays = decided
-        self.deliver(header.req, link, arrays, dict(header.route))
+        self.receive(header.req, header.link, arrays, dict(header.route))
 
     def _degrade(self, frames: list[zmq.Frame]) -> None:
         """M6: a rejected piece of a split tensor becomes zeros; the request goes on, degraded.
@@ -423,7 +412,7 @@ class Worker:
             for device in copies:
                 relayed = f"{base}@{device}" in self.relays  # an attacker or emulator is there
                 if device == self.name and link in self.schema and not relayed:  # here too
-                    self.handle_local(req, link, dict(arrays), route)
+                    self.receive(req, link, dict(arrays), route)
                     continue
                 if dst == "output":
                     address = self.relays.get(f"{base}@output", self.sink)
@@ -446,18 +435,19 @@ class Worker:
             return rng.standard_normal(x.shape).astype(np.float32) * (float(x.std()) or 1.0)
         return x
 
-    def handle_local(self, req: int, link: str, arrays: dict[str, np.ndarray],
-                     route: dict[str, str]) -> None:
-        """A message between two stages on this device: no wire, but the vote still counts."""
+    def receive(self, req: int, link: str, arrays: dict[str, np.ndarray],
+                route: dict[str, str]) -> None:
+        """A checked message, off the wire or from a stage on this device: a voted stage's
+        copies are voted on first (the sender of a failed vote is unknown: "?")."""
         if self.ballots.voted(link):
             try:
                 decided = self.ballots.cast(req, link, arrays)
             except VoteFailed as exc:
                 self.counters.rejected["vote: copies disagree"] += 1
-                self._send_alarm(req, link, self.name, f"vote failed: {exc}")
+                self._send_alarm(req, link, "?", f"vote failed: {exc}")
                 return
             if decided is None:
-                return
+                return  # more copies to come
             link, arrays = decided
         self.deliver(req, link, arrays, route)
 
