@@ -1,7 +1,9 @@
-"""Shared fixtures: the real dataset, a CLI runner that uses a real subprocess."""
+"""Shared fixtures and helpers: the real dataset, a CLI runner that uses a real
+subprocess, plans of zoo models made once per session, a ZeroMQ context that never hangs."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 from shardguard.data import Split, load_split
 
 REPO = Path(__file__).resolve().parents[1]
+PLATFORM = "rpi4x4-ethernet"
 
 
 @dataclass
@@ -31,6 +34,41 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     proc = subprocess.run([sys.executable, "-m", "shardguard", *args], capture_output=True,
                           text=True, cwd=cwd, env=full_env, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@functools.cache
+def planned(model: str = "resnet-small", strategy: str = "pipeline", *,
+            objective: str = "throughput", replicas: int = 1,
+            weights: str | None = None) -> Any:
+    """A zoo model planned onto rpi4x4-ethernet, made once per session: copy, never mutate."""
+    from shardguard import load_model, load_platform, make_plan, trace
+    from shardguard.partition.plan import ModelRef
+
+    loaded = load_model(model, weights=weights)
+    graph = trace(loaded.module, (1, 28, 28))
+    return make_plan(graph, ModelRef(ref=model, weights=weights, input_shape=[1, 28, 28]),
+                     load_platform(PLATFORM), strategy=strategy,  # type: ignore[arg-type]
+                     objective=objective, replicas=replicas)  # type: ignore[arg-type]
+
+
+def write_plan(tmp_path: Path, of: Any, protection: str = "none", name: str = "plan") -> Path:
+    """``of``'s plan saved as ``tmp_path/NAME.yaml``, with ``protection`` on every link."""
+    plan = of.plan.model_copy(deep=True)
+    for link in plan.links:
+        link.protection = protection
+    path = tmp_path / f"{name}.yaml"
+    plan.save(path)
+    return path
+
+
+def reference(bound: Any, x: Any) -> Any:
+    """What the local executor answers for ``x`` (numpy in, numpy out)."""
+    import torch
+
+    from shardguard.runtime.local import LocalExecutor
+
+    with torch.no_grad():
+        return LocalExecutor(bound.compiled)(torch.from_numpy(x)).numpy()
 
 
 @pytest.fixture(scope="session")

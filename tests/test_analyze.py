@@ -7,23 +7,16 @@ import json
 import pytest
 
 from shardguard.analysis.analyze import BER, BIT_CLASSES, EPSILON, LINK_ATTACKS, SNR_DB, analyze
-from shardguard.graph import trace
-from shardguard.partition import ModelRef, make_plan
-from shardguard.platform import load_platform
-from shardguard.zoo import load_model
+
+from .conftest import planned, write_plan
 
 
 @pytest.mark.slow
 def test_analysis_writes_figures_and_ranks_devices_and_links(tmp_path):
-    graph = trace(load_model("lenet5").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="lenet5", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="energy")
-    plan = tmp_path / "plan.yaml"
-    planned.plan.save(plan)
-    result = analyze(plan, tmp_path / "analysis", samples=300)
-    devices = planned.plan.devices_used()
-    links = {f"{lk.src}>{lk.dst}" for lk in planned.plan.links}
+    of = planned("lenet5", objective="energy")
+    result = analyze(write_plan(tmp_path, of), tmp_path / "analysis", samples=300)
+    devices = of.plan.devices_used()
+    links = {f"{lk.src}>{lk.dst}" for lk in of.plan.links}
     assert len(result.rows) == (len(BER) * len(BIT_CLASSES) + len(SNR_DB) + len(devices)
                                 + (len(LINK_ATTACKS) + len(EPSILON) - 1) * len(links))
     ranked = {(r["kind"], r["name"]) for r in result.ranking}

@@ -6,35 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from shardguard import bind, load_model, load_platform, make_plan, trace
+from shardguard import bind
 from shardguard.defences.guards import profile_bounds
-from shardguard.partition.plan import ModelRef
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import BitFlips, Crash, Replay
 
+from .conftest import planned, reference, run_cli, write_plan
+
 pytestmark = pytest.mark.timeout(300)
 
 
 def _sealed(tmp_path, protection, replicas=1):
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="throughput", replicas=replicas)
-    for link in planned.plan.links:  # set by hand: planning with AES costs may choose one device
-        link.protection = protection
-    path = tmp_path / "sealed.yaml"
-    planned.plan.save(path)
-    bound = bind(path)
+    # protection set by hand: planning with AES costs may choose one device
+    bound = bind(write_plan(tmp_path, planned(replicas=replicas), protection, name="sealed"))
     assert {link.protection for link in bound.plan.links} == {protection}
     assert len({p.device for p in bound.compiled.programs}) > 1
     return bound
-
-
-def _reference(bound, x):
-    with torch.no_grad():
-        return LocalExecutor(bound.compiled)(torch.from_numpy(x)).numpy()
 
 
 @pytest.mark.parametrize("protection", ["mac:blake2b", "aead:aes-128-gcm"])
@@ -45,7 +34,7 @@ def test_a_sealed_plan_answers_exactly_as_the_local_executor(tmp_path, test_spli
         result = c.stream(x, batch=4, show_progress=False)
         stats = c.stats()
     assert not result.errors and not result.rejected
-    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
     assert all(not s["rejected"] for s in stats.values())
 
 
@@ -68,7 +57,7 @@ def test_tampered_messages_are_rejected_and_asked_again_until_every_answer_is_ri
     result, in_workers = _attacked_stream(bound, x, "retry")
     assert 30 <= len(result.rejected) == in_workers  # every rejection was reported
     assert not result.errors and result.resubmitted >= len({a["req"] for a in result.rejected})
-    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
 
 
 def test_the_drop_policy_fails_each_request_whose_message_was_rejected(tmp_path, test_split):
@@ -79,7 +68,7 @@ def test_the_drop_policy_fails_each_request_whose_message_was_rejected(tmp_path,
     assert len(result.errors) == len(result.rejected) and result.resubmitted == 0
     assert all("rejected" in e for e in result.errors.values())
     answered = ~np.isnan(result.outputs).any(axis=1)
-    np.testing.assert_allclose(result.outputs[answered], _reference(bound, x)[answered],
+    np.testing.assert_allclose(result.outputs[answered], reference(bound, x)[answered],
                                rtol=0, atol=1e-5)
 
 
@@ -120,7 +109,7 @@ def test_weight_digests_on_workers_find_bit_flips_in_stored_models_on_demand(tmp
 def test_triplicated_stages_on_workers_outvote_a_compromised_device(tmp_path, test_split):
     bound = _sealed(tmp_path, "aead:chacha20-poly1305", replicas=3)
     x = test_split.tensors(200)[0].numpy()
-    reference = _reference(bound, x)
+    expected = reference(bound, x)
     with Cluster(bound, spawn_local=True, vote=3) as c:
         clean = c.stream(x, batch=4, show_progress=False)
         target = bound.compiled.programs[1].device
@@ -128,7 +117,7 @@ def test_triplicated_stages_on_workers_outvote_a_compromised_device(tmp_path, te
         attacked = c.stream(x, batch=4, show_progress=False)
     for result in (clean, attacked):
         assert not result.errors and not result.rejected
-        np.testing.assert_allclose(result.outputs, reference, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(result.outputs, expected, rtol=0, atol=1e-5)
 
 
 def test_duplicated_stages_on_workers_detect_a_compromised_device(tmp_path, test_split):
@@ -143,10 +132,7 @@ def test_duplicated_stages_on_workers_detect_a_compromised_device(tmp_path, test
 
 
 def test_cli_run_with_voting_and_guards_matches_the_local_executor(tmp_path):
-    from .conftest import run_cli
-
-    _sealed(tmp_path, "mac:hmac-sha256", replicas=3)
-    path = str(tmp_path / "sealed.yaml")
+    path = str(write_plan(tmp_path, planned(replicas=3), "mac:hmac-sha256"))
     result = run_cli("run", path, "--spawn-local", "--vote", "3",
                      "--guards", "1000", "--check", "-n", "200")
     assert result.code == 0, result.err[-2000:]
@@ -180,17 +166,12 @@ def test_a_key_holder_cannot_claim_a_stage_the_plan_did_not_give_it(tmp_path, te
         rejected = c.call(second.device, {"kind": "stats"})["rejected"]
     assert rejected == {"route names a device the plan does not": 1}
     assert not result.errors
-    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
 
 
 def test_the_degrade_policy_answers_with_zeros_for_a_rejected_tile(tmp_path, test_split):
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="spatial")
-    for link in planned.plan.links:
-        link.protection = "aead:chacha20-poly1305"
-    planned.plan.save(tmp_path / "spatial.yaml")
-    bound = bind(tmp_path / "spatial.yaml")
+    bound = bind(write_plan(tmp_path, planned(strategy="spatial", objective="latency"),
+                            "aead:chacha20-poly1305"))
     tile = next(f"{t.src}>{t.dst}" for p in bound.compiled.programs for t in p.outputs
                 if t.dst != "output" and p.device != bound.compiled.by_name[t.dst].device)
     x = test_split.tensors(200)[0].numpy()
@@ -201,7 +182,7 @@ def test_the_degrade_policy_answers_with_zeros_for_a_rejected_tile(tmp_path, tes
     assert result.degraded is not None
     assert int(result.degraded.sum()) == len({a["req"] for a in result.rejected}) >= 20
     clean = ~result.degraded
-    np.testing.assert_allclose(result.outputs[clean], _reference(bound, x)[clean], rtol=0,
+    np.testing.assert_allclose(result.outputs[clean], reference(bound, x)[clean], rtol=0,
                                atol=1e-5)
     # a degraded answer is what the plan computes with that tile missing (filled with zeros)
     sender = bound.compiled.by_name[tile.split(">")[0]].device
@@ -221,7 +202,7 @@ def test_the_failover_policy_routes_around_a_sender_whose_messages_are_rejected(
         result = c.stream(x, show_progress=False)
         stats = c.stats()
     assert not result.errors
-    np.testing.assert_allclose(result.outputs, _reference(bound, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
     senders = {a["sender"] for a in result.rejected}
     assert senders == {first.device}
     # Only requests already in flight when the first alarm came (at most the window) went

@@ -6,22 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from shardguard import load_model, load_platform, make_plan, trace
 from shardguard.defences.freivalds import Freivalds
-from shardguard.partition.plan import ModelRef
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Compromised
 
+from .conftest import planned
+
 
 @pytest.fixture(scope="module")
 def compiled():
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="throughput")
-    assert len(planned.compiled.programs) >= 2
-    return planned.compiled
+    compiled = planned().compiled
+    assert len(compiled.programs) >= 2
+    return compiled
 
 
 def test_clean_stages_pass_every_check_and_answer_exactly(compiled, test_split):

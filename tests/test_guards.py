@@ -5,28 +5,23 @@ from __future__ import annotations
 import torch
 
 from shardguard.defences.guards import RangeGuard, profile_bounds
-from shardguard.graph import trace
-from shardguard.partition import ModelRef, make_plan
-from shardguard.platform import load_platform
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
-from shardguard.zoo import load_model
+
+from .conftest import planned
 
 
 def test_range_guards_recover_the_accuracy_lost_to_exponent_flips(train_split, test_split):
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="throughput")
-    bounds = profile_bounds(planned.compiled, train_split.tensors(5000)[0])
+    compiled = planned().compiled
+    bounds = profile_bounds(compiled, train_split.tensors(5000)[0])
     x, y = test_split.tensors(2000)
     threat = parse_threat({"id": "L1", "target": "every", "ber": 1e-3, "bits": "exponent-high",
                            "seed": 1})
 
     def accuracy(*hooks):
         with torch.no_grad():
-            return float((LocalExecutor(planned.compiled, list(hooks)).run(x).argmax(1) == y)
+            return float((LocalExecutor(compiled, list(hooks)).run(x).argmax(1) == y)
                          .float().mean())
 
     clean = accuracy()

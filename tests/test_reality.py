@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from shardguard.graph import trace
-from shardguard.partition import ModelRef, bind, make_plan
-from shardguard.platform import load_platform
+from shardguard.partition import bind
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.distributed import run_under_threat
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
-from shardguard.zoo import load_model
+
+from .conftest import planned, write_plan
 
 pytestmark = pytest.mark.slow
 SAMPLES = 400
@@ -21,13 +20,7 @@ SAMPLES = 400
 
 @pytest.fixture(scope="module")
 def bound(tmp_path_factory):
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="throughput")
-    path = tmp_path_factory.mktemp("plan") / "plan.yaml"
-    planned.plan.save(path)
-    return bind(path)
+    return bind(write_plan(tmp_path_factory.mktemp("plan"), planned()))
 
 
 @pytest.fixture(scope="module")

@@ -5,22 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from shardguard import load_model, load_platform, make_plan, trace
 from shardguard.defences.redundancy import Vote
 from shardguard.errors import ConfigError
-from shardguard.partition.plan import ModelRef
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Compromised, Crash
 
+from .conftest import planned
+
 
 def _planned(replicas):
-    graph = trace(load_model("resnet-small").module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref="resnet-small", input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy="pipeline",
-                        objective="throughput", replicas=replicas)
-    assert all(len(p.replicas) >= replicas - 1 for p in planned.compiled.programs)
-    return planned.compiled
+    compiled = planned(replicas=replicas).compiled
+    assert all(len(p.replicas) >= replicas - 1 for p in compiled.programs)
+    return compiled
 
 
 @pytest.fixture(scope="module")

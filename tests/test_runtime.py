@@ -12,36 +12,23 @@ import time
 import msgpack
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardguard.errors import AuthenticationError
-from shardguard.graph import trace
-from shardguard.partition import ModelRef, bind, make_plan
-from shardguard.platform import load_platform
+from shardguard.partition import bind
 from shardguard.runtime import keys as keyring
 from shardguard.runtime import wire
 from shardguard.runtime.cluster import Cluster
-from shardguard.runtime.local import LocalExecutor
-from shardguard.zoo import load_model
+
+from .conftest import planned, reference, write_plan
 
 pytestmark = pytest.mark.slow
 
 
 def _bound(name, strategy, tmp_path, replicas=1, objective="throughput"):
-    graph = trace(load_model(name).module, (1, 28, 28))
-    planned = make_plan(graph, ModelRef(ref=name, input_shape=[1, 28, 28]),
-                        load_platform("rpi4x4-ethernet"), strategy=strategy,
-                        objective=objective, replicas=replicas)
-    path = tmp_path / f"{name}-{strategy}.yaml"
-    planned.plan.save(path)
-    return bind(path)
-
-
-def _reference(bound, x):
-    with torch.no_grad():
-        return LocalExecutor(bound.compiled)(torch.from_numpy(x)).numpy()
+    of = planned(name, strategy, objective=objective, replicas=replicas)
+    return bind(write_plan(tmp_path, of, name=f"{name}-{strategy}"))
 
 
 @pytest.mark.parametrize("name, strategy", [("resnet-small", "pipeline"),
@@ -53,7 +40,7 @@ def test_distributed_output_equals_the_local_executor(name, strategy, tmp_path, 
     x = test_split.tensors(2000)[0].numpy()
     with Cluster(bound, spawn_local=True) as c:
         result = c.stream(x, batch=4, show_progress=False)
-    ref = _reference(bound, x)
+    ref = reference(bound, x)
     assert not result.errors
     scale = float(ref.max() - ref.min())
     assert float(np.abs(result.outputs - ref).max()) <= 1e-4 * scale
@@ -79,7 +66,7 @@ def test_a_killed_worker_fails_over_to_its_replica(tmp_path, test_split):
     assert not result.errors
     assert (result.accepted == 1).all()  # every request answered exactly once
     assert result.resubmitted > 0
-    assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
+    assert (result.outputs.argmax(1) == reference(bound, x).argmax(1)).all()
 
 
 def test_without_a_replica_every_request_is_answered_or_failed_within_its_deadline(
@@ -95,7 +82,7 @@ def test_without_a_replica_every_request_is_answered_or_failed_within_its_deadli
                                  for e in result.errors.values())
     assert np.nanmax(result.ended_s) <= deadline + 1.0
     answered = np.flatnonzero(result.accepted == 1)
-    ref = _reference(bound, x)
+    ref = reference(bound, x)
     assert (result.outputs[answered].argmax(1) == ref[answered].argmax(1)).all()
 
 
@@ -173,7 +160,7 @@ def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_sp
         result = c.stream(x, show_progress=False)
         sender.close()
     assert not result.errors
-    assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
+    assert (result.outputs.argmax(1) == reference(bound, x).argmax(1)).all()
 
 
 def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, test_split,
@@ -199,7 +186,7 @@ def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, tes
         sender.close()
     assert stats["rejected"] == {"pieces disagree on the batch size": 1}
     assert not result.errors
-    assert (result.outputs.argmax(1) == _reference(bound, x).argmax(1)).all()
+    assert (result.outputs.argmax(1) == reference(bound, x).argmax(1)).all()
 
 
 def test_a_coordinator_whose_key_is_not_allowed_cannot_deploy(tmp_path):
@@ -254,7 +241,7 @@ def test_the_worker_runs_where_torch_cannot_be_imported(tmp_path, test_split):
         x = test_split.tensors(32)[0].numpy()
         with Cluster(bound, workers={device: address}, keys=keys) as c:
             y = c.infer(x)
-        assert (y.argmax(1) == _reference(bound, x).argmax(1)).all()
+        assert (y.argmax(1) == reference(bound, x).argmax(1)).all()
     finally:
         proc.kill()
         proc.wait()
