@@ -29,11 +29,9 @@ def crypto_energy_per_device() -> list[dict[str, Any]]:
         planned = make_plan(graph, ModelRef(ref=MODEL, input_shape=[1, 28, 28]), target,
                             strategy="spatial", objective="throughput")
         for protection in ALGORITHMS:
-            plan = planned.plan.model_copy(deep=True)
-            for link in plan.links:
-                link.protection = protection
             try:
-                cost = estimate(compile_plan(plan, graph, build=False), target)
+                cost = estimate(compile_plan(planned.plan.with_protection(protection), graph,
+                                             build=False), target)
             except ConfigError as exc:  # a device with no sourced figure for this cipher
                 rows.append({"name": f"crypto_energy[{name}, {protection}]",
                              "note": f"not estimated: {exc}"})

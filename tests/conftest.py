@@ -53,11 +53,8 @@ def planned(model: str = "resnet-small", strategy: str = "pipeline", *,
 
 def write_plan(tmp_path: Path, of: Any, protection: str = "none", name: str = "plan") -> Path:
     """``of``'s plan saved as ``tmp_path/NAME.yaml``, with ``protection`` on every link."""
-    plan = of.plan.model_copy(deep=True)
-    for link in plan.links:
-        link.protection = protection
     path = tmp_path / f"{name}.yaml"
-    plan.save(path)
+    of.plan.with_protection(protection).save(path)
     return path
 
 

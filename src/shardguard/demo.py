@@ -172,38 +172,29 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
 
 def _defend(planned: Any, graph: Any, test: Any, out_dir: Path, platform: str) -> dict[str, Any]:
     """An on-path attacker replays tensors on the first link; then the links are sealed."""
-    from .partition import bind, compile_plan
+    from .defences.catalogue import parse_defence
+    from .partition import bind
     from .platform import load_platform
-    from .platform.cost import estimate
-    from .runtime.cluster import Cluster
+    from .threats.distributed import run_under_threat
     from .threats.spec import Replay
 
     link = planned.plan.links[0]
     attacker = Replay(target=f"{link.src}>{link.dst}", rate=0.3, seed=0)
     x, y = test.tensors(DEFENCE_IMAGES)
+    planned.plan.with_protection(DEMO_PROTECTION).save(out_dir / "plan-sealed.yaml", force=True)
     results: dict[str, Any] = {}
-    plans = {}
-    for protection in ("none", DEMO_PROTECTION, "aead:aes-128-gcm"):
-        plan = planned.plan.model_copy(deep=True)
-        for spec in plan.links:
-            spec.protection = protection
-        plans[protection] = plan
-    for protection in ("none", DEMO_PROTECTION):
-        path = out_dir / ("plan.yaml" if protection == "none" else "plan-sealed.yaml")
-        plans[protection].save(path, force=True)
-        with Cluster(bind(path), spawn_local=True, attackers=[attacker], on_reject="retry",
-                     max_attempts=10, deadline_s=5.0) as c:
-            result = c.stream(x.numpy(), show_progress=False)
+    for protection, path in (("none", "plan.yaml"), (DEMO_PROTECTION, "plan-sealed.yaml")):
+        result = run_under_threat(bind(out_dir / path), attacker, x.numpy(), deadline_s=5.0,
+                                  max_attempts=10, window=32, on_reject="retry")
         answered = ~np.isnan(result.outputs).any(axis=1)
         right = int((result.outputs[answered].argmax(1) == y.numpy()[answered]).sum())
         results[protection] = (result, right)
     target = load_platform(platform)
-    energy = {p: estimate(compile_plan(plans[p], graph, build=False), target)
-              for p in ("none", DEMO_PROTECTION, "aead:aes-128-gcm")}
+    energy = {p: parse_defence("none" if p == "none" else f"seal:{p}").energy_j(
+        planned.compiled, target) for p in ("none", DEMO_PROTECTION, "aead:aes-128-gcm")}
 
     def extra_uj(protection: str) -> str:
-        return ", ".join(f"{d} +{(energy[protection].devices[d].crypto_j) * 1e6:.1f} µJ"
-                         for d in energy["none"].devices)
+        return ", ".join(f"{d} +{j * 1e6:.1f} µJ" for d, j in energy[protection].items())
 
     (_, plain_right), (sealed, sealed_right) = results["none"], results[DEMO_PROTECTION]
     n = len(x)
@@ -219,6 +210,6 @@ def _defend(planned: Any, graph: Any, test: Any, out_dir: Path, platform: str) -
             f"(the Pi 4 has no AES instructions)"],
         "unsealed_right": plain_right, "sealed_right": sealed_right,
         "sealed_rejected": len(sealed.rejected), "sealed_answered": sealed.answered,
-        "crypto_uj_per_device": {p: {d: c.crypto_j * 1e6 for d, c in e.devices.items()}
+        "crypto_uj_per_device": {p: {d: j * 1e6 for d, j in e.items()}
                                  for p, e in energy.items()},
     }

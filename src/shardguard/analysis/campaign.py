@@ -170,7 +170,15 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     from ..defences.catalogue import parse_defence
     from ..platform.cost import estimate
     from ..threats.attacks import adversarial_device, adversarial_link
-    from ..threats.spec import Adversarial, Compromised, Eavesdrop, Outage, Straggler, parse_threat
+    from ..threats.spec import (
+        Adversarial,
+        Compromised,
+        Eavesdrop,
+        Outage,
+        Straggler,
+        parse_threat,
+        simulation_only,
+    )
     from .metrics import measure
 
     threat = parse_threat(trial.threat)
@@ -222,8 +230,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "threat": threat.id,
             "target": threat.target, "seed": trial.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
-            "simulation_only": threat.id in ("D5", "L5", "L6") or (
-                isinstance(threat, Compromised) and threat.mode == "adversarial"),
+            "simulation_only": simulation_only(threat),
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
             "max_active_energy_j": cost.max_active_j, **extra}
@@ -232,7 +239,6 @@ def run_trial(trial: Trial) -> dict[str, Any]:
 def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0) -> Any:
     import torch
 
-    from ..defences.integrity import digests, verify
     from ..runtime.local import LocalExecutor
     from ..threats.local import ThreatInterceptor, weight_flips
     from ..threats.spec import WeightFlips
@@ -240,25 +246,15 @@ def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0
     hooks = [] if threat is None or isinstance(threat, WeightFlips) else [
         ThreatInterceptor(threat)]
     if defence is not None:
-        hooks = defence.hooks(bound.compiled, hooks, bounds=_bounds(bound), seed=seed)
+        bounds = _bounds(bound) if defence.kind == "guard" else None
+        hooks = defence.hooks(bound.compiled, hooks, bounds=bounds, seed=seed)
     with torch.no_grad():
         if isinstance(threat, WeightFlips):
-            expected = _STATE.setdefault("digests", {}).setdefault(
-                id(bound), digests(bound.compiled))
             with weight_flips(bound.compiled, threat):
-                if defence is None or defence.kind != "digest" or not verify(bound.compiled,
-                                                                             expected):
+                if defence is None or not defence.refuses_weights(bound.compiled, len(x)):
                     return LocalExecutor(bound.compiled, hooks).run_outcome(x)
             # M7: the changed stages were refused and reloaded from the trusted weights
-            defence.parts = [_Flagged(torch.ones(len(x), dtype=torch.bool))]
         return LocalExecutor(bound.compiled, hooks).run_outcome(x)
-
-
-class _Flagged:
-    """A defence part that flagged these samples (the digest check flags them all)."""
-
-    def __init__(self, mask: Any) -> None:
-        self.flagged = [mask]
 
 
 def _bounds(bound: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -81,7 +81,11 @@ def train(
         loaded.module = build(model, seed=seed)
     network = loaded.module
     if failout:
-        network = _failout_network(loaded, failout, strategy, platform, seed)
+        from ..defences.failout import failout_for, split_tensors
+
+        network = failout_for(loaded, failout, strategy, platform, seed)
+        log(f"failout {failout}: {strategy} over {', '.join(network.devices)} ({platform}), "
+            f"at {len(split_tensors(network.compiled))} split tensor(s)")
     train_split, test_split = load_fashion_mnist(data)
     run_training(network, train_split, test_split, recipe, seed=seed)
     accuracy = evaluate(loaded.module, test_split)
@@ -92,26 +96,6 @@ def train(
         "params": sum(p.numel() for p in loaded.module.parameters()), "failout": failout,
     })
     print(f"{model}: test accuracy {meta.test_accuracy:.4f} → {out} (sha256 {meta.sha256[:12]}…)")
-
-
-def _failout_network(loaded: Any, p: float, strategy: str, platform: str, seed: int) -> Any:
-    """The model wrapped for failout training on ``strategy`` over ``platform``'s devices."""
-    from ..defences.failout import failout, split_tensors
-    from ..errors import ModelError
-    from ..graph import trace
-    from ..partition import make_plan
-    from ..partition.plan import ModelRef as PlanModel
-    from ..platform import load_platform
-
-    if loaded.input_shape is None:
-        raise ModelError(f"{loaded.name}: failout needs the input shape (use a zoo model)")
-    graph = trace(loaded.module, loaded.input_shape)
-    planned = make_plan(graph, PlanModel(ref=loaded.name, input_shape=list(loaded.input_shape)),
-                        load_platform(platform), strategy=strategy)  # type: ignore[arg-type]
-    network = failout(graph, planned.compiled, p, seed)
-    log(f"failout {p}: {strategy} over {', '.join(network.devices)} "
-        f"({platform}), at {len(split_tensors(planned.compiled))} split tensor(s)")
-    return network
 
 
 @app.command("eval")

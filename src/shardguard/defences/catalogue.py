@@ -44,6 +44,7 @@ class Defence:
         """Fresh interceptors for one run: the threat's, with this defence's around them."""
         from .freivalds import Freivalds
         from .guards import RangeGuard
+        from .integrity import WeightCheck
         from .redundancy import Vote
         from .sealed import SealedLinks
 
@@ -58,7 +59,16 @@ class Defence:
             self.parts = [Freivalds(rounds=2, seed=seed)]
         elif self.kind == "guard":
             self.parts = [RangeGuard(bounds)]
+        elif self.kind == "digest":
+            self.parts = [WeightCheck(compiled)]  # digests of the weights as deployed
+            return threat  # it checks stored weights, not what runs or crosses links
         return [*threat, *self.parts]
+
+    def refuses_weights(self, compiled: CompiledPlan, batch: int) -> bool:
+        """M7: whether the stages' weights changed since ``hooks`` (they are then refused,
+        and reloaded from the trusted copy); always False for other defences."""
+        return any(part.refuses(compiled, batch) for part in self.parts
+                   if hasattr(part, "refuses"))
 
     def flagged(self, batch: int) -> torch.Tensor:
         """(B,) samples the defence flagged in the last run."""
@@ -74,12 +84,10 @@ class Defence:
 
         extra = {d: 0.0 for d in compiled.plan.devices_used()}
         if self.kind == "seal":
-            plan = compiled.plan.model_copy(deep=True)
-            for link in plan.links:
-                link.protection = self.arg
             from ..partition import compile_plan
 
-            cost = estimate(compile_plan(plan, compiled.graph, build=False), platform)
+            cost = estimate(compile_plan(compiled.plan.with_protection(self.arg), compiled.graph,
+                                         build=False), platform)
             return {d: c.crypto_j for d, c in cost.devices.items()}
         part = self.parts[0] if self.parts else None
         for p in compiled.programs:

@@ -17,6 +17,7 @@ original model unchanged.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -48,11 +49,12 @@ class Failout(nn.Module):
     """
 
     def __init__(self, network: fx.GraphModule, devices: list[str], p: float,
-                 seed: int) -> None:
+                 seed: int, compiled: CompiledPlan) -> None:
         super().__init__()
         self.network, self.devices, self.p = network, devices, p
         self.generator = torch.Generator().manual_seed(seed)
         self.lost: torch.Tensor | None = None  # (B,) device index, -1 for none
+        self.compiled = compiled  # the plan whose devices drop out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.p > 0:
@@ -104,7 +106,7 @@ def failout(graph: Graph, compiled: CompiledPlan, p: float, seed: int = 0) -> Fa
     value_map: dict[fx.Node, fx.Node] = {}
     fx_graph.output(fx_graph.graph_copy(graph.module.graph, value_map))
     network = fx.GraphModule(graph.module, fx_graph)  # the same submodules, its own graph
-    model = Failout(network, devices, p, seed)
+    model = Failout(network, devices, p, seed, compiled)
     for node in list(fx_graph.nodes):
         if node.name not in split:
             continue
@@ -117,3 +119,21 @@ def failout(graph: Graph, compiled: CompiledPlan, p: float, seed: int = 0) -> Fa
     fx_graph.lint()
     network.recompile()
     return model
+
+
+def failout_for(loaded: Any, p: float, strategy: str = "channel",
+                platform: str = "rpi4x4-ethernet", seed: int = 0) -> Failout:
+    """A loaded zoo model (``zoo.load_model``) wrapped for failout on ``strategy`` over
+    ``platform``'s devices: trace, plan, then ``failout``."""
+    from ..errors import ModelError
+    from ..graph import trace
+    from ..partition import make_plan
+    from ..partition.plan import ModelRef
+    from ..platform import load_platform
+
+    if loaded.input_shape is None:
+        raise ModelError(f"{loaded.name}: failout needs the input shape (use a zoo model)")
+    graph = trace(loaded.module, loaded.input_shape)
+    planned = make_plan(graph, ModelRef(ref=loaded.name, input_shape=list(loaded.input_shape)),
+                        load_platform(platform), strategy=strategy)  # type: ignore[arg-type]
+    return failout(graph, planned.compiled, p, seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+import torch
 from torch import nn
 
 from ..errors import IntegrityError
@@ -37,3 +38,20 @@ def verify(compiled: CompiledPlan, expected: dict[str, str], *, strict: bool = F
     if changed and strict:
         raise IntegrityError(f"weights changed on stage(s) {', '.join(changed)}")
     return changed
+
+
+class WeightCheck:
+    """M7 in the local executor: digests taken at deployment, checked before a run.
+
+    ``refuses`` is True when a stage's weights changed: the stage is refused (and
+    reloaded from the trusted copy), and every sample of the batch is flagged.
+    """
+
+    def __init__(self, compiled: CompiledPlan) -> None:
+        self.expected = digests(compiled)
+        self.flagged: list[torch.Tensor] = []
+
+    def refuses(self, compiled: CompiledPlan, batch: int) -> bool:
+        changed = bool(verify(compiled, self.expected))
+        self.flagged.append(torch.full((batch,), changed))
+        return changed

@@ -158,6 +158,13 @@ class Plan(Config):
                 return link.protection
         return "none"
 
+    def with_protection(self, protection: Protection) -> Plan:
+        """A copy of this plan with ``protection`` on every link."""
+        plan = self.model_copy(deep=True)
+        for link in plan.links:
+            link.protection = protection
+        return plan
+
     def to_yaml(self) -> str:
         return dump_yaml(self)
 

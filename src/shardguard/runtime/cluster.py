@@ -394,6 +394,11 @@ class Cluster:
             return None
         return message
 
+    def _alarm(self, req: int, link: str, sender: str, reason: str) -> None:
+        """A rejection seen here, at the sink: handled like a worker's alarm."""
+        self.alarms.append({"kind": "alarm", "req": req, "link": link, "sender": sender,
+                            "receiver": COORDINATOR, "reason": reason})
+
     def _alarms(self) -> list[dict[str, Any]]:
         """Rejections the workers reported since the last look (control-plane alarms)."""
         for handle in self.handles.values():
@@ -515,10 +520,8 @@ class Cluster:
                             continue
                         except IntegrityError as exc:
                             head = wire.parse_header(frames[0].buffer)
-                            self.alarms.append({
-                                "kind": "alarm", "req": head.req, "link": head.link,
-                                "sender": head.route.get(head.link.split(">")[0], "?"),
-                                "receiver": COORDINATOR, "reason": str(exc)})
+                            self._alarm(head.req, head.link,
+                                        head.route.get(head.link.split(">")[0], "?"), str(exc))
                             continue
                         r = inflight.get(header.req)
                         if r is None:
@@ -529,10 +532,7 @@ class Cluster:
                             try:
                                 decided = self.ballots.cast(header.req, header.link, arrays)
                             except VoteFailed as exc:
-                                self.alarms.append({
-                                    "kind": "alarm", "req": header.req, "link": header.link,
-                                    "sender": "?", "receiver": COORDINATOR,
-                                    "reason": f"vote failed: {exc}"})
+                                self._alarm(header.req, header.link, "?", f"vote failed: {exc}")
                                 continue
                             if decided is None:
                                 continue

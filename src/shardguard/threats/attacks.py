@@ -19,7 +19,7 @@ from torch import nn
 
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from ..runtime.local import Interceptor, LocalExecutor, Outcome, Traffic
-from .local import link_matches
+from .local import device_matches, link_matches
 from .spec import Adversarial, Compromised
 
 
@@ -38,7 +38,7 @@ class _Perturb(Interceptor):
 
     def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
                  traffic: Traffic) -> list[torch.Tensor]:
-        if self.device is None or self.device not in ("every", program.device):
+        if self.device is None or not device_matches(self.device, program):
             return outputs
         return [self._apply(t.id, v) for t, v in zip(program.outputs, outputs)]
 

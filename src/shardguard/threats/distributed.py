@@ -33,9 +33,7 @@ from ..runtime import wire
 from ..runtime.cluster import Cluster, StreamResult
 from ..runtime.local import Traffic
 from .local import ThreatInterceptor
-from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Outage, Replay, Straggler, Threat
-
-REAL = (Crash, Outage, Straggler, Compromised, BitFlips, Noise, Erasure, Replay)
+from .spec import Compromised, Crash, Outage, Straggler, Threat, simulation_only
 
 
 class RelayAttacker:
@@ -82,7 +80,7 @@ def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_re
                      deadline_s: float = 5.0, max_attempts: int = 1, window: int = 16,
                      **cluster: Any) -> StreamResult:
     """Stream ``x`` (one image per request) through spawned workers while ``threat`` acts."""
-    if not isinstance(threat, REAL):
+    if simulation_only(threat):
         raise ConfigError(f"{threat.id} cannot act on real workers; use the local executor")
     link_threats = [threat] if threat.on_link else []
     with Cluster(bound, spawn_local=True, deadline_s=deadline_s, max_attempts=max_attempts,
@@ -92,8 +90,6 @@ def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_re
             for d in devices:
                 c.behave(d, slow=threat.factor)
         elif isinstance(threat, Compromised):
-            if threat.mode == "adversarial":
-                raise ConfigError("D4 adversarial needs gradients: local executor only")
             for d in devices:
                 c.behave(d, corrupt=threat.mode, factor=threat.factor, seed=threat.seed)
         hook = None

@@ -153,6 +153,13 @@ class ThreatFile(Config):
     threats: list[Threat]
 
 
+def simulation_only(threat: Threat) -> bool:
+    """Whether ``threat`` can only act in the local executor: D5 changes stored weights,
+    L5 and D4 adversarial need gradients, L6 trains a decoder."""
+    return isinstance(threat, (WeightFlips, Adversarial, Eavesdrop)) or (
+        isinstance(threat, Compromised) and threat.mode == "adversarial")
+
+
 def parse_threat(data: object, source: str = "threat") -> Threat:
     """One threat from a mapping (as in YAML); errors name the field."""
     return validate(ThreatFile, {"threats": [data]}, source).threats[0]
