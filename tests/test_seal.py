@@ -108,3 +108,10 @@ def test_an_aead_message_without_frames_is_refused_as_it_authenticates_nothing()
     sealer, opener = _pair("aead:aes-128-gcm")
     with pytest.raises(IntegrityError, match="at least one frame"):
         opener.open(b"h", 1, sealer.seal(b"h", 1, []))
+
+
+def test_ascon_is_among_the_algorithms_so_no_parametrised_case_drops_it_silently():
+    # ALGORITHMS lists aead:ascon-128 only when the `ascon` package imports; the dev
+    # environment installs it (pyproject: dev), so every test parametrised over
+    # ALGORITHMS covers it.
+    assert "aead:ascon-128" in ALGORITHMS
