@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
 import pytest
 import torch
 from torch import nn
 
-from shardguard.defences.freivalds import Freivalds
+from shardguard import bind
+from shardguard.defences.freivalds import Freivalds, checked_plan
+from shardguard.runtime.cluster import Cluster
+from shardguard.runtime.export import export_plan
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Compromised
 
-from .conftest import planned
+from .conftest import planned, reference, run_cli, write_plan
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +79,53 @@ def test_the_error_bound_holds_on_a_large_layer_too():
     clean = sum(int(check._fails(conv, z, y).sum()) for _ in range(50))
     caught = sum(int(check._fails(conv, z, bad).sum()) for _ in range(50))
     assert clean == 0 and abs(caught / 400 - 0.5) < 0.08  # measured: 207 of 400
+
+
+# -- on real workers ------------------------------------------------------------------------
+
+def test_the_verifier_holds_no_affine_weights_and_every_prover_is_checked_elsewhere(compiled):
+    checked, verifiers = checked_plan(compiled, rounds=2)
+    artifacts = export_plan(checked, {s: len(v.pools) for s, v in verifiers.items()})
+    weights = {tuple(p.shape) for prog in compiled.programs for name, p in
+               prog.module.named_parameters() if p.ndim > 1}  # conv and linear matrices
+    assert set(verifiers) == {f"{p.name}~check" for p in compiled.programs}
+    for name, verifier in verifiers.items():
+        stage = checked.by_name[name]
+        prover = checked.by_name[verifier.stage]
+        assert stage.device not in (prover.device, *prover.replicas)
+        held = {tuple(t.dims) for t in onnx.load_from_string(artifacts[name].onnx)
+                .graph.initializer}
+        assert not held & weights, (name, held & weights)
+        assert all(set(np.unique(pool.r)) <= {0.0, 1.0} for pool in verifier.pools)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["scale", "sign"])
+def test_freivalds_on_workers_answers_exactly_and_catches_a_compromised_prover(
+        tmp_path, test_split, mode):
+    bound = bind(write_plan(tmp_path, planned(), "aead:chacha20-poly1305"))
+    x = test_split.tensors(200)[0].numpy()
+    expected = reference(bound, x)
+    prover = bound.compiled.programs[0].device
+    with Cluster(bound, spawn_local=True, freivalds=2, on_reject="drop") as c:
+        clean = c.stream(x, batch=4, show_progress=False)
+        stats = c.stats()
+        # a subtle lie: every output the device sends 0.1 % larger, or negated
+        c.behave(prover, corrupt=mode, factor=1.001)
+        attacked = c.stream(x, batch=4, show_progress=False)
+    assert not clean.errors and not clean.rejected  # no false alarm on 200 clean images
+    np.testing.assert_allclose(clean.outputs, expected, rtol=0, atol=1e-5)
+    assert all(s["stages"][f"{p.name}~check"]["runs"] == 50 for p in bound.compiled.programs
+               for s in stats.values() if f"{p.name}~check" in s["stages"])
+    assert len(attacked.errors) == 50  # every request went through the prover: none answered
+    assert all("Freivalds check failed" in e for e in attacked.errors.values())
+    assert {a["sender"] for a in attacked.rejected} == {prover}
+
+
+def test_cli_run_with_freivalds_matches_the_local_executor(tmp_path):
+    path = str(write_plan(tmp_path, planned(), "mac:blake2b"))
+    result = run_cli("run", path, "--spawn-local", "--freivalds", "2", "--check", "-n", "200")
+    assert result.code == 0, result.err[-2000:]
+    assert "s0~check" in result.out and "distributed run matches the local executor" in result.out
+    assert run_cli("run", path, "--spawn-local", "--freivalds", "1", "--vote", "2").err.strip() \
+        == "error: voting and Freivalds checks both guard against a compromised device: choose one"

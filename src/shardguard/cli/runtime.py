@@ -101,6 +101,10 @@ def run(
     vote: Annotated[int, typer.Option(
         help="M4: run every stage on 2 (detect) or 3 (mask) devices and vote; the plan "
              "needs that many replicas.")] = 1,
+    freivalds: Annotated[int, typer.Option(
+        help="M4: check every stage's affine layers on another device with this many "
+             "Freivalds rounds (a wrong claim passes with probability at most 2^-N; 0: off).")]
+    = 0,
     guards: Annotated[int, typer.Option(
         help="M5: clip link tensors to per-channel ranges profiled on this many clean "
              "training images (0: off).")] = 0,
@@ -113,6 +117,8 @@ def run(
     Example: shardguard run plan.yaml --spawn-local --check -n 2000
 
     Example: shardguard run plan-replicas3.yaml --spawn-local --vote 3 --guards 5000
+
+    Example: shardguard run plan.yaml --spawn-local --freivalds 2 --check -n 500
     """
     import numpy as np
     import torch
@@ -141,7 +147,7 @@ def run(
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
-                 vote=vote, guards=bounds) as c:
+                 vote=vote, guards=bounds, freivalds=freivalds) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
@@ -166,7 +172,7 @@ def run(
         print(f"  {device}: {stages or 'standby'}; received {links or '-'}"
               f"{f'; rejected {rejected}' if rejected else ''}{flagged}")
     if result.rejected:
-        print(f"{len(result.rejected)} message(s) rejected (sealed links or votes); "
+        print(f"{len(result.rejected)} message(s) rejected (sealed links, votes or checks); "
               f"policy {on_reject}: {result.resubmitted} resubmitted, "
               f"{len(result.errors)} failed")
     if check:

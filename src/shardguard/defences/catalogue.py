@@ -3,7 +3,7 @@
     none                      no defence
     seal:PROTECTION           M1–M3, e.g. seal:aead:chacha20-poly1305 (tampered: asked again)
     vote:2 | vote:3           M4, duplicate (detect) or triplicate (mask) every stage
-    freivalds                 M4, every stage's affine layers checked by the next device
+    freivalds                 M4, every stage's affine layers checked on another device
     guard                     M5, per-channel range guards profiled on clean training data
     digest                    M7, weight digests checked on load; a changed stage is reloaded
 
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from ..partition.compile import OUTPUT, CompiledPlan
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan
 from ..platform import Platform
 from ..runtime.local import Interceptor
 
@@ -102,14 +102,28 @@ class Defence:
                     if checker is not None:
                         _radio(extra, platform, device, checker, p.bytes_out)
                 continue
-            if checker is None:
-                continue
-            spec = platform.devices[checker]
-            if self.kind == "freivalds" and part is not None:  # the verifier's dot products
+            if self.kind == "freivalds" and part is not None:
+                # as deployed on workers (checked_plan): the verifier receives the claims
+                # and a copy of the stage's inputs, and computes the dot products (its
+                # recomputation of activations and pooling is not counted)
+                from .freivalds import verifier_device
+
+                try:
+                    checker = verifier_device(compiled, p)
+                except ConfigError:  # a one-device plan: it can only check itself
+                    checker = p.device
+                spec = platform.devices[checker]
                 extra[checker] += (spec.active_power_w * part.work_of.get(p.name, 0.0) * p.macs
                                    / spec.mac_rate)
                 _radio(extra, platform, p.device, checker, part.claim_bytes.get(p.name, 0))
-            elif self.kind == "guard":  # two comparisons per element received
+                for t in p.inputs:
+                    if t.src != INPUT:
+                        _radio(extra, platform, compiled.by_name[t.src].device, checker, t.nbytes)
+                continue
+            if checker is None:
+                continue
+            spec = platform.devices[checker]
+            if self.kind == "guard":  # two comparisons per element received
                 extra[checker] += spec.active_power_w * 2 * (p.bytes_out / 4) / spec.mac_rate
         return extra
 

@@ -20,16 +20,32 @@ with ``scale`` the Euclidean norm of the terms (rounding grows with it, not with
 the layer's size), so an error smaller than about ``tolerance`` of that norm passes
 by design. The vectors are the verifier's secret, drawn anew for every sample.
 A sample whose check fails is not answered (fail closed) and is counted.
+
+On workers (``Cluster(..., freivalds=ROUNDS)``, ``shardguard run --freivalds 2``),
+``checked_plan`` splits each stage into a prover and a verifier stage on another
+device, which holds a secret pool of ``pool`` vectors per layer (with ``Aᵀr``)
+instead of the layer's weights, and draws one per sample and round. Against a
+prover that does not know the pool, a wrong claim passes a round with probability
+at most 1/2 on average over the pool's draw; the pool is new at every deployment.
+What the check does not cover: a compromised *verifier* (it recomputes the rest
+and sends the outputs on), and an adaptive prover that learns the pool from which
+of many wrong claims pass.
 """
 
 from __future__ import annotations
 
+import copy
+import secrets
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import fx, nn
 
-from ..partition.compile import StageProgram
+from ..errors import ConfigError
+from ..partition import regions
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
+from ..runtime._freivalds import SUFFIX, Pool, Verifier, fails
 from ..runtime.local import Redundant, Traffic
 
 AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
@@ -40,6 +56,21 @@ def affine_nodes(module: fx.GraphModule) -> list[str]:
     modules = dict(module.named_modules())
     return [n.name for n in module.graph.nodes
             if n.op == "call_module" and isinstance(modules[n.target], AFFINE)]
+
+
+@torch.no_grad()
+def adjoints(layer: nn.Module, r: torch.Tensor, z_shape: tuple[int, ...]
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Aᵀr`` (B, *z) and ``<r, c>`` (B,) of an affine ``layer`` for each row of ``r``.
+
+    By autograd, exact for any affine layer: the gradient of ``<r, layer(z)>`` in ``z``
+    is ``Aᵀr``, and ``layer(0) = c``.
+    """
+    probe = torch.zeros((len(r), *z_shape), dtype=r.dtype, requires_grad=True)
+    with torch.enable_grad():
+        out = layer(probe)
+        (u,) = torch.autograd.grad((out * r).sum(), probe)
+    return u, (out.detach() * r).flatten(1).sum(1)
 
 
 class _Record(fx.Interpreter):
@@ -133,19 +164,149 @@ class Freivalds(Redundant):
     def _fails(self, layer: nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(B,) samples whose claim ``y`` fails one round, each with its own vector."""
         r = torch.randint(0, 2, y.shape, generator=self.generator).to(y.dtype)
-        probe = torch.zeros(z.shape, dtype=z.dtype, requires_grad=True)
-        with torch.enable_grad():  # Aᵀr per sample (a real verifier keeps a pool, made once)
-            out = layer(probe)
-            (adjoint,) = torch.autograd.grad((out * r).sum(), probe)
-        offset = (out.detach() * r).flatten(1).sum(1)  # <r, c>: the layer's value at zero
-        ry, uz = (y * r).flatten(1), (z * adjoint).flatten(1)
-        lhs, rhs = ry.sum(1), uz.sum(1) + offset
-        # float rounding grows with the terms' Euclidean size, not their count
-        scale = (ry.square().sum(1) + uz.square().sum(1) + offset.square()).sqrt()
-        finite = torch.isfinite(y).flatten(1).all(1)
-        return ~((lhs - rhs).abs() <= self.tolerance * scale) | ~finite
+        u, offset = adjoints(layer, r, tuple(z.shape[1:]))  # a worker's verifier uses a pool
+        return torch.from_numpy(fails(y.numpy(), z.numpy(), r.numpy(), u.numpy(),
+                                      offset.double().numpy(), self.tolerance))
 
     def report(self) -> dict[str, float]:
         return {"checked": self.checked, "caught": self.caught,
                 "error_probability": 2.0 ** -self.rounds,
                 "verifier_work_ratio": self.verifier_macs / max(self.stage_macs, 1)}
+
+
+# -- on workers: the plan, transformed -----------------------------------------------------
+
+def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
+                 tolerance: float = 1e-4, stages: list[str] | None = None
+                 ) -> tuple[CompiledPlan, dict[str, Verifier]]:
+    """``compiled`` with every covered stage ``S`` split into a prover and a verifier.
+
+    The prover ``S`` runs on its devices and sends only its affine layers' outputs
+    (the claims) to ``S~check``; the verifier stage, on another device (the one
+    receiving ``S``'s outputs, else the one sending its inputs), receives ``S``'s
+    inputs from their producers as well, recomputes the rest of ``S`` from the
+    claims, checks them (``runtime/_freivalds.py``) and sends ``S``'s outputs on.
+    The verifier never holds ``S``'s affine weights, only ``pool`` secret vectors per
+    layer, drawn here from the OS's randomness: new at every call.
+    """
+    if rounds < 1 or pool < 1:
+        raise ConfigError(f"Freivalds needs rounds ≥ 1 and pool ≥ 1, got {rounds} and {pool}")
+    compiled.build()
+    generator = torch.Generator().manual_seed(secrets.randbits(63))
+    checked: dict[str, str] = {}  # prover → verifier stage
+    claims: dict[str, list[Transfer]] = {}
+    verifiers: dict[str, Verifier] = {}
+    for p in compiled.programs:
+        assert p.module is not None
+        nodes = affine_nodes(p.module)
+        if not nodes or (stages is not None and p.name not in stages):
+            continue
+        name = checked[p.name] = p.name + SUFFIX
+        record = _Record(p.module, set(nodes))
+        with torch.no_grad():
+            record.run(*(torch.zeros(1, *t.shape) for t in p.inputs))
+        claims[p.name] = [Transfer(p.name, name, n, regions.full(record.outputs[n].shape[1:]), 4)
+                          for n in nodes]
+        layers = dict(p.module.named_modules())
+        targets = {n.name: str(n.target) for n in p.module.graph.nodes}
+        pools = []
+        for k, n in enumerate(nodes):
+            y_shape = tuple(record.outputs[n].shape[1:])
+            r = torch.randint(0, 2, (pool, *y_shape), generator=generator).float()
+            u, offset = adjoints(layers[targets[n]], r, tuple(record.inputs[n].shape[1:]))
+            pools.append(Pool(f"in{len(p.inputs) + k}", r.numpy(), u.numpy(),
+                              offset.double().numpy()))
+        verifiers[name] = Verifier(p.name, f"{p.name}>{name}", pools, rounds, tolerance)
+
+    def sender(t: Transfer) -> Transfer:  # a checked stage's outputs come from its verifier
+        return replace(t, src=checked.get(t.src, t.src))
+
+    programs: list[StageProgram] = []
+    for p in compiled.programs:
+        assert p.module is not None
+        inputs = [sender(t) for t in p.inputs]
+        # what p computed goes on as before, and to the verifiers of its consumers too
+        sends = [sender(t) for t in p.outputs]
+        copies = [i for i, t in enumerate(p.outputs) if t.dst in checked]
+        sends += [replace(sends[i], dst=checked[p.outputs[i].dst]) for i in copies]
+        if p.name not in checked:
+            programs.append(replace(p, inputs=inputs, outputs=sends, replicas=list(p.replicas),
+                                    module=_with_outputs(p.module, copies)))
+            continue
+        mine = claims[p.name]
+        programs.append(replace(p, inputs=inputs, outputs=mine, replicas=list(p.replicas),
+                                module=_prover(p.module, [t.tensor for t in mine])))
+        pools = verifiers[checked[p.name]].pools
+        programs.append(StageProgram(
+            name=checked[p.name], segment=p.segment, split=p.split,
+            device=verifier_device(compiled, p), replicas=[], nodes=list(p.nodes),
+            module=_verifier(p.module, [t.tensor for t in mine], copies),
+            inputs=[replace(t, dst=checked[p.name]) for t in inputs] + mine, outputs=sends,
+            macs=rounds * sum(q.r[0].size + q.u[0].size for q in pools),
+            param_bytes=sum(q.r.nbytes + q.u.nbytes for q in pools),
+            activation_bytes=p.activation_bytes))
+    return CompiledPlan(compiled.plan, compiled.graph, programs), verifiers
+
+
+def verifier_device(compiled: CompiledPlan, p: StageProgram) -> str:
+    """Another device than the prover's: its consumer's, else its producer's, else any."""
+    consumers = [compiled.by_name[t.dst].device for t in p.outputs if t.dst != OUTPUT]
+    producers = [compiled.by_name[t.src].device for t in p.inputs if t.src != INPUT]
+    others = [d for d in [*consumers, *producers, *compiled.plan.devices_used()]
+              if d not in (p.device, *p.replicas)]
+    if not others:
+        raise ConfigError(f"stage {p.name}: a Freivalds check needs a device other than "
+                          f"{p.device} to verify it")
+    return others[0]
+
+
+def _outputs(module: fx.GraphModule, pick: Any) -> fx.GraphModule:
+    """A copy of ``module`` returning ``pick(old outputs, nodes by name)``; dead code goes."""
+    graph = copy.deepcopy(module.graph)
+    out = next(n for n in graph.nodes if n.op == "output")
+    nodes = {n.name: n for n in graph.nodes}
+    out.args = (tuple(pick(list(out.args[0]), nodes)),)
+    result = fx.GraphModule(module, graph)
+    result.graph.eliminate_dead_code()
+    result.recompile()
+    result.eval()
+    return result
+
+
+def _with_outputs(module: fx.GraphModule, copies: list[int]) -> fx.GraphModule:
+    """Outputs ``copies`` sent a second time (to a verifier), after the others."""
+    return module if not copies else _outputs(module, lambda old, _: [*old,
+                                                                     *(old[i] for i in copies)])
+
+
+def _prover(module: fx.GraphModule, nodes: list[str]) -> fx.GraphModule:
+    """Only the affine layers' outputs: what the prover claims."""
+    return _outputs(module, lambda _, by_name: [by_name[n] for n in nodes])
+
+
+def _verifier(module: fx.GraphModule, nodes: list[str], copies: list[int]) -> fx.GraphModule:
+    """Inputs, then one claim per affine node (used in its place); returns the stage's
+    outputs, the ``copies`` again, then each affine node's input ``z``."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for n in module.graph.nodes:
+        if n.op == "placeholder":
+            env[n] = graph.placeholder(n.name)
+    claim = {name: graph.placeholder(f"claim{k}") for k, name in enumerate(nodes)}
+    zs: list[fx.Node] = []
+    for n in module.graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "output":
+            outs = [env[a] for a in n.args[0]]
+            graph.output((*outs, *(outs[i] for i in copies), *zs))
+        elif n.name in claim:
+            zs.append(env[n.args[0]])  # type: ignore[index]
+            env[n] = claim[n.name]
+        else:
+            env[n] = graph.node_copy(n, lambda a: env[a])
+    result = fx.GraphModule(module, graph)
+    result.graph.eliminate_dead_code()
+    result.recompile()
+    result.eval()
+    return result

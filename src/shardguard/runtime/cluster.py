@@ -33,10 +33,11 @@ import zmq.utils.monitor
 from .._progress import progress
 from ..errors import AuthenticationError, ConfigError, IntegrityError, TransportError
 from ..partition.bind import Bound
-from ..partition.compile import INPUT, OUTPUT
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan
 from ..partition.regions import crop, full
 from . import keys as keyring
 from . import wire
+from ._freivalds import SUFFIX, Verifier
 from ._sealing import COORDINATOR, Sealing
 from ._sockets import push_socket
 from ._voting import Ballots, VoteFailed, copy_link
@@ -115,7 +116,8 @@ class Cluster:
                  deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
                  attackers: Sequence[Any] = (), on_reject: str = "failover",
-                 guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1) -> None:
+                 guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1,
+                 freivalds: int = 0) -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         if on_reject not in POLICIES:
@@ -127,6 +129,16 @@ class Cluster:
                        for name, (low, high) in (guards or {}).items()}
         if vote not in (1, 2, 3):
             raise ConfigError(f"vote must be 1 (off), 2 (detect) or 3 (mask), got {vote}")
+        if freivalds and vote > 1:
+            raise ConfigError("voting and Freivalds checks both guard against a compromised "
+                              "device: choose one")
+        # M4 by Freivalds: each stage proves its affine layers to a verifier stage elsewhere
+        self.compiled: CompiledPlan = bound.compiled
+        self.verifiers: dict[str, Verifier] = {}
+        if freivalds:
+            from ..defences.freivalds import checked_plan
+
+            self.compiled, self.verifiers = checked_plan(bound.compiled, rounds=freivalds)
         short = [p.name for p in bound.compiled.programs if len(p.replicas) < vote - 1]
         if short:
             raise ConfigError(f"voting with {vote} copies needs {vote - 1} replica(s) of every "
@@ -134,7 +146,7 @@ class Cluster:
         # M4: every stage runs on ``vote`` devices; whoever receives its outputs votes
         self.vote = {p.name: vote for p in bound.compiled.programs} if vote > 1 else {}
         self.ballots = Ballots(self.vote)
-        protection = {f"{link.src}>{link.dst}": link.protection for link in bound.plan.links}
+        protection = _protection(bound.plan.links, self.compiled)
         for link, p in list(protection.items()):  # the copies' own links, as protected
             for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
                 protection[copy_link(link, j)] = p
@@ -161,7 +173,7 @@ class Cluster:
         # request ids start at a random point: a forger cannot guess live ones
         self.next_req = int.from_bytes(os.urandom(6), "big")
         self.calls = 0
-        compiled = bound.compiled
+        compiled = self.compiled
         self.input_transfers = compiled.input_transfers
         self.output_transfers = compiled.output_transfers
         self.output_schema = {
@@ -218,24 +230,26 @@ class Cluster:
         self.sink.bind(f"tcp://{self.advertise}:*")
         sink_address = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
         relays = self._start_relays(sink_address) if self.emulate_links or self.attackers else {}
-        artifacts = export_plan(self.bound.compiled)
+        artifacts = export_plan(self.compiled, {s: len(v.pools) for s, v in self.verifiers.items()})
+        checks = {s: v.to_wire() for s, v in self.verifiers.items()}
         hosted: dict[str, list[str]] = defaultdict(list)
-        for p in self.bound.compiled.programs:
+        for p in self.compiled.programs:
             for device in [p.device, *p.replicas]:
                 hosted[device].append(p.name)
         for device in self.devices:
             self.call(device, {
-                "kind": "deploy", "stages": [artifacts[s].to_wire() for s in hosted[device]],
+                "kind": "deploy", "stages": [{**artifacts[s].to_wire(), "check": checks.get(s)}
+                                         for s in hosted[device]],
                 "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
                 "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
                 "protection": self.sealing.protection, "publics": publics,
                 "guards": self.guards, "vote": self.vote, "on_reject": self.on_reject,
                 "hosts": {p.name: [p.device, *p.replicas]
-                          for p in self.bound.compiled.programs}},
+                          for p in self.compiled.programs}},
                 timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
-            for device in [self.bound.compiled.by_name[t.dst].device,
-                           *self.bound.compiled.by_name[t.dst].replicas]:
+            for device in [self.compiled.by_name[t.dst].device,
+                           *self.compiled.by_name[t.dst].replicas]:
                 self._push(self.handles[device].data).poll(5000, zmq.POLLOUT)
 
     def _spawn(self) -> None:
@@ -265,7 +279,7 @@ class Cluster:
         """A relay per (link, receiving device): the platform's figures, and any attacker."""
         out: dict[str, str] = {}
         platform = self.bound.platform
-        for (src, dst), _ in self.bound.compiled.links().items():
+        for (src, dst), _ in self.compiled.links().items():
             if src == INPUT:
                 continue
             link = f"{src}>{dst}"
@@ -277,10 +291,10 @@ class Cluster:
                 hooks.append(RelayAttacker(attackers))
             if not hooks and not self.emulate_links:
                 continue
-            src_device = self.bound.compiled.by_name[src].device
+            src_device = self.compiled.by_name[src].device
             receivers = (["output"] if dst == OUTPUT else
-                         [self.bound.compiled.by_name[dst].device,
-                          *self.bound.compiled.by_name[dst].replicas])
+                         [self.compiled.by_name[dst].device,
+                          *self.compiled.by_name[dst].replicas])
             for device in receivers:
                 if device == src_device and not hooks:
                     continue  # stages on one device talk in memory
@@ -409,7 +423,7 @@ class Cluster:
 
     def _route(self) -> tuple[dict[str, str], str | None]:
         route: dict[str, str] = {}
-        for p in self.bound.compiled.programs:
+        for p in self.compiled.programs:
             live = [d for d in [p.device, *p.replicas] if self.handles[d].alive]
             # a device whose messages were rejected goes last: used only if nothing else is
             now = time.monotonic()
@@ -608,6 +622,21 @@ class Cluster:
         parts = [(pieces[t.id], t.region) for t in self.output_transfers]
         target = full(self.bound.graph.output_shape[1:])
         return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim), crop)
+
+
+def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
+    """Each link's protection from the plan, for the links ``compiled`` has: a Freivalds
+    verifier's links are protected as its stage's (the claims as the stage's outputs)."""
+    planned = {f"{link.src}>{link.dst}": link.protection for link in links}
+    out = {}
+    for src, dst in compiled.links():
+        base = [s.removesuffix(SUFFIX) for s in (src, dst)]
+        if base[0] == base[1]:  # claims: sealed as the stage's strongest outgoing link
+            found = [p for link, p in planned.items() if link.startswith(f"{base[0]}>")]
+            out[f"{src}>{dst}"] = max(found, key=lambda p: p != "none", default="none")
+        else:
+            out[f"{src}>{dst}"] = planned.get(">".join(base), "none")
+    return out
 
 
 def _well_formed(alarm: Any) -> bool:

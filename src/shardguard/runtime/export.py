@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -54,12 +55,15 @@ def _port(prefix: str, i: int, t: Transfer) -> Port:
     return Port(f"{prefix}{i}", f"{t.src}>{t.dst}", t.id, "float32", t.shape)
 
 
-def export_program(program: StageProgram, opset: int = 17) -> StageArtifact:
+def export_program(program: StageProgram, opset: int = 17, extra_outputs: int = 0
+                   ) -> StageArtifact:
+    """``extra_outputs`` results after the sent ones (``z0..``: a Freivalds verifier's)."""
     if program.module is None:
         raise ModelError(f"stage {program.name}: program not built")
     args = tuple(torch.zeros(2, *t.shape) for t in program.inputs)
     in_names = [f"in{i}" for i in range(len(args))]
     out_names = [f"out{i}" for i in range(len(program.outputs))]
+    out_names += [f"z{k}" for k in range(extra_outputs)]
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
@@ -75,6 +79,9 @@ def export_program(program: StageProgram, opset: int = 17) -> StageArtifact:
         tuple(_port("out", i, t) for i, t in enumerate(program.outputs)))
 
 
-def export_plan(compiled: CompiledPlan) -> dict[str, StageArtifact]:
+def export_plan(compiled: CompiledPlan, extra_outputs: Mapping[str, int] | None = None
+                ) -> dict[str, StageArtifact]:
     compiled.build()
-    return {p.name: export_program(p) for p in compiled.programs}
+    extra = extra_outputs or {}
+    return {p.name: export_program(p, extra_outputs=extra.get(p.name, 0))
+            for p in compiled.programs}

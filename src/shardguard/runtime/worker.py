@@ -39,6 +39,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import ConfigError, IntegrityError, MalformedMessage, ShardGuardError
 from . import wire
+from ._freivalds import Verifier
 from ._sealing import Sealing
 from ._sockets import push_socket
 from ._voting import Ballots, VoteFailed, copy_link, copy_of, role
@@ -59,6 +60,7 @@ class Stage:
     links: set[str]
     stored: bytearray = field(default_factory=bytearray)  # the ONNX model as deployed (M7)
     sha256: str = ""
+    check: Verifier | None = None  # a Freivalds verifier stage (M4): its secret pool
     compute_s: float = 0.0
     runs: int = 0
 
@@ -142,6 +144,7 @@ class Worker:
         self.on_reject = "failover"  # "degrade": a rejected piece of a split tensor is zeros
         self.degraded: OrderedDict[int, None] = OrderedDict()  # requests answered degraded
         self.ballots = Ballots({})  # the copies of voted stages' outputs, per request
+        self.rng = np.random.default_rng()  # a verifier's draws from its pool: unpredictable
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
         self.running = True
         self.parent: int | None = None  # stop when this process is gone (spawned workers)
@@ -213,8 +216,9 @@ class Worker:
                 raise MalformedMessage(f"stage {art['stage']}: ONNX bytes do not match sha256")
             session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
             links = {p["link"] for p in art["inputs"]}
+            check = Verifier.from_wire(art["check"]) if art.get("check") else None
             stages[art["stage"]] = Stage(art["stage"], session, art["inputs"], art["outputs"],
-                                         links, bytearray(model), art["sha256"])
+                                         links, bytearray(model), art["sha256"], check)
         self.stages = stages
         self.vote = {str(k): int(v) for k, v in (m.get("vote") or {}).items()}
         self.on_reject = str(m.get("on_reject", "failover"))
@@ -399,6 +403,9 @@ class Worker:
         stage.compute_s += time.perf_counter() - start
         stage.runs += 1
         self.counters.processed += 1
+        if stage.check is not None and not self._verified(stage, stage.check, req, feeds,
+                                                            outputs, route):
+            return
         outputs = [self._misbehave(np.asarray(o, dtype=np.float32)) for o in outputs]
         groups: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for port, value in zip(stage.outputs, outputs):
@@ -419,6 +426,21 @@ class Worker:
                 else:  # through the link's relay when the coordinator put one there
                     address = self.relays.get(f"{base}@{device}", self.peers.get(device, ""))
                 self.send(address, req, link, route, arrays, device)
+
+    def _verified(self, stage: Stage, check: Verifier, req: int, feeds: dict[str, np.ndarray],
+                  outputs: list[Any], route: dict[str, str]) -> bool:
+        """M4: check the prover's claims; on a failure nothing is sent on (fail closed)."""
+        start, n = time.perf_counter(), len(stage.outputs)
+        zs = [np.asarray(z, dtype=np.float32) for z in outputs[n:]]
+        del outputs[n:]  # what is sent: the stage's outputs, not the affine inputs
+        bad = check.bad(feeds, zs, self.rng)
+        stage.compute_s += time.perf_counter() - start  # the check is the verifier's work
+        if not bad.any():
+            return True
+        self.counters.rejected["freivalds: a claim failed its check"] += 1
+        self._send_alarm(req, check.link, route.get(check.stage, "?"),
+                         f"Freivalds check failed on {int(bad.sum())} of {len(bad)} sample(s)")
+        return False
 
     def _misbehave(self, x: np.ndarray) -> np.ndarray:
         mode = self.behaviour.get("corrupt")
