@@ -157,7 +157,7 @@ def test_a_key_holder_cannot_claim_a_stage_the_plan_did_not_give_it(tmp_path, te
                         "output": "coordinator"}
         piece = np.zeros((1, *t.shape), np.float32)
         sender = zmq_context.socket(zmq.PUSH)
-        sender.setsockopt(zmq.LINGER, 0)
+        sender.setsockopt(zmq.LINGER, 5000)  # closing must not drop the forged message
         sender.connect(c.handles[second.device].data)
         sender.send_multipart(c.sealing.encode(7, 10**6, link, forged_route, [(t.id, piece)],
                                                receiver=second.device))

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import secrets
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -51,11 +51,37 @@ from ..runtime.local import Redundant, Traffic
 AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def affine_nodes(module: fx.GraphModule) -> list[str]:
-    """The stage's nodes that are affine maps of their single input."""
+@dataclass(frozen=True)
+class Chain:
+    """Affine nodes in a row, each the only user of the one before (a convolution and its
+    batch norm): one affine map, so one claim (the last node's output) and one check."""
+
+    nodes: tuple[str, ...]
+
+    @property
+    def last(self) -> str:
+        return self.nodes[-1]
+
+    def layer(self, module: fx.GraphModule) -> nn.Module:
+        targets = {n.name: str(n.target) for n in module.graph.nodes}
+        return nn.Sequential(*(module.get_submodule(targets[n]) for n in self.nodes))
+
+
+def affine_chains(module: fx.GraphModule) -> list[Chain]:
+    """The stage's affine maps of a single input, longest chains first to last."""
     modules = dict(module.named_modules())
-    return [n.name for n in module.graph.nodes
-            if n.op == "call_module" and isinstance(modules[n.target], AFFINE)]
+    affine = [n for n in module.graph.nodes
+              if n.op == "call_module" and isinstance(modules[n.target], AFFINE)]
+    names = {n.name for n in affine}
+    chains: list[list[str]] = []
+    for n in affine:
+        prev = n.args[0]
+        if isinstance(prev, fx.Node) and prev.name in names and len(prev.users) == 1 \
+                and chains and chains[-1][-1] == prev.name:
+            chains[-1].append(n.name)
+        else:
+            chains.append([n.name])
+    return [Chain(tuple(c)) for c in chains]
 
 
 @torch.no_grad()
@@ -74,24 +100,28 @@ def adjoints(layer: nn.Module, r: torch.Tensor, z_shape: tuple[int, ...]
 
 
 class _Record(fx.Interpreter):
-    """Runs a stage, keeping each affine node's input and output."""
+    """Runs a stage, keeping each affine chain's input and output (by its last node)."""
 
-    def __init__(self, module: fx.GraphModule, affine: set[str],
+    def __init__(self, module: fx.GraphModule, chains: list[Chain],
                  claims: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__(module)
-        self.affine, self.claims = affine, claims
+        self.member = {n: c for c in chains for n in c.nodes}
+        self.claims = claims
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, torch.Tensor] = {}
 
     def run_node(self, n: fx.Node) -> Any:
-        if n.name not in self.affine:
+        chain = self.member.get(n.name)
+        if chain is None:
             return super().run_node(n)
-        self.inputs[n.name] = self.env[n.args[0]]  # type: ignore[index]
+        if n.name == chain.nodes[0]:
+            self.inputs[chain.last] = self.env[n.args[0]]  # type: ignore[index]
         if self.claims is not None:  # the verifier: take the claim, check it later
-            value = self.claims[n.name]
+            value = self.claims[chain.last] if n.name == chain.last else None
         else:
             value = super().run_node(n)
-        self.outputs[n.name] = value
+        if n.name == chain.last:
+            self.outputs[chain.last] = value
         return value
 
 
@@ -104,7 +134,7 @@ class Freivalds(Redundant):
         self.generator = torch.Generator().manual_seed(seed)
         self.checked = self.caught = 0
         self.verifier_macs = self.stage_macs = 0  # per sample, summed over covered stages
-        self._affine: dict[str, list[str]] = {}
+        self._affine: dict[str, list[Chain]] = {}
         self.flagged: list[torch.Tensor] = []  # per stage run: (B,) samples that failed a check
         self.work_of: dict[str, float] = {}  # stage → verifier work / the stage's MACs
         self.claim_bytes: dict[str, int] = {}  # stage → affine outputs sent per sample
@@ -112,18 +142,18 @@ class Freivalds(Redundant):
     def covers(self, program: StageProgram) -> bool:
         return self.stages is None or program.name in self.stages
 
-    def _nodes(self, program: StageProgram) -> list[str]:
+    def _chains(self, program: StageProgram) -> list[Chain]:
         assert program.module is not None
         if program.name not in self._affine:
-            self._affine[program.name] = affine_nodes(program.module)
+            self._affine[program.name] = affine_chains(program.module)
         return self._affine[program.name]
 
     def compute(self, program: StageProgram, args: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The stage's outputs, then each affine node's output: what the device sends."""
+        """The stage's outputs, then each affine chain's output: what the device sends."""
         assert program.module is not None
-        run = _Record(program.module, set(self._nodes(program)))
+        run = _Record(program.module, self._chains(program))
         outputs = list(run.run(*args))
-        return [*outputs, *(run.outputs[n] for n in self._nodes(program))]
+        return [*outputs, *(run.outputs[c.last] for c in self._chains(program))]
 
     def combine(self, program: StageProgram, args: list[torch.Tensor],
                 copies: list[list[torch.Tensor] | None],
@@ -132,18 +162,17 @@ class Freivalds(Redundant):
         if claimed is None:
             return None
         assert program.module is not None
-        nodes = self._nodes(program)
-        n_out = len(claimed) - len(nodes)
-        claims = dict(zip(nodes, claimed[n_out:]))
-        verifier = _Record(program.module, set(nodes), claims)
+        chains = self._chains(program)
+        n_out = len(claimed) - len(chains)
+        claims = {c.last: y for c, y in zip(chains, claimed[n_out:])}
+        verifier = _Record(program.module, chains, claims)
         outputs = list(verifier.run(*args))  # the verifier's own, from the checked claims
         batch = args[0].shape[0] if args else outputs[0].shape[0]
         bad = torch.zeros(batch, dtype=torch.bool)
-        modules = dict(program.module.named_modules())
-        targets = {n.name: n.target for n in program.module.graph.nodes}
         work = 0
-        for name in nodes:
-            layer, z, y = modules[targets[name]], verifier.inputs[name], claims[name]
+        for chain in chains:
+            layer, z, y = chain.layer(program.module), verifier.inputs[chain.last], \
+                claims[chain.last]
             for _ in range(self.rounds):
                 bad |= self._fails(layer, z, y)
             work += self.rounds * (z[0].numel() + y[0].numel())
@@ -151,8 +180,8 @@ class Freivalds(Redundant):
         self.caught += int(bad.sum())
         self.flagged.append(bad)
         self.work_of[program.name] = work / max(program.macs, 1)
-        self.claim_bytes[program.name] = sum(claims[n][0].numel() * claims[n].element_size()
-                                             for n in nodes)
+        self.claim_bytes[program.name] = sum(y[0].numel() * y.element_size()
+                                             for y in claims.values())
         self.verifier_macs += work
         self.stage_macs += program.macs
         for t in program.outputs:
@@ -198,22 +227,22 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     verifiers: dict[str, Verifier] = {}
     for p in compiled.programs:
         assert p.module is not None
-        nodes = affine_nodes(p.module)
-        if not nodes or (stages is not None and p.name not in stages):
+        chains = affine_chains(p.module)
+        if not chains or (stages is not None and p.name not in stages):
             continue
         name = checked[p.name] = p.name + SUFFIX
-        record = _Record(p.module, set(nodes))
+        record = _Record(p.module, chains)
         with torch.no_grad():
             record.run(*(torch.zeros(1, *t.shape) for t in p.inputs))
-        claims[p.name] = [Transfer(p.name, name, n, regions.full(record.outputs[n].shape[1:]), 4)
-                          for n in nodes]
-        layers = dict(p.module.named_modules())
-        targets = {n.name: str(n.target) for n in p.module.graph.nodes}
+        claims[p.name] = [Transfer(p.name, name, c.last,
+                                   regions.full(record.outputs[c.last].shape[1:]), 4)
+                          for c in chains]
         pools = []
-        for k, n in enumerate(nodes):
-            y_shape = tuple(record.outputs[n].shape[1:])
+        for k, chain in enumerate(chains):
+            y_shape = tuple(record.outputs[chain.last].shape[1:])
             r = torch.randint(0, 2, (pool, *y_shape), generator=generator).float()
-            u, offset = adjoints(layers[targets[n]], r, tuple(record.inputs[n].shape[1:]))
+            u, offset = adjoints(chain.layer(p.module), r,
+                                 tuple(record.inputs[chain.last].shape[1:]))
             pools.append(Pool(f"in{len(p.inputs) + k}", r.numpy(), u.numpy(),
                               offset.double().numpy()))
         verifiers[name] = Verifier(p.name, f"{p.name}>{name}", pools, rounds, tolerance)
@@ -236,11 +265,12 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
         mine = claims[p.name]
         programs.append(replace(p, inputs=inputs, outputs=mine, replicas=list(p.replicas),
                                 module=_prover(p.module, [t.tensor for t in mine])))
+        chains = affine_chains(p.module)
         pools = verifiers[checked[p.name]].pools
         programs.append(StageProgram(
             name=checked[p.name], segment=p.segment, split=p.split,
             device=verifier_device(compiled, p), replicas=[], nodes=list(p.nodes),
-            module=_verifier(p.module, [t.tensor for t in mine], copies),
+            module=_verifier(p.module, chains, copies),
             inputs=[replace(t, dst=checked[p.name]) for t in inputs] + mine, outputs=sends,
             macs=rounds * sum(q.r[0].size + q.u[0].size for q in pools),
             param_bytes=sum(q.r.nbytes + q.u.nbytes for q in pools),
@@ -284,15 +314,18 @@ def _prover(module: fx.GraphModule, nodes: list[str]) -> fx.GraphModule:
     return _outputs(module, lambda _, by_name: [by_name[n] for n in nodes])
 
 
-def _verifier(module: fx.GraphModule, nodes: list[str], copies: list[int]) -> fx.GraphModule:
-    """Inputs, then one claim per affine node (used in its place); returns the stage's
-    outputs, the ``copies`` again, then each affine node's input ``z``."""
+def _verifier(module: fx.GraphModule, chains: list[Chain], copies: list[int]
+              ) -> fx.GraphModule:
+    """Inputs, then one claim per affine chain (used in its place); returns the stage's
+    outputs, the ``copies`` again, then each chain's input ``z``."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for n in module.graph.nodes:
         if n.op == "placeholder":
             env[n] = graph.placeholder(n.name)
-    claim = {name: graph.placeholder(f"claim{k}") for k, name in enumerate(nodes)}
+    claim = {c.last: graph.placeholder(f"claim{k}") for k, c in enumerate(chains)}
+    first = {c.nodes[0] for c in chains}
+    inside = {n for c in chains for n in c.nodes}
     zs: list[fx.Node] = []
     for n in module.graph.nodes:
         if n.op == "placeholder":
@@ -300,9 +333,11 @@ def _verifier(module: fx.GraphModule, nodes: list[str], copies: list[int]) -> fx
         if n.op == "output":
             outs = [env[a] for a in n.args[0]]
             graph.output((*outs, *(outs[i] for i in copies), *zs))
-        elif n.name in claim:
-            zs.append(env[n.args[0]])  # type: ignore[index]
-            env[n] = claim[n.name]
+        elif n.name in inside:  # the chain's input is z; its output is the claim
+            if n.name in first:
+                zs.append(env[n.args[0]])
+            if n.name in claim:
+                env[n] = claim[n.name]
         else:
             env[n] = graph.node_copy(n, lambda a: env[a])
     result = fx.GraphModule(module, graph)
