@@ -116,6 +116,7 @@ class _Record(fx.Interpreter):
             return super().run_node(n)
         if n.name == chain.nodes[0]:
             self.inputs[chain.last] = self.env[n.args[0]]  # type: ignore[index]
+        value: Any
         if self.claims is not None:  # the verifier: take the claim, check it later
             value = self.claims[chain.last] if n.name == chain.last else None
         else:
