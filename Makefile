@@ -8,7 +8,7 @@ export PYTHON VENV TORCH
 
 BIN := $(VENV)/bin
 
-.PHONY: setup dataset demo test bench clean
+.PHONY: setup dataset chromium demo test bench clean
 
 setup:
 	@scripts/setup.sh
@@ -16,10 +16,13 @@ setup:
 dataset:
 	@scripts/ensure-dataset.sh
 
+chromium:
+	@scripts/ensure-chromium.sh
+
 demo: setup dataset
 	$(BIN)/shardguard demo
 
-test: setup dataset
+test: setup dataset chromium
 	$(BIN)/python -m pytest -q
 
 bench: setup dataset

@@ -123,13 +123,13 @@ def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> li
 
 
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
-            processes: int = 0) -> Analysis:
+            processes: int = 0, ray: str | None = None) -> Analysis:
     bound = bind(plan_file, build=False)
     targets = plan_targets(bound.plan)
     label = bound.plan.strategy
     trials = standard_trials(label, targets, seed)
     rows = execute(trials, {label: str(plan_file)}, samples, processes, out,
-                   description="analysis")
+                   description="analysis", ray=ray)
     ranking = criticality(rows, targets)
     clean = rows[0]["clean_accuracy"] if rows else 0.0
     reconstruction = reconstruction_by_depth(bound, seed=seed)

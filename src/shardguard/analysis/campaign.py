@@ -37,7 +37,6 @@ import hashlib
 import itertools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -295,7 +294,7 @@ def _outage(bound: Any, threat: Any, x: Any, deadline_s: float) -> Any:
     return outcome
 
 
-def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
+def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> list[dict[str, Any]]:
     """Run every trial not already in ``out/results.jsonl``; return all rows."""
     from ..graph import trace
     from ..partition import ModelRef, load_plan, make_plan
@@ -328,7 +327,7 @@ def run_campaign(spec: CampaignSpec, out: Path) -> list[dict[str, Any]]:
             if k == 1:
                 targets[strategy] = plan_targets(plan)
     return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out,
-                   deadline_s=spec.deadline_s)
+                   deadline_s=spec.deadline_s, ray=ray)
 
 
 def plan_targets(plan: Any) -> dict[str, list[str]]:
@@ -338,9 +337,12 @@ def plan_targets(plan: Any) -> dict[str, list[str]]:
 
 
 def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, processes: int,
-            out: Path, description: str = "campaign",
-            deadline_s: float = 10.0) -> list[dict[str, Any]]:
-    """Run the trials not already in ``out/results.jsonl`` on a process pool; all rows."""
+            out: Path, description: str = "campaign", deadline_s: float = 10.0,
+            ray: str | None = None) -> list[dict[str, Any]]:
+    """Run the trials not already in ``out/results.jsonl`` on a process pool (or a Ray
+    cluster: ``analysis/backend.py``); all rows."""
+    from .backend import Backend
+
     out.mkdir(parents=True, exist_ok=True)
     journal = out / "results.jsonl"
     rows = [json.loads(line) for line in journal.read_text().splitlines()] \
@@ -349,26 +351,16 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
     todo = [t for t in trials if t.key not in done]
     processes = processes or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // processes)
-    with progress() as bar, journal.open("a") as sink:
+    backend = Backend(_init, (plan_files, samples, threads, deadline_s), processes=processes,
+                      ray=ray)
+    with progress() as bar, journal.open("a") as sink, backend:
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo),
-                            info="")
-        pool = None
-        if processes == 1 or len(todo) <= 1:
-            _init(plan_files, samples, threads * processes, deadline_s)
-            results: Any = map(run_trial, todo)
-        else:
-            pool = ProcessPoolExecutor(processes, initializer=_init,
-                                       initargs=(plan_files, samples, threads, deadline_s))
-            results = pool.map(run_trial, todo)
-        try:
-            for row in results:
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                rows.append(row)
-                bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+                            info=backend.name)
+        for _, row in backend.map(run_trial, todo):
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            rows.append(row)
+            bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
     write_tables(rows, out)
     return rows
 

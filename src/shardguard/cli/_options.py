@@ -15,6 +15,10 @@ DataDir = Annotated[Path | None, typer.Option(
          "(default: /usr/share/datasets/fashion-mnist).")]
 Weights = Annotated[Path | None, typer.Option(
     "--weights", "-w", help="State-dict file to load (default: the shipped checkpoint, if any).")]
+Ray = Annotated[str | None, typer.Option(
+    "--ray", metavar="ADDRESS",
+    help="Run on a Ray cluster (HOST:PORT, ray://HOST:PORT, auto) or 'local' to start one "
+         "here; needs shardguard[ray]. Default: local processes.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ._options import Ray
 from .app import app
 
 
@@ -15,14 +16,17 @@ def campaign(
     spec_file: Annotated[Path, typer.Argument(metavar="CAMPAIGN", help="Campaign YAML.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
                                          "there before is resumed.")] = Path("out/campaign"),
+    ray: Ray = None,
 ) -> None:
     """Sweep threats × targets × intensities × strategies; one row per trial (CSV, Parquet).
 
     Example: shardguard campaign examples/campaign.yaml -o out/campaign
+
+    Example: shardguard campaign examples/campaign.yaml -o out/campaign --ray HEAD:6379
     """
     from ..analysis.campaign import load_campaign, run_campaign
 
-    rows = run_campaign(load_campaign(spec_file), output)
+    rows = run_campaign(load_campaign(spec_file), output, ray=ray)
     print(f"{len(rows)} trials in {output}/results.csv and results.parquet")
 
 
@@ -33,6 +37,7 @@ def analyze(
                                          "if it holds an earlier run).")] = Path("out/analysis"),
     samples: Annotated[int, typer.Option("-n", help="Test images per trial.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of every trial.")] = 0,
+    ray: Ray = None,
 ) -> None:
     """Standard vulnerability analysis of a plan: figures, table and criticality ranking.
 
@@ -43,7 +48,7 @@ def analyze(
 
     from ..analysis.analyze import analyze as run
 
-    result = run(plan_file, output, samples=samples, seed=seed)
+    result = run(plan_file, output, samples=samples, seed=seed, ray=ray)
     table = Table("rank", "kind", "name", "accuracy lost", "worst availability", "attacks",
                   title=f"criticality (clean accuracy {result.clean_accuracy:.2%})")
     for r in result.ranking:
@@ -51,3 +56,78 @@ def analyze(
                       f"{r['availability']:.0%}", r["attacks"])
     Console(width=140).print(table)
     print(f"{len(result.rows)} trials, figures and tables in {output}")
+
+
+@app.command()
+def explore(
+    model: Annotated[str, typer.Argument(help="A zoo model (shardguard models).")],
+    platform: Annotated[str, typer.Option("--platform", "-p",
+                                          help="Built-in platform name or YAML file.")],
+    threats: Annotated[Path, typer.Option(
+        "--threats", "-t", help="Threat scenario YAML: a list under 'threats' (D1, D3, D4, "
+                                "L1-L4; target a device, a link, 'devices' or 'links').")],
+    budget: Annotated[int, typer.Option(help="Candidates to evaluate (NSGA-II); a space "
+                                             "this small or smaller is enumerated.")] = 300,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
+                                         "there before is resumed.")] = Path("out/explore"),
+    method: Annotated[str, typer.Option(help="auto, exhaustive or nsga2.")] = "auto",
+    strategies: Annotated[str, typer.Option(help="Comma-separated partition strategies.")]
+    = "pipeline,spatial,channel",
+    max_devices: Annotated[int, typer.Option(help="Most devices a candidate uses.")] = 4,
+    protections: Annotated[str, typer.Option(help="Comma-separated link protections to "
+                                                  "choose from.")]
+    = "none,mac:blake2b,aead:chacha20-poly1305,aead:aes-128-gcm",
+    copies: Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
+                                             "from: 1 (none), 2 or 3 (voting).")] = "1,3",
+    guards: Annotated[str, typer.Option(help="Range guards: both, on or off.")] = "both",
+    samples: Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
+                                                     "(the end of the test set).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the search and the threats.")] = 0,
+    processes: Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
+    = 0,
+    ray: Ray = None,
+) -> None:
+    """Find the deployments that trade security against energy per device: the Pareto front.
+
+    Objectives: largest energy per device per inference, latency, and accuracy lost under
+    the threat scenario (defences on); constraint: every device's memory. Writes
+    front.csv, a plan per front point, figures and explore.json to the output directory.
+
+    Example: shardguard explore lenet5 -p rpi4x4-ethernet -t examples/threats.yaml --budget 200
+    """
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .._config import read_yaml, validate
+    from ..analysis.explore import ExploreSpec
+    from ..analysis.search import run_exploration
+    from ..errors import ConfigError
+
+    if guards not in ("both", "on", "off"):
+        raise ConfigError(f"--guards must be both, on or off, got {guards!r}")
+    scenario = read_yaml(threats)
+    if not isinstance(scenario, dict) or not isinstance(scenario.get("threats"), list):
+        raise ConfigError(f"{threats}: expected a list under 'threats'")
+    spec = validate(ExploreSpec, {
+        "model": model, "platform": platform, "threats": scenario["threats"],
+        "strategies": _items(strategies), "max_devices": max_devices,
+        "protections": _items(protections), "copies": _items(copies),
+        "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
+        "samples": samples, "seed": seed}, "explore")
+    result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
+                             ray=ray)
+    table = Table("#", "deployment", "max energy/device (mJ)", "latency (ms)",
+                  "accuracy lost", title=f"Pareto front ({result.method}, "
+                  f"{len(result.rows)} of {result.space_size} candidates evaluated)")
+    for i, r in enumerate(result.front):
+        mark = " ★" if r["key"] == result.recommended["key"] else ""
+        table.add_row(f"{i}{mark}", escape(r["describe"]), f"{r['energy_j'] * 1e3:.3f}",
+                      f"{r['latency_s'] * 1e3:.2f}", f"{r['vulnerability']:.1%}")
+    Console(width=150).print(table)
+    print(f"recommended ★: {result.recommended['describe']}\n  {result.reason}\n"
+          f"  plan: {output}/plans/recommended.yaml; front, plans and figures in {output}")
+
+
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -26,13 +26,17 @@ POLICIES = ("retry", "drop")
 class SealedLinks:
     """The two ends of every sealed link; put ``sender`` before and ``receiver`` after threats."""
 
-    def __init__(self, policy: str = "retry") -> None:
+    def __init__(self, policy: str = "retry", only: set[str] | None = None) -> None:
         if policy not in POLICIES:
             raise ConfigError(f"sealed-link policy must be one of {POLICIES}, got {policy!r}")
         self.policy = policy
+        self.only = only  # the sealed links ("src>dst"); None: every link
         self.sent: dict[str, torch.Tensor] = {}
         self.flagged: list[torch.Tensor] = []  # per message: (B,) samples whose piece changed
         self.sender, self.receiver = _Sender(self), _Receiver(self)
+
+    def covers(self, transfer: Transfer) -> bool:
+        return self.only is None or f"{transfer.src}>{transfer.dst}" in self.only
 
 
 class _Sender(Interceptor):
@@ -41,7 +45,8 @@ class _Sender(Interceptor):
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor | None:
-        self.links.sent[transfer.id] = value.detach().clone()
+        if self.links.covers(transfer):
+            self.links.sent[transfer.id] = value.detach().clone()
         return value
 
 
@@ -51,6 +56,8 @@ class _Receiver(Interceptor):
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor | None:
+        if not self.links.covers(transfer):
+            return value
         sent = self.links.sent.pop(transfer.id)
         bits_sent = sent.contiguous().view(torch.int32) if sent.dtype == torch.float32 else sent
         bits_got = value.detach().contiguous()

@@ -17,7 +17,7 @@ Units are SI base units: MAC/s, bytes, W, Hz, bit/s, s, J/byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -199,6 +199,10 @@ class Platform:
     @property
     def names(self) -> list[str]:
         return list(self.devices)
+
+    def subset(self, names: list[str]) -> Platform:
+        """The same platform with only ``names`` (planners then use only those)."""
+        return replace(self, devices={n: self.devices[n] for n in names})
 
 
 @lru_cache(maxsize=1)

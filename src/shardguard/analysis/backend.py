@@ -1,0 +1,114 @@
+"""Where sweeps run: a local process pool (default) or a Ray cluster (``--ray ADDRESS``).
+
+    with Backend(init, initargs, processes=2, ray=None) as backend:
+        for item, result in backend.map(run_one, items):   # as each finishes
+            ...
+
+``init(*initargs)`` prepares a process once (loads the model, the data, the plans)
+before it runs ``fn`` on items; ``fn`` and ``init`` must be module-level functions,
+and items and results plain picklable values. Results come back as they finish,
+each with its item, so a caller can journal them at once and resume later.
+
+With Ray (the optional extra ``shardguard[ray]``), ``ray`` is the address of a
+running cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``) or ``local`` to
+start one on this machine for the run. Each Ray worker process runs ``init``
+once, the first time it is given an item, so results are the same rows as on
+the local pool. Every node needs ShardGuard, the dataset and the plans' model
+files at the same paths.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any
+
+from ..errors import ConfigError
+
+_READY: dict[str, Any] = {}  # which initargs this process was prepared with
+
+
+def _prepared(init: Callable[..., None], initargs: tuple[Any, ...], fn: Callable[[Any], Any],
+              item: Any) -> Any:
+    """``fn(item)`` in a process prepared by ``init(*initargs)`` (once per process)."""
+    key = repr((init.__module__, init.__qualname__, initargs))
+    if _READY.get("key") != key:
+        init(*initargs)
+        _READY["key"] = key
+    return fn(item)
+
+
+class Backend:
+    def __init__(self, init: Callable[..., None], initargs: tuple[Any, ...], *,
+                 processes: int = 0, ray: str | None = None) -> None:
+        self.init, self.initargs = init, initargs
+        self.processes = processes or os.cpu_count() or 1
+        self.ray = ray
+        self._pool: ProcessPoolExecutor | None = None
+        self._started_ray = False
+
+    @property
+    def name(self) -> str:
+        return f"ray ({self.ray})" if self.ray else f"{self.processes} local process(es)"
+
+    def __enter__(self) -> Backend:
+        if self.ray:
+            try:
+                import ray
+            except ImportError as exc:
+                raise ConfigError("--ray needs Ray: pip install 'shardguard[ray]'") from exc
+            if not ray.is_initialized():
+                address = None if self.ray == "local" else self.ray
+                kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                if address is None:
+                    kwargs["num_cpus"] = self.processes
+                try:
+                    ray.init(address=address, **kwargs)
+                except (ConnectionError, ValueError, RuntimeError) as exc:
+                    raise ConfigError(f"cannot reach the Ray cluster at {self.ray!r}: {exc}") \
+                        from exc
+                self._started_ray = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """``(item, fn(item))`` for every item, in the order they finish."""
+        items = list(items)
+        if not items:
+            return iter(())
+        if self.ray:
+            return self._map_ray(fn, items)
+        if self.processes == 1 or len(items) == 1:  # here, in this process
+            return ((item, _prepared(self.init, self.initargs, fn, item)) for item in items)
+        return self._map_pool(fn, items)
+
+    def _map_pool(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.processes, initializer=self.init,
+                                             initargs=self.initargs)
+        futures: dict[Future[Any], Any] = {self._pool.submit(fn, item): item for item in items}
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield futures.pop(future), future.result()
+
+    def _map_ray(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+        import ray
+
+        remote = ray.remote(_prepared)
+        refs = {remote.remote(self.init, self.initargs, fn, item): item for item in items}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield refs[ref], ray.get(ref)

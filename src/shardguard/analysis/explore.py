@@ -1,0 +1,334 @@
+"""Design-space exploration: deployments trading security against energy per device.
+
+    shardguard explore lenet5 --platform rpi4x4-ethernet --threats threats.yaml --budget 300
+
+A *candidate* deployment is a partition (strategy, devices, and for pipelines the
+cut points), a protection per link, a redundancy (1, 2 or 3 copies of every stage,
+voting) and whether range guards run. Its three objectives, all minimised:
+
+* ``energy_j``      the largest active energy per inference of any device (cost model:
+                    compute, radio, and the sealing each link's protection costs there,
+                    plus the voting copies and the guards);
+* ``latency_s``     end-to-end latency of one request (cost model);
+* ``vulnerability`` accuracy lost under the threat scenario: the mean, over each threat
+                    and each device or link it targets, of clean accuracy minus
+                    accuracy with the candidate's defences, measured in the local
+                    executor on held-out test images (the *last* ``samples`` of the
+                    test set, which campaigns and training never look at first).
+
+and one constraint: every device's memory (the overflow, in bytes, must be 0).
+``search.py`` finds the Pareto front (exhaustively or with NSGA-II); this module
+defines the space and evaluates a candidate, in worker processes (``backend.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from .._config import Config
+from ..errors import ConfigError, PlanningError
+
+PROTECTIONS = ("none", "mac:blake2b", "aead:chacha20-poly1305", "aead:aes-128-gcm")
+LINK_THREATS = ("L1", "L2", "L3", "L4")
+SUPPORTED = ("D1", "D3", "D4", *LINK_THREATS)
+
+
+class ExploreSpec(Config):
+    """What to explore: the model, the platform, the threat scenario and the choices."""
+
+    model: str
+    weights: str | None = None
+    platform: str
+    threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
+    strategies: Annotated[list[str], Field(min_length=1)] = ["pipeline", "spatial", "channel"]
+    max_devices: Annotated[int, Field(ge=1, le=8)] = 4
+    cut_points: Annotated[int, Field(ge=1, le=32)] = 8  # pipeline cuts to choose from
+    protections: Annotated[list[str], Field(min_length=1)] = list(PROTECTIONS)
+    copies: Annotated[list[int], Field(min_length=1)] = [1, 3]
+    guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
+    samples: Annotated[int, Field(ge=10, le=5000)] = 300
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    strategy: str
+    devices: tuple[str, ...]  # in stage order (pipeline); the set used (spatial, channel)
+    cuts: tuple[int, ...]  # pipeline: stage k covers compute nodes (cuts[k-1], cuts[k]]
+    protection: tuple[str, ...]  # link i of the plan gets protection[i % len]
+    copies: int
+    guard: bool
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self)).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        extra = (f", vote:{self.copies}" if self.copies > 1 else "") + (
+            ", guard" if self.guard else "")
+        if len(self.devices) == 1:
+            return f"whole model on {self.devices[0]}{extra}"
+        layout = " → ".join(self.devices) if self.strategy == "pipeline" else "+".join(
+            self.devices)
+        prot = ",".join(sorted(set(self.protection)))
+        return f"{self.strategy} {layout}, links {prot}{extra}"
+
+
+@dataclass(frozen=True)
+class Space:
+    """The choices, and their encoding as integer vectors (for NSGA-II)."""
+
+    strategies: tuple[str, ...]
+    devices: tuple[str, ...]
+    max_devices: int
+    cut_points: tuple[int, ...]
+    protections: tuple[str, ...]
+    copies: tuple[int, ...]
+    guards: tuple[bool, ...]
+
+    @property
+    def links(self) -> int:  # protection variables: one per link of a pipeline at most
+        return max(1, self.max_devices - 1)
+
+    def bounds(self) -> tuple[list[int], list[int]]:
+        k = self.max_devices
+        upper = [len(self.strategies) - 1, k - 1, math.perm(len(self.devices), k) - 1,
+                 *[len(self.cut_points) - 1] * (k - 1),
+                 *[len(self.protections) - 1] * self.links,
+                 len(self.copies) - 1, len(self.guards) - 1]
+        return [0] * len(upper), upper
+
+    def decode(self, x: Any) -> Candidate:
+        v = [int(round(float(a))) for a in x]
+        strategy, k = self.strategies[v[0]], v[1] + 1
+        order = _unrank(v[2], list(self.devices), k)
+        at = 3 + self.max_devices - 1
+        cuts: tuple[int, ...] = ()
+        if strategy == "pipeline":
+            chosen = sorted({self.cut_points[i] for i in v[3:3 + k - 1]})
+            cuts, order = tuple(chosen), order[:len(chosen) + 1]
+        else:
+            order = sorted(order)
+        protection = tuple(self.protections[i] for i in v[at:at + self.links])
+        return self.candidate(strategy, tuple(order), cuts, protection,
+                              self.copies[v[at + self.links]], self.guards[v[at + self.links + 1]])
+
+    def candidate(self, strategy: str, devices: tuple[str, ...], cuts: tuple[int, ...],
+                  protection: tuple[str, ...], copies: int, guard: bool) -> Candidate:
+        """One candidate, written one way only: a pipeline's protection variables beyond
+        its links repeat its links' choices (a one-stage pipeline has none: the first)."""
+        if len(devices) == 1:  # the whole model on one device, whatever the strategy
+            strategy, cuts = "pipeline", ()
+        if strategy == "pipeline":
+            n = len(devices) - 1
+            protection = (tuple(protection[i % n] for i in range(self.links)) if n else
+                          (self.protections[0],) * self.links)
+        return Candidate(strategy, devices, cuts, protection, copies, guard)
+
+    def candidates(self) -> list[Candidate]:
+        """Every distinct candidate (exhaustive search)."""
+        out: dict[str, Candidate] = {}
+        for strategy, k in itertools.product(self.strategies, range(1, self.max_devices + 1)):
+            if strategy == "pipeline":
+                layouts = [(tuple(d), tuple(c)) for d in itertools.permutations(self.devices, k)
+                           for c in itertools.combinations(self.cut_points, k - 1)]
+            else:
+                layouts = [(tuple(d), ()) for d in itertools.combinations(self.devices, k)]
+            links = max(1, k - 1) if strategy == "pipeline" else self.links
+            for (devices, cuts), protection, copies, guard in itertools.product(
+                    layouts, itertools.product(self.protections, repeat=links), self.copies,
+                    self.guards):
+                c = self.candidate(strategy, devices, cuts, protection, copies, guard)
+                out.setdefault(c.key, c)
+        return list(out.values())
+
+    def size(self) -> int:
+        """How many distinct candidates ``candidates()`` lists (counted, not listed)."""
+        d, levels = len(self.devices), len(self.protections)
+        n = d  # the whole model on one device
+        for k in range(2, self.max_devices + 1):
+            if "pipeline" in self.strategies:
+                n += (math.perm(d, k) * math.comb(len(self.cut_points), k - 1)
+                      * levels ** (k - 1))
+            n += sum(s != "pipeline" for s in self.strategies) * math.comb(d, k) \
+                * levels ** self.links
+        return n * len(self.copies) * len(self.guards)
+
+
+def _unrank(index: int, items: list[str], k: int) -> list[str]:
+    """The ``index``-th ordered choice of ``k`` items (mixed radix), wrapping around."""
+    items, out = list(items), []
+    index %= max(1, math.perm(len(items), k))
+    for _ in range(k):
+        index, i = divmod(index, len(items))
+        out.append(items.pop(i))
+    return out
+
+
+def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
+    from ..defences.seal import KEY_BYTES
+    from ..partition.pipeline import tables
+
+    for p in spec.protections:
+        if p != "none" and p not in KEY_BYTES:
+            raise ConfigError(f"protections: unknown {p!r} (known: none, {', '.join(KEY_BYTES)})")
+    for s in spec.strategies:
+        if s not in ("pipeline", "spatial", "channel"):
+            raise ConfigError(f"strategies: unknown {s!r} (pipeline, spatial, channel)")
+    from ..threats.spec import parse_threat
+
+    for i, data in enumerate(spec.threats):
+        threat = parse_threat(data, f"threats.{i}")
+        if threat.id not in SUPPORTED:
+            raise ConfigError(f"threats.{i}: {threat.id} is not available in explorations "
+                              f"({', '.join(SUPPORTED)})")
+    if any(c not in (1, 2, 3) for c in spec.copies):
+        raise ConfigError("copies: each must be 1 (none), 2 (vote, detect) or 3 (vote, mask)")
+    t = tables(graph)
+    valid = [j for j in range(1, len(t.names)) if t.valid[j]]
+    # cut points spread evenly over the model's work, at most ``cut_points`` of them
+    total = t.macs[-1] or 1
+    picks = sorted({min(valid, key=lambda j: abs(t.macs[j] / total - q / (spec.cut_points + 1)))
+                    for q in range(1, spec.cut_points + 1)}) if valid else []
+    devices = tuple(platform.names)
+    return Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
+                 tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
+                 tuple(spec.guards))
+
+
+# -- evaluation, in a worker process ------------------------------------------------------
+_STATE: dict[str, Any] = {}
+
+
+def init(spec_json: str, threads: int) -> None:
+    import torch
+
+    from ..data import load_split
+    from ..graph import trace
+    from ..platform import load_platform
+    from ..threats.spec import parse_threat
+    from ..zoo import load_model
+
+    torch.set_num_threads(threads)
+    spec = ExploreSpec.model_validate_json(spec_json)
+    loaded = load_model(spec.model, weights=spec.weights)
+    if loaded.input_shape is None:
+        raise ConfigError(f"{spec.model}: exploration needs a model with a known input shape")
+    test = load_split("test")
+    x, y = test.tensors()
+    x, y = x[-spec.samples:], y[-spec.samples:]  # held out: the end of the test set
+    with torch.no_grad():
+        clean = loaded.module.eval()(x).argmax(1)
+    _STATE.update(spec=spec, loaded=loaded, graph=trace(loaded.module, loaded.input_shape),
+                  platform=load_platform(spec.platform), x=x, y=y, clean=clean,
+                  train=load_split("train").tensors(500)[0],
+                  threats=[parse_threat(t, f"threats.{i}") for i, t in enumerate(spec.threats)])
+
+
+def build(c: Candidate) -> Any:
+    """The candidate's plan (``Planned``), protected and replicated; PlanningError if none."""
+    from ..partition import ModelRef
+    from ..partition.build import assemble_plan, whole
+    from ..partition.channel import plan_channel
+    from ..partition.compile import compile_plan
+    from ..partition.replicas import add_replicas
+    from ..partition.spatial import plan_spatial
+    from ..platform.cost import estimate
+
+    spec, graph, platform = _STATE["spec"], _STATE["graph"], _STATE["platform"]
+    ref = ModelRef(ref=spec.model, weights=spec.weights,
+                   input_shape=list(_STATE["loaded"].input_shape))
+    if c.strategy == "pipeline":
+        bounds = [0, *c.cuts, len(graph.compute_nodes)]
+        segments = [whole(graph, a, b - 1, f"s{k}", d)
+                    for k, (a, b, d) in enumerate(zip(bounds, bounds[1:], c.devices))]
+        planned = assemble_plan(graph, ref, platform, "pipeline", "energy", segments)
+    else:
+        sub = platform.subset(list(c.devices))
+        plan_fn = plan_spatial if c.strategy == "spatial" else plan_channel
+        planned = plan_fn(graph, ref, sub, "energy")
+        planned.plan.platform = platform.source
+    for i, link in enumerate(planned.plan.links):
+        link.protection = c.protection[i % len(c.protection)]
+    planned = add_replicas(planned, platform, c.copies)
+    planned.compiled = compile_plan(planned.plan, graph)
+    planned.cost = estimate(planned.compiled, platform)
+    return planned
+
+
+def evaluate(c: Candidate) -> dict[str, Any]:
+    """One candidate's row: objectives, constraint, energy per device, and what it is."""
+    from ..defences.catalogue import parse_defence
+
+    row: dict[str, Any] = {"key": c.key, "candidate": asdict(c), "describe": c.describe()}
+    try:
+        planned = build(c)
+    except (PlanningError, ConfigError) as exc:
+        return {**row, "feasible": False, "why": str(exc), "energy_j": math.inf,
+                "latency_s": math.inf, "vulnerability": 1.0, "memory_over": math.inf}
+    platform, cost = _STATE["platform"], planned.cost
+    energy = {d: dc.active_j for d, dc in cost.devices.items()}
+    crypto = {d: dc.crypto_j for d, dc in cost.devices.items()}
+    extras = []
+    if c.copies > 1:
+        extras.append(parse_defence(f"vote:{c.copies}"))
+    if c.guard:
+        extras.append(parse_defence("guard"))
+    for defence in extras:
+        for d, j in defence.energy_j(planned.compiled, platform).items():
+            energy[d] = energy.get(d, 0.0) + j
+    used = {d for d, j in energy.items() if j > 0}
+    over = sum(excess for _, excess in cost.overflows())
+    return {**row, "feasible": over == 0, "memory_over": float(over),
+            "energy_j": max(energy.values()), "latency_s": cost.latency_s,
+            "vulnerability": _vulnerability(planned, c),
+            "energy_per_device_j": {d: energy[d] for d in sorted(used)},
+            "crypto_per_device_j": {d: crypto.get(d, 0.0) for d in sorted(used)},
+            "links": {f"{lk.src}>{lk.dst}": lk.protection for lk in planned.plan.links},
+            "plan": planned.plan.model_dump(mode="json")}
+
+
+def _vulnerability(planned: Any, c: Candidate) -> float:
+    """Mean accuracy lost over every (threat, target) of the scenario, defences on."""
+    import torch
+
+    from ..defences.guards import RangeGuard, profile_bounds
+    from ..defences.redundancy import Vote
+    from ..defences.sealed import SealedLinks
+    from ..runtime.local import LocalExecutor
+    from ..threats.local import ThreatInterceptor
+    from .metrics import measure
+
+    compiled, x, y, clean = planned.compiled, _STATE["x"], _STATE["y"], _STATE["clean"]
+    sealed = {f"{lk.src}>{lk.dst}" for lk in planned.plan.links if lk.protection != "none"}
+    bounds = profile_bounds(compiled, _STATE["train"]) if c.guard else None
+    losses = []
+    for threat in _STATE["threats"]:
+        for target in _targets(threat, planned.plan):
+            one = threat.model_copy(update={"target": target})
+            seal = SealedLinks("retry", only=sealed)
+            hooks: list[Any] = [seal.sender, ThreatInterceptor(one), seal.receiver]
+            if c.copies > 1:
+                hooks.append(Vote(copies=c.copies))
+            if bounds is not None:
+                hooks.append(RangeGuard(bounds))
+            with torch.no_grad():
+                outcome = LocalExecutor(compiled, hooks).run_outcome(x)
+            m = measure(y, clean, outcome.output.argmax(1), outcome.answered)
+            losses.append(max(0.0, m.accuracy_drop))
+    return float(sum(losses) / len(losses)) if losses else 0.0
+
+
+def _targets(threat: Any, plan: Any) -> list[str]:
+    if threat.target == "devices":
+        return list(plan.devices_used())
+    if threat.target == "links":
+        return sorted({f"{lk.src}>{lk.dst}" for lk in plan.links}) or ["every"]
+    return [threat.target]

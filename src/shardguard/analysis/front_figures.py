@@ -1,0 +1,133 @@
+"""An exploration's files: the front as a table, a plan per front point, and figures.
+
+    front.csv                     one row per front point (the recommended one marked)
+    plans/front-NN.yaml           each front point's plan; plans/recommended.yaml
+    front_projections.png         the front in 2-D: energy-latency, energy-vulnerability,
+                                  latency-vulnerability (every evaluated candidate in grey)
+    energy_per_device.png         energy per device for the recommended, the most frugal
+                                  and the most secure front points
+    security_energy.png           per device type: energy per inference against the
+                                  protection on its links (the recommended partition)
+    explore.json                  the setup, the counts, the recommendation and its reason
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..partition.plan import Plan  # noqa: E402
+from .analyze import _save  # noqa: E402
+
+if TYPE_CHECKING:
+    from .search import Exploration
+
+
+def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: Any,
+                  out: Path) -> None:
+    from .search import LABELS, OBJECTIVES, SCALE
+
+    plans = out / "plans"
+    plans.mkdir(parents=True, exist_ok=True)
+    for old in plans.glob("front-*.yaml"):
+        old.unlink()
+    rec = result.recommended["key"]
+    rows = []
+    for i, r in enumerate(result.front):
+        path = plans / f"front-{i:02d}.yaml"
+        Plan.model_validate(r["plan"]).save(path)
+        if r["key"] == rec:
+            Plan.model_validate(r["plan"]).save(plans / "recommended.yaml")
+        rows.append({"point": i, "recommended": r["key"] == rec, "deployment": r["describe"],
+                     **{o: r[o] * SCALE[o] for o in OBJECTIVES},
+                     "energy_per_device_mj": json.dumps(
+                         {d: round(j * 1e3, 4) for d, j in r["energy_per_device_j"].items()}),
+                     "plan": str(path.relative_to(out))})
+    with (out / "front.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    types = {d: platform.devices[d].profile or d for d in platform.names}
+    summary = {
+        "kind": "exploration", "spec": result.spec.model_dump(mode="json"),
+        "method": result.method, "space_size": result.space_size,
+        "evaluated": len(result.rows), "evaluated_now": result.evaluated_now,
+        "objectives": {o: LABELS[o] for o in OBJECTIVES}, "front": rows,
+        "recommended": {"point": next(r["point"] for r in rows if r["recommended"]),
+                        "deployment": result.recommended["describe"],
+                        "plan": "plans/recommended.yaml", "reason": result.reason},
+        "security_levels": levels,
+        "device_types": types}
+    (out / "explore.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _projections(result, out / "front_projections.png")
+    _per_device(result, out / "energy_per_device.png")
+    _security(levels, types, out / "security_energy.png")
+
+
+def _projections(result: Exploration, path: Path) -> Path:
+    from .search import LABELS, OBJECTIVES, SCALE
+
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    feasible = [r for r in result.rows if r["feasible"]]
+    for ax, (a, b) in zip(axes, pairs):
+        oa, ob = OBJECTIVES[a], OBJECTIVES[b]
+        ax.scatter([r[oa] * SCALE[oa] for r in feasible], [r[ob] * SCALE[ob] for r in feasible],
+                   s=8, color="0.8", label=f"evaluated ({len(feasible)})")
+        ax.scatter([r[oa] * SCALE[oa] for r in result.front],
+                   [r[ob] * SCALE[ob] for r in result.front], s=22, color="C0",
+                   label=f"Pareto front ({len(result.front)})")
+        rec = result.recommended
+        ax.scatter([rec[oa] * SCALE[oa]], [rec[ob] * SCALE[ob]], marker="*", s=220,
+                   color="C3", label="recommended", zorder=3)
+        ax.set_xlabel(LABELS[oa])
+        ax.set_ylabel(LABELS[ob])
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, three views")
+    return _save(fig, path)
+
+
+def _per_device(result: Exploration, path: Path) -> Path:
+    chosen = {"recommended": result.recommended,
+              "least energy": min(result.front, key=lambda r: r["energy_j"]),
+              "least vulnerable": min(result.front, key=lambda r: (r["vulnerability"],
+                                                                   r["energy_j"]))}
+    devices = sorted({d for r in chosen.values() for d in r["energy_per_device_j"]})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(devices) + 3), 4))
+    width = 0.8 / len(chosen)
+    for i, (label, r) in enumerate(chosen.items()):
+        ax.bar([k + i * width for k in range(len(devices))],
+               [r["energy_per_device_j"].get(d, 0.0) * 1e3 for d in devices], width,
+               label=f"{label}: {r['describe']}"[:90])
+    ax.set_xticks([k + width * (len(chosen) - 1) / 2 for k in range(len(devices))], devices)
+    ax.set_ylabel("energy per inference (mJ)")
+    ax.set_title("energy per device of chosen front points")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12))
+    return _save(fig, path)
+
+
+def _security(levels: list[dict[str, Any]], types: dict[str, str], path: Path) -> Path:
+    """Mean energy of the devices of each type that send or receive on a link."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [lv["protection"] for lv in levels]
+    by_type: dict[str, list[str]] = {}
+    for d in levels[0]["energy_per_device_j"] if levels else []:
+        by_type.setdefault(types.get(d, d), []).append(d)
+    for kind, devices in sorted(by_type.items()):
+        ys = [sum(lv["energy_per_device_j"].get(d, 0.0) for d in devices) / len(devices) * 1e3
+              for lv in levels]
+        ax.plot(range(len(names)), ys, marker="o", label=f"{kind} ({len(devices)})")
+    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_xlabel("protection on every link")
+    ax.set_ylabel("energy per inference per device (mJ)")
+    where = levels[0]["deployment"].split(", links")[0] if levels else ""
+    ax.set_title(f"what each security level costs each device type\n({where})", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

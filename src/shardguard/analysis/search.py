@@ -1,0 +1,218 @@
+"""Search the exploration space (``explore.py``): exhaustively, or NSGA-II with pymoo.
+
+    result = run_exploration(spec, Path("out/explore"), budget=300)
+    result.front          # rows of the Pareto front: feasible, mutually non-dominated
+    result.recommended    # the front point closest to the ideal, and why
+
+The problem is a pymoo ``Problem`` (integer variables, three objectives, the memory
+constraint); its evaluation is a callable over a whole population, which runs the
+candidates it has not seen on a ``Backend`` (local processes or Ray) and journals
+each row to ``evaluations.jsonl`` at once. A run resumes from that journal: the
+search is seeded, so it proposes the same candidates again and finds them there.
+``auto`` enumerates the space when it holds at most ``budget`` candidates, and
+runs NSGA-II with ``budget`` evaluations otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._progress import progress
+from ..errors import ConfigError
+from .backend import Backend
+from .explore import Candidate, ExploreSpec, Space, evaluate, init
+
+OBJECTIVES = ("energy_j", "latency_s", "vulnerability")
+LABELS = {"energy_j": "max energy per device (mJ/inference)", "latency_s": "latency (ms)",
+          "vulnerability": "accuracy lost under the threats"}
+SCALE = {"energy_j": 1e3, "latency_s": 1e3, "vulnerability": 1.0}
+METHODS = ("auto", "exhaustive", "nsga2")
+
+
+@dataclass
+class Exploration:
+    spec: ExploreSpec
+    method: str
+    space_size: int
+    rows: list[dict[str, Any]]  # every candidate evaluated (this run and before)
+    front: list[dict[str, Any]]
+    recommended: dict[str, Any]
+    reason: str
+    evaluated_now: int  # evaluated in this run; the rest came from the journal
+
+
+class Evaluations:
+    """Rows by candidate key, journaled; evaluates only what it has not seen."""
+
+    def __init__(self, path: Path, backend: Backend, bar: Any, task: Any) -> None:
+        self.path, self.backend, self.bar, self.task = path, backend, bar, task
+        self.rows: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    self.rows[row["key"]] = row
+        self.new = 0
+
+    def __call__(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
+        missing = list({c.key: c for c in candidates if c.key not in self.rows}.values())
+        with self.path.open("a") as sink:
+            for _, row in self.backend.map(evaluate, missing):
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                self.rows[row["key"]] = row
+                self.new += 1
+                self.bar.update(self.task, advance=1, info=row["describe"][:60])
+        return [self.rows[c.key] for c in candidates]
+
+
+def _problem(space: Space, evaluations: Evaluations) -> Any:
+    from pymoo.core.problem import Problem
+
+    class DeploymentProblem(Problem):  # type: ignore[misc]
+        def __init__(self) -> None:
+            xl, xu = space.bounds()
+            super().__init__(n_var=len(xl), n_obj=len(OBJECTIVES), n_ieq_constr=1,
+                             xl=np.array(xl), xu=np.array(xu), vtype=int)
+
+        def _evaluate(self, x: np.ndarray, out: dict[str, Any], *args: Any, **kw: Any) -> None:
+            rows = evaluations([space.decode(v) for v in x])
+            out["F"] = np.array([objectives(r) for r in rows])
+            out["G"] = np.array([[r["memory_over"] if math.isfinite(r["memory_over"])
+                                  else 1e15] for r in rows])
+
+    return DeploymentProblem()
+
+
+def objectives(row: dict[str, Any]) -> list[float]:
+    return [row[o] if math.isfinite(row[o]) else 1e9 for o in OBJECTIVES]
+
+
+def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The feasible rows no other feasible row dominates; one row per objective vector
+    (the one with the fewest devices, then the first key)."""
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+
+    feasible = sorted((r for r in rows if r["feasible"]),
+                      key=lambda r: (len(r["candidate"]["devices"]), r["key"]))
+    if not feasible:
+        return []
+    f = np.array([objectives(r) for r in feasible])
+    keep = NonDominatedSorting().do(f, only_non_dominated_front=True)
+    seen: set[tuple[float, ...]] = set()
+    front = []
+    for i in sorted(keep):
+        point = tuple(round(v, 12) for v in f[i])
+        if point not in seen:
+            seen.add(point)
+            front.append(feasible[i])
+    return sorted(front, key=lambda r: objectives(r))
+
+
+def recommend(front: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The front point nearest the ideal point, each objective scaled to [0, 1] over the
+    front (a knee: no objective is given up much for the others)."""
+    f = np.array([objectives(r) for r in front])
+    low, span = f.min(0), np.ptp(f, 0)
+    scaled = (f - low) / np.where(span > 0, span, 1.0)
+    best = int(np.argmin(np.linalg.norm(scaled, axis=1)))
+    r = front[best]
+    reason = (f"nearest the ideal point of the {len(front)}-point front (each objective "
+              f"scaled to its range there): {r['energy_j'] * 1e3:.3f} mJ on the busiest "
+              f"device, {r['latency_s'] * 1e3:.2f} ms, {r['vulnerability']:.1%} accuracy "
+              "lost under the threats")
+    return r, reason
+
+
+def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: str = "auto",
+                    processes: int = 0, ray: str | None = None) -> Exploration:
+    from ..graph import trace
+    from ..platform import load_platform
+    from ..zoo import load_model
+    from .explore import make_space
+
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if budget < 1:
+        raise ConfigError(f"budget must be at least 1, got {budget}")
+    loaded = load_model(spec.model, weights=spec.weights)
+    if loaded.input_shape is None:
+        raise ConfigError(f"{spec.model}: exploration needs a model with a known input shape")
+    platform = load_platform(spec.platform)
+    space = make_space(spec, trace(loaded.module, loaded.input_shape), platform)
+    size = space.size()
+    if method == "auto":
+        method = "exhaustive" if size <= budget else "nsga2"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+    processes = processes or os.cpu_count() or 1
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    backend = Backend(init, (spec.model_dump_json(), threads), processes=processes, ray=ray)
+    total = size if method == "exhaustive" else budget
+    with progress() as bar, backend:
+        task = bar.add_task(f"exploring ({method})", total=total, info=backend.name)
+        evaluations = Evaluations(out / "evaluations.jsonl", backend, bar, task)
+        bar.update(task, completed=min(total, len(evaluations.rows)))
+        if method == "exhaustive":
+            evaluations(space.candidates())
+        else:
+            from pymoo.algorithms.moo.nsga2 import NSGA2
+            from pymoo.operators.crossover.sbx import SBX
+            from pymoo.operators.mutation.pm import PM
+            from pymoo.operators.repair.rounding import RoundingRepair
+            from pymoo.operators.sampling.rnd import IntegerRandomSampling
+            from pymoo.optimize import minimize
+
+            algorithm = NSGA2(pop_size=min(40, budget), sampling=IntegerRandomSampling(),
+                              crossover=SBX(prob=0.9, eta=15, vtype=float,
+                                            repair=RoundingRepair()),
+                              mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
+                              eliminate_duplicates=True)
+            minimize(_problem(space, evaluations), algorithm, ("n_eval", budget),
+                     seed=spec.seed, verbose=False)
+        rows = list(evaluations.rows.values())
+        front = pareto_front(rows)
+        if not front:
+            raise ConfigError("no candidate fits the devices' memory: nothing to recommend")
+        recommended, reason = recommend(front)
+        levels = security_levels(space, _with_links(front, rows, platform), evaluations)
+    result = Exploration(spec, method, size, rows, front, recommended, reason, evaluations.new)
+    from .front_figures import write_outputs
+
+    write_outputs(result, levels, platform, out)
+    return result
+
+
+def _with_links(front: list[dict[str, Any]], rows: list[dict[str, Any]],
+                platform: Any) -> dict[str, Any]:
+    """The deployment to price security levels on: one with links, on as many device
+    types as any (front points first, then the least energy)."""
+    def types(r: dict[str, Any]) -> int:
+        return len({platform.devices[d].profile or d for d in r["candidate"]["devices"]})
+    linked = [r for r in rows if r["feasible"] and r.get("links")]
+    if not linked:
+        return front[0]
+    keys = {r["key"] for r in front}
+    return max(linked, key=lambda r: (types(r), r["key"] in keys, -r["energy_j"]))
+
+
+def security_levels(space: Space, chosen: dict[str, Any],
+                    evaluations: Evaluations) -> list[dict[str, Any]]:
+    """``chosen``'s partition with every link at each protection level in turn: the
+    energy each device then spends (the security-vs-energy chart, per device type)."""
+    base = Candidate(**{**chosen["candidate"], "devices": tuple(chosen["candidate"]["devices"]),
+                        "cuts": tuple(chosen["candidate"]["cuts"]),
+                        "protection": tuple(chosen["candidate"]["protection"])})
+    variants = [replace(base, protection=(p,) * space.links) for p in space.protections]
+    rows = evaluations(variants)
+    return [{"protection": p, "deployment": r["describe"],
+             "energy_per_device_j": r.get("energy_per_device_j", {}),
+             "crypto_per_device_j": r.get("crypto_per_device_j", {}), "links": r.get("links", {})}
+            for p, r in zip(space.protections, rows)]
