@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._options import Ray
+from ._options import Force, Ray, refuse_overwrite
 from .app import app
 
 
@@ -131,3 +131,24 @@ def explore(
 
 def _items(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(metavar="RESULTS_DIR", help="A demo, campaign, "
+                                            "analysis or exploration directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")]
+    = Path("report.html"),
+    force: Force = False,
+) -> None:
+    """Write one self-contained HTML page (figures embedded) for a results directory.
+
+    Sections for what it holds: the setup and plan, the tables, the figures, the
+    criticality ranking, the Pareto front and the recommended plan with its reason.
+
+    Example: shardguard report out/demo -o out/demo/report.html
+    """
+    from ..analysis.report import write_report
+
+    refuse_overwrite(output, force)
+    print(f"report: {write_report(results, output)}")
