@@ -136,14 +136,16 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
         groups[(r["threat"], r.get("defence", "none"))].append(r)
     table = []
     for (threat, defence), rs in sorted(groups.items()):
-        mean = lambda k: _mean([r.get(k) for r in rs])  # noqa: E731
+        mean = {k: _mean([r.get(k) for r in rs]) for k in (
+            "clean_accuracy", "accuracy", "availability", "detection_rate",
+            "false_positive_rate", "max_defence_energy_j")}
         table.append({"threat": threat, "defence": defence, "trials": len(rs),
-                      "clean accuracy": mean("clean_accuracy"), "accuracy": mean("accuracy"),
-                      "availability": mean("availability"),
-                      "detection rate": mean("detection_rate"),
-                      "false positives": mean("false_positive_rate"),
+                      "clean accuracy": mean["clean_accuracy"], "accuracy": mean["accuracy"],
+                      "availability": mean["availability"],
+                      "detection rate": mean["detection_rate"],
+                      "false positives": mean["false_positive_rate"],
                       "defence energy (mJ, busiest device)":
-                          _scale(mean("max_defence_energy_j"), 1e3)})
+                          _scale(mean["max_defence_energy_j"], 1e3)})
     spec = d / "campaign.json"
     setup = json.loads(spec.read_text()) if spec.exists() else {}
     return {"kind": "campaign", "title": "Campaign: threats × defences", "where": where,
