@@ -113,7 +113,8 @@ def _plan(d: Path) -> dict[str, Any] | None:
 def _demo(d: Path, where: str) -> dict[str, Any]:
     summary = json.loads((d / "summary.json").read_text())
     return {"kind": "demo", "title": "Findings", "where": where,
-            "lines": summary.get("lines", []), "steps": summary.get("steps", {}),
+            "lines": summary.get("lines", []),
+            "steps": [{"step": k, "seconds": v} for k, v in summary.get("steps", {}).items()],
             "plan": _plan(d), "figures": _figures(d, ("plan.png",))}
 
 
