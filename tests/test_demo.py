@@ -33,3 +33,12 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert (out / "analysis" / "criticality.png").is_file()
     assert (out / "plan.yaml").is_file() and (out / "plan.png").stat().st_size > 10_000
     assert "ShardGuard demo — summary" in result.out
+    # The exploration and the report close the demo.
+    assert facts["front_points"] >= 2 and facts["recommended_vulnerability"] < 0.5
+    assert (out / "explore" / "plans" / "recommended.yaml").is_file()
+    report = out / "report.html"
+    assert facts["report"] == str(report) and report.stat().st_size > 100_000
+    html = report.read_text()
+    assert "Findings" in html and "Security against energy: the Pareto front" in html
+    assert f"report     {report}" in result.out
+    assert sum(summary["steps"].values()) < 600  # the demo's own work, set-up aside

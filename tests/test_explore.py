@@ -11,6 +11,7 @@ import pytest
 
 from shardguard.analysis.explore import ExploreSpec
 from shardguard.analysis.search import objectives, run_exploration
+from shardguard.errors import ConfigError
 from shardguard.partition import bind
 
 from .conftest import run_cli
@@ -93,6 +94,8 @@ def test_an_interrupted_exploration_resumes_and_front_plans_are_valid(exhaustive
         assert bound.cost.max_active_j > 0
     for figure in ("front_projections.png", "energy_per_device.png", "security_energy.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
+    with pytest.raises(ConfigError, match="holds results made with another samples"):
+        run_exploration(ExploreSpec.model_validate({**SMALL, "samples": 50}), tmp_path)
 
 
 def test_cli_explore_prints_the_front_and_names_bad_input(tmp_path):

@@ -12,6 +12,7 @@ report (``out/demo/report.html``) with a summary of the findings.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -78,6 +79,8 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
     from .zoo.train import evaluate
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if data is not None:  # every later step, and its worker processes, read it there too
+        os.environ["SHARDGUARD_DATA"] = str(data)
     summary = DemoSummary(str(out_dir))
     steps = _Steps(9, summary)
 

@@ -124,7 +124,14 @@ def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> li
 
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
             processes: int = 0, ray: str | None = None) -> Analysis:
+    import hashlib
+
+    from .backend import claim
+
     bound = bind(plan_file, build=False)
+    claim(out, "analysis.json", {"plan": str(plan_file), "samples": samples,
+                                 "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest()},
+          ("plan_sha256", "samples"))
     targets = plan_targets(bound.plan)
     label = bound.plan.strategy
     trials = standard_trials(label, targets, seed)

@@ -19,9 +19,11 @@ files at the same paths.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -37,6 +39,25 @@ def _prepared(init: Callable[..., None], initargs: tuple[Any, ...], fn: Callable
         init(*initargs)
         _READY["key"] = key
     return fn(item)
+
+
+def claim(out: Path, name: str, setup: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """Make ``out`` a resumable sweep's directory for ``setup`` (saved as ``out/name``).
+
+    A sweep resumes from its journal, whose rows are keyed by trial or candidate;
+    ``keys`` are the setup's fields those keys do not cover (the model, the images):
+    if ``out`` holds results made with other values of them, it is refused rather
+    than mixed.
+    """
+    path = out / name
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = [k for k in keys if old.get(k) != setup.get(k)]
+        if changed:
+            raise ConfigError(f"{out}: holds results made with another {', '.join(changed)}; "
+                              "choose another output directory (or remove it)")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(setup, indent=2) + "\n")
 
 
 class Backend:

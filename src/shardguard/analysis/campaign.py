@@ -309,8 +309,10 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> list[
     from ..defences.catalogue import parse_defence
 
     replicas = sorted({1, *(parse_defence(d).replicas for d in spec.defences)})
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "campaign.json").write_text(spec.model_dump_json(indent=2) + "\n")  # for the report
+    from .backend import claim
+
+    claim(out, "campaign.json", spec.model_dump(mode="json"),  # the report reads it too
+          ("model", "weights", "platform", "objective", "samples", "deadline_s"))
     plan_files, targets = {}, {}
     for strategy in spec.strategies:
         for k in replicas:

@@ -37,7 +37,7 @@ from ..errors import ConfigError, PlanningError
 
 PROTECTIONS = ("none", "mac:blake2b", "aead:chacha20-poly1305", "aead:aes-128-gcm")
 LINK_THREATS = ("L1", "L2", "L3", "L4")
-SUPPORTED = ("D1", "D3", "D4", *LINK_THREATS)
+SUPPORTED = ("D1", "D4", *LINK_THREATS)  # what changes answers in the local executor
 
 
 class ExploreSpec(Config):
@@ -186,9 +186,10 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
 
     for i, data in enumerate(spec.threats):
         threat = parse_threat(data, f"threats.{i}")
-        if threat.id not in SUPPORTED:
-            raise ConfigError(f"threats.{i}: {threat.id} is not available in explorations "
-                              f"({', '.join(SUPPORTED)})")
+        if threat.id not in SUPPORTED or getattr(threat, "mode", "") == "adversarial":
+            raise ConfigError(f"threats.{i}: {threat.id}"
+                              f"{' adversarial' if threat.id == 'D4' else ''} is not available "
+                              f"in explorations ({', '.join(SUPPORTED)}; D4 not adversarial)")
     if any(c not in (1, 2, 3) for c in spec.copies):
         raise ConfigError("copies: each must be 1 (none), 2 (vote, detect) or 3 (vote, mask)")
     t = tables(graph)

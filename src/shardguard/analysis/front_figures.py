@@ -7,7 +7,8 @@
     energy_per_device.png         energy per device for the recommended, the most frugal
                                   and the most secure front points
     security_energy.png           per device type: energy per inference against the
-                                  protection on its links (the recommended partition)
+                                  protection on every link, for one deployment with
+                                  links on as many device types as any evaluated
     explore.json                  the setup, the counts, the recommendation and its reason
 """
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: Any,
                   out: Path) -> None:
-    from .search import LABELS, OBJECTIVES, SCALE
+    from .search import LABELS, OBJECTIVES
 
     plans = out / "plans"
     plans.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,8 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
         if r["key"] == rec:
             Plan.model_validate(r["plan"]).save(plans / "recommended.yaml")
         rows.append({"point": i, "recommended": r["key"] == rec, "deployment": r["describe"],
-                     **{o: r[o] * SCALE[o] for o in OBJECTIVES},
+                     "energy_mj": r["energy_j"] * 1e3, "latency_ms": r["latency_s"] * 1e3,
+                     "vulnerability": r["vulnerability"],
                      "energy_per_device_mj": json.dumps(
                          {d: round(j * 1e3, 4) for d, j in r["energy_per_device_j"].items()}),
                      "plan": str(path.relative_to(out))})

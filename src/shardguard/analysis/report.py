@@ -28,7 +28,8 @@ ANALYSIS_FIGURES = ("criticality.png", "accuracy_vs_ber.png", "accuracy_vs_snr.p
                     "accuracy_vs_epsilon.png", "reconstruction_by_depth.png")
 EXPLORE_FIGURES = ("front_projections.png", "energy_per_device.png", "security_energy.png")
 FIGURE_NOTES = {
-    "plan.png": "Which device runs which layers, and the bytes on each link.",
+    "plan.png": "Which device runs which share of the model's work, and when each stage "
+                "runs within one inference (cost model).",
     "criticality.png": "Accuracy lost when each device or link is attacked (worst first).",
     "accuracy_vs_ber.png": "Accuracy against the bit-error rate on the links, by which bits "
                            "flip: exponent bits are catastrophic, mantissa bits harmless.",
@@ -158,8 +159,8 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
 def _exploration(d: Path, where: str) -> dict[str, Any]:
     data = json.loads((d / "explore.json").read_text())
     front = [{"#": r["point"], "recommended": "★" if r["recommended"] else "",
-              "deployment": r["deployment"], "max energy/device (mJ)": r["energy_j"],
-              "latency (ms)": r["latency_s"], "accuracy lost": r["vulnerability"],
+              "deployment": r["deployment"], "max energy/device (mJ)": r["energy_mj"],
+              "latency (ms)": r["latency_ms"], "accuracy lost": r["vulnerability"],
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
     path = d / rec["plan"]

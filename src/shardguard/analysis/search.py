@@ -26,7 +26,7 @@ import numpy as np
 
 from .._progress import progress
 from ..errors import ConfigError
-from .backend import Backend
+from .backend import Backend, claim
 from .explore import Candidate, ExploreSpec, Space, evaluate, init
 
 OBJECTIVES = ("energy_j", "latency_s", "vulnerability")
@@ -150,8 +150,8 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
     size = space.size()
     if method == "auto":
         method = "exhaustive" if size <= budget else "nsga2"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n")
+    claim(out, "spec.json", spec.model_dump(mode="json"),
+          ("model", "weights", "platform", "threats", "samples", "seed"))
     processes = processes or os.cpu_count() or 1
     threads = max(1, (os.cpu_count() or 1) // processes)
     backend = Backend(init, (spec.model_dump_json(), threads), processes=processes, ray=ray)

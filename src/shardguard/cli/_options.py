@@ -18,7 +18,7 @@ Weights = Annotated[Path | None, typer.Option(
 Ray = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS",
     help="Run on a Ray cluster (HOST:PORT, ray://HOST:PORT, auto) or 'local' to start one "
-         "here; needs shardguard[ray]. Default: local processes.")]
+         "here; needs shardguard\\[ray]. Default: local processes.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 
 

@@ -60,7 +60,7 @@ def analyze(
 
 @app.command()
 def explore(
-    model: Annotated[str, typer.Argument(help="A zoo model (shardguard models).")],
+    model: Annotated[str, typer.Argument(help="A zoo model (shardguard zoo).")],
     platform: Annotated[str, typer.Option("--platform", "-p",
                                           help="Built-in platform name or YAML file.")],
     threats: Annotated[Path, typer.Option(

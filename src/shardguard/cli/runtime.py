@@ -39,7 +39,8 @@ def keys_generate(
 
 @app.command()
 def worker(
-    bind: Annotated[str, typer.Option(help="Control address; data binds the next free port.")],
+    bind: Annotated[str, typer.Option(help="Control address, e.g. tcp://0.0.0.0:5555; data "
+                                           "binds port + 1 (port 0: free ports).")],
     name: Annotated[str, typer.Option(help="This device's name in the platform.")],
     keys: Annotated[Path | None, typer.Option(help="Key directory (shardguard keys generate).")]
     = None,

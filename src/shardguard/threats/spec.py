@@ -1,4 +1,4 @@
-"""Threat specifications: the catalogue of DESIGN.md (D1–D5 on devices, L1–L6 on links).
+"""Threat specifications: the catalogue (D1–D5 on devices, L1–L6 on links).
 
 In YAML, a list under ``threats``; each entry names its ``id``, its ``target`` (a
 device name, a link ``SRC>DST`` between stages, or ``every``) and its parameters::
