@@ -38,6 +38,15 @@ def test_a_campaign_writes_one_row_per_trial_and_resumes(tmp_path):
     again = run_campaign(spec, tmp_path)  # resumed: nothing left to run
     assert (tmp_path / "results.jsonl").read_text().splitlines() == journal
     assert sorted(r["trial"] for r in again) == sorted(r["trial"] for r in rows)
+    # killed while writing the fourth row: the cut line is dropped and its trial runs again
+    (tmp_path / "results.jsonl").write_text("\n".join(journal[:3]) + "\n" + journal[3][:40])
+    resumed = run_campaign(spec, tmp_path)
+    assert sorted(r["trial"] for r in resumed) == sorted(r["trial"] for r in rows)
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(rows) and all(json.loads(line) for line in lines)
+    fewer = CampaignSpec.model_validate({**SPEC, "threats": SPEC["threats"][1:]})
+    only_d1 = run_campaign(fewer, tmp_path)  # the same directory: its own trials, no others
+    assert {r["threat"] for r in only_d1} == {"D1"} and len(only_d1) == len(devices) * 2
 
 
 @pytest.mark.slow

@@ -81,11 +81,16 @@ def test_energy_per_device_rises_with_the_protection_on_its_links(exhaustive):
 def test_an_interrupted_exploration_resumes_and_front_plans_are_valid(exhaustive, tmp_path):
     out, full = exhaustive
     journal = (out / "evaluations.jsonl").read_text().splitlines()
-    (tmp_path / "evaluations.jsonl").write_text("\n".join(journal[:100]) + "\n")  # cut short
+    # killed while writing row 101: 100 whole rows and half a line
+    (tmp_path / "evaluations.jsonl").write_text("\n".join(journal[:100]) + "\n"
+                                                + journal[100][:500])
     resumed = run_exploration(ExploreSpec.model_validate(SMALL), tmp_path, budget=1000,
                               method="exhaustive", processes=1)
     assert resumed.evaluated_now == len(journal) - 100
     assert _points(resumed.front) == _points(full.front)
+    again = run_exploration(ExploreSpec.model_validate(SMALL), tmp_path, budget=1000,
+                            method="exhaustive", processes=1)  # the same command, once more
+    assert again.evaluated_now == 0 and _points(again.front) == _points(full.front)
     with (tmp_path / "front.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(full.front) and sum(r["recommended"] == "True" for r in table) == 1
@@ -114,3 +119,15 @@ def test_cli_explore_prints_the_front_and_names_bad_input(tmp_path):
     bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
                   "-o", str(tmp_path / "bad2"))
     assert bad.code == 1 and "not available in explorations" in bad.err
+
+
+def test_a_rerun_with_other_choices_in_the_same_directory_fronts_only_its_own_space(
+        exhaustive, tmp_path):
+    out, _ = exhaustive
+    (tmp_path / "evaluations.jsonl").write_text((out / "evaluations.jsonl").read_text())
+    sealed_only = {**SMALL, "protections": ["aead:chacha20-poly1305"]}
+    result = run_exploration(ExploreSpec.model_validate(sealed_only), tmp_path, budget=1000,
+                             method="exhaustive", processes=1)
+    assert result.evaluated_now == 0  # every candidate of this space is in the journal
+    assert len(result.rows) == result.space_size < 196
+    assert all(set(r["links"].values()) <= {"aead:chacha20-poly1305"} for r in result.rows)

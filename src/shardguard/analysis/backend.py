@@ -15,6 +15,9 @@ start one on this machine for the run. Each Ray worker process runs ``init``
 once, the first time it is given an item, so results are the same rows as on
 the local pool. Every node needs ShardGuard, the dataset and the plans' model
 files at the same paths.
+
+A ``Journal`` keeps what a sweep has done: one JSON row a line, appended as each
+result arrives, so a rerun into the same directory resumes.
 """
 
 from __future__ import annotations
@@ -58,6 +61,60 @@ def claim(out: Path, name: str, setup: dict[str, Any], keys: tuple[str, ...]) ->
                               "choose another output directory (or remove it)")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(setup, indent=2) + "\n")
+
+
+def split_cores(processes: int) -> tuple[int, int]:
+    """``(processes, threads per process)``: ``processes`` (0: one per core), and the
+    cores shared out among them, so a sweep never runs more threads than cores."""
+    cores = os.cpu_count() or 1
+    processes = processes or cores
+    return processes, max(1, cores // processes)
+
+
+class Journal:
+    """A sweep's rows by ``key`` (a trial's or a candidate's), one JSON object a line.
+
+    A line cut short, as a killed run leaves the last one, is dropped (its item simply
+    runs again) and the file is rewritten without it before the next row, so appending
+    stays valid; reading never writes. Any other line that is not a row is an error
+    naming the file and the line.
+    """
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._cut = False  # the file does not end a line: rewrite it before appending
+        if not path.exists():
+            return
+        text = path.read_text()
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or key not in row:
+                if i == len(lines) - 1 and not text.endswith("\n"):  # cut short by a kill
+                    break
+                raise ConfigError(f"{path}: line {i + 1} is not a row of this sweep; "
+                                  "remove the line (or the file) to go on")
+            self.rows[str(row[key])] = row
+        self._cut = bool(text) and not text.endswith("\n")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Keep ``row`` and append it to the file at once (flushed: a kill loses none)."""
+        self.rows[str(row[self.key])] = row
+        if self._cut:  # drop the cut line, so that this row starts a line of its own
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows.values()))
+            self._cut = False
+            return
+        with self.path.open("a") as sink:
+            sink.write(json.dumps(row) + "\n")
 
 
 class Backend:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -345,26 +344,21 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
             ray: str | None = None) -> list[dict[str, Any]]:
     """Run the trials not already in ``out/results.jsonl`` on a process pool (or a Ray
     cluster: ``analysis/backend.py``); all rows."""
-    from .backend import Backend
+    from .backend import Backend, Journal, split_cores
 
     out.mkdir(parents=True, exist_ok=True)
-    journal = out / "results.jsonl"
-    rows = [json.loads(line) for line in journal.read_text().splitlines()] \
-        if journal.exists() else []
-    done = {r["trial"] for r in rows}
-    todo = [t for t in trials if t.key not in done]
-    processes = processes or os.cpu_count() or 1
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    journal = Journal(out / "results.jsonl", "trial")
+    todo = [t for t in trials if t.key not in journal]
+    processes, threads = split_cores(processes)
     backend = Backend(_init, (plan_files, samples, threads, deadline_s), processes=processes,
                       ray=ray)
-    with progress() as bar, journal.open("a") as sink, backend:
+    with progress() as bar, backend:
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo),
                             info=backend.name)
         for _, row in backend.map(run_trial, todo):
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            rows.append(row)
+            journal.add(row)
             bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
+    rows = [journal.rows[t.key] for t in trials]  # this sweep's, not whatever else is there
     write_tables(rows, out)
     return rows
 

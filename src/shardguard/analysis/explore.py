@@ -123,13 +123,13 @@ class Space:
     def candidate(self, strategy: str, devices: tuple[str, ...], cuts: tuple[int, ...],
                   protection: tuple[str, ...], copies: int, guard: bool) -> Candidate:
         """One candidate, written one way only: a pipeline's protection variables beyond
-        its links repeat its links' choices (a one-stage pipeline has none: the first)."""
+        its links repeat its links' choices (a one-stage pipeline has no link: none)."""
         if len(devices) == 1:  # the whole model on one device, whatever the strategy
             strategy, cuts = "pipeline", ()
         if strategy == "pipeline":
             n = len(devices) - 1
             protection = (tuple(protection[i % n] for i in range(self.links)) if n else
-                          (self.protections[0],) * self.links)
+                          ("none",) * self.links)
         return Candidate(strategy, devices, cuts, protection, copies, guard)
 
     def candidates(self) -> list[Candidate]:

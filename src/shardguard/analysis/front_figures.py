@@ -43,9 +43,10 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
     rows = []
     for i, r in enumerate(result.front):
         path = plans / f"front-{i:02d}.yaml"
-        Plan.model_validate(r["plan"]).save(path)
-        if r["key"] == rec:
-            Plan.model_validate(r["plan"]).save(plans / "recommended.yaml")
+        plan = Plan.model_validate(r["plan"])
+        plan.save(path)
+        if r["key"] == rec:  # a rerun into this directory recommends anew
+            plan.save(plans / "recommended.yaml", force=True)
         rows.append({"point": i, "recommended": r["key"] == rec, "deployment": r["describe"],
                      "energy_mj": r["energy_j"] * 1e3, "latency_ms": r["latency_s"] * 1e3,
                      "vulnerability": r["vulnerability"],

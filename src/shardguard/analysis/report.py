@@ -4,8 +4,8 @@
 
 It recognises what a directory (and each directory in it) holds and gives each a
 section: a demo (``summary.json``), an exploration (``explore.json``), a
-vulnerability analysis (``ranking.json``), a campaign (``results.jsonl``), and a
-plan (``plan.yaml``). Figures are embedded as data URIs, so the page is one file
+vulnerability analysis (``ranking.json``) or a campaign (``results.jsonl``), with
+the ``plan.yaml`` beside it. Figures are embedded as data URIs, so the page is one file
 that can be mailed or archived. Tables are the files' own numbers; nothing is
 recomputed here.
 """
@@ -54,7 +54,7 @@ def write_report(results: Path, output: Path) -> Path:
                 for s in _sections(d, results)]
     if not sections:
         raise ConfigError(f"{results}: no ShardGuard results here (expected summary.json, "
-                          "explore.json, ranking.json, results.jsonl or plan.yaml)")
+                          "explore.json, ranking.json or results.jsonl)")
     from jinja2 import Environment, select_autoescape
 
     env = Environment(autoescape=select_autoescape(default=True))
@@ -131,8 +131,9 @@ def _analysis(d: Path, where: str) -> dict[str, Any]:
 
 
 def _campaign(d: Path, where: str) -> dict[str, Any]:
-    rows = [json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()
-            if line.strip()]
+    from .backend import Journal
+
+    rows = list(Journal(d / "results.jsonl", "trial").rows.values())
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["threat"], r.get("defence", "none"))].append(r)
@@ -163,7 +164,10 @@ def _exploration(d: Path, where: str) -> dict[str, Any]:
               "latency (ms)": r["latency_ms"], "accuracy lost": r["vulnerability"],
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
-    path = d / rec["plan"]
+    path = (d / rec["plan"]).resolve()
+    if not path.is_relative_to(d.resolve()):  # a page to mail embeds nothing from elsewhere
+        raise ConfigError(f"{d / 'explore.json'}: recommended plan {rec['plan']!r} is not "
+                          f"inside {d}")
     return {"kind": "exploration", "title": "Security against energy: the Pareto front",
             "where": where, "setup": data["spec"],
             "counts": f"{data['evaluated']} of {data['space_size']} candidate deployments "

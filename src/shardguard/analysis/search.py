@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from .._progress import progress
 from ..errors import ConfigError
-from .backend import Backend, claim
+from .backend import Backend, Journal, claim, split_cores
 from .explore import Candidate, ExploreSpec, Space, evaluate, init
 
 OBJECTIVES = ("energy_j", "latency_s", "vulnerability")
@@ -49,28 +48,32 @@ class Exploration:
 
 
 class Evaluations:
-    """Rows by candidate key, journaled; evaluates only what it has not seen."""
+    """Rows by candidate key, journaled; evaluates only what the journal does not hold.
 
-    def __init__(self, path: Path, backend: Backend, bar: Any, task: Any) -> None:
-        self.path, self.backend, self.bar, self.task = path, backend, bar, task
-        self.rows: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    self.rows[row["key"]] = row
+    ``rows`` are the candidates asked for in this run (found in the journal or
+    evaluated now): a journal may hold others, from a run with other choices or the
+    security-level variants, and they are not this search's.
+    """
+
+    def __init__(self, journal: Journal, backend: Backend, bar: Any, task: Any) -> None:
+        self.journal, self.backend, self.bar, self.task = journal, backend, bar, task
+        self.asked: dict[str, None] = {}  # keys, in the order first asked
         self.new = 0
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [self.journal.rows[k] for k in self.asked]
+
     def __call__(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
-        missing = list({c.key: c for c in candidates if c.key not in self.rows}.values())
-        with self.path.open("a") as sink:
-            for _, row in self.backend.map(evaluate, missing):
-                sink.write(json.dumps(row) + "\n")
-                sink.flush()
-                self.rows[row["key"]] = row
-                self.new += 1
-                self.bar.update(self.task, advance=1, info=row["describe"][:60])
-        return [self.rows[c.key] for c in candidates]
+        fresh = {c.key: c for c in candidates if c.key not in self.asked}
+        self.asked.update(dict.fromkeys(fresh))
+        missing = [c for k, c in fresh.items() if k not in self.journal]
+        self.bar.update(self.task, advance=len(fresh) - len(missing))
+        for _, row in self.backend.map(evaluate, missing):
+            self.journal.add(row)
+            self.new += 1
+            self.bar.update(self.task, advance=1, info=row["describe"][:40])
+        return [self.journal.rows[c.key] for c in candidates]
 
 
 def _problem(space: Space, evaluations: Evaluations) -> Any:
@@ -152,14 +155,12 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
         method = "exhaustive" if size <= budget else "nsga2"
     claim(out, "spec.json", spec.model_dump(mode="json"),
           ("model", "weights", "platform", "threats", "samples", "seed"))
-    processes = processes or os.cpu_count() or 1
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    processes, threads = split_cores(processes)
     backend = Backend(init, (spec.model_dump_json(), threads), processes=processes, ray=ray)
     total = size if method == "exhaustive" else budget
     with progress() as bar, backend:
         task = bar.add_task(f"exploring ({method})", total=total, info=backend.name)
-        evaluations = Evaluations(out / "evaluations.jsonl", backend, bar, task)
-        bar.update(task, completed=min(total, len(evaluations.rows)))
+        evaluations = Evaluations(Journal(out / "evaluations.jsonl", "key"), backend, bar, task)
         if method == "exhaustive":
             evaluations(space.candidates())
         else:
@@ -177,12 +178,13 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
                               eliminate_duplicates=True)
             minimize(_problem(space, evaluations), algorithm, ("n_eval", budget),
                      seed=spec.seed, verbose=False)
-        rows = list(evaluations.rows.values())
+        rows = evaluations.rows
         front = pareto_front(rows)
         if not front:
             raise ConfigError("no candidate fits the devices' memory: nothing to recommend")
         recommended, reason = recommend(front)
         levels = security_levels(space, _with_links(front, rows, platform), evaluations)
+        bar.update(task, total=len(evaluations.asked), completed=len(evaluations.asked))
     result = Exploration(spec, method, size, rows, front, recommended, reason, evaluations.new)
     from .front_figures import write_outputs
 
