@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgpack
 import numpy as np
@@ -67,8 +67,7 @@ class _HasBuffer(Protocol):
 Frame = bytes | bytearray | memoryview | _HasBuffer
 
 
-@dataclass(frozen=True)
-class TensorSpec:
+class TensorSpec(NamedTuple):
     """One tensor frame's description in the header."""
 
     name: str
@@ -76,9 +75,12 @@ class TensorSpec:
     shape: tuple[int, ...]  # full shape, batch dimension first
 
 
-@dataclass(frozen=True)
-class Header:
-    """A validated frame 0. ``route`` maps stage name -> device name."""
+class Header(NamedTuple):
+    """A validated frame 0. ``route`` maps stage name -> device name.
+
+    Named tuples, not frozen dataclasses: as immutable, and built several times faster,
+    which counts on a path every message takes.
+    """
 
     req: int
     seq: int
