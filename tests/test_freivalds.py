@@ -122,6 +122,25 @@ def test_freivalds_on_workers_answers_exactly_and_catches_a_compromised_prover(
     assert {a["sender"] for a in attacked.rejected} == {prover}
 
 
+@pytest.mark.parametrize("protection", ["mac:blake2b", "aead:chacha20-poly1305"])
+def test_every_link_a_check_adds_is_sealed_as_the_plan_seals_its_stages(compiled, protection):
+    """The claims are activations too: the last stage's go to its verifier sealed as
+    the link into it, though its own outputs go to the coordinator (no plan link)."""
+    from shardguard.runtime.cluster import _protection
+
+    links = compiled.plan.with_protection(protection).links
+    checked, _ = checked_plan(compiled)
+    sealed = _protection(links, checked)
+    between = {k: p for k, p in sealed.items() if "input" not in k and "output" not in k}
+    claims = {f"{p.name}>{p.name}~check" for p in compiled.programs}
+    assert claims <= between.keys()
+    assert set(between.values()) == {protection}, between
+    mixed = [lk.model_copy(update={"protection": "mac:blake2b" if i else "aead:aes-128-gcm"})
+             for i, lk in enumerate(links)]
+    first = compiled.programs[0].name  # its outgoing link is the AEAD one: its claims too
+    assert _protection(mixed, checked)[f"{first}>{first}~check"] == "aead:aes-128-gcm"
+
+
 def test_cli_run_with_freivalds_matches_the_local_executor(tmp_path):
     path = str(write_plan(tmp_path, planned(), "mac:blake2b"))
     result = run_cli("run", path, "--spawn-local", "--freivalds", "2", "--check", "-n", "200")

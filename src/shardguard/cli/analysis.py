@@ -64,8 +64,9 @@ def explore(
     platform: Annotated[str, typer.Option("--platform", "-p",
                                           help="Built-in platform name or YAML file.")],
     threats: Annotated[Path, typer.Option(
-        "--threats", "-t", help="Threat scenario YAML: a list under 'threats' (D1, D3, D4, "
-                                "L1-L4; target a device, a link, 'devices' or 'links').")],
+        "--threats", "-t", help="Threat scenario YAML: a list under 'threats' (D1, D4 but not "
+                                "adversarial, L1-L4; target a device, a link, 'devices' or "
+                                "'links'; each threat's own seed).")],
     budget: Annotated[int, typer.Option(help="Candidates to evaluate (NSGA-II); a space "
                                              "this small or smaller is enumerated.")] = 300,
     output: Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
@@ -82,7 +83,8 @@ def explore(
     guards: Annotated[str, typer.Option(help="Range guards: both, on or off.")] = "both",
     samples: Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
                                                      "(the end of the test set).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of the search and the threats.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the NSGA-II search (threats carry their own, "
+                                               "in the YAML).")] = 0,
     processes: Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
     = 0,
     ray: Ray = None,

@@ -24,12 +24,17 @@ A sample whose check fails is not answered (fail closed) and is counted.
 On workers (``Cluster(..., freivalds=ROUNDS)``, ``shardguard run --freivalds 2``),
 ``checked_plan`` splits each stage into a prover and a verifier stage on another
 device, which holds a secret pool of ``pool`` vectors per layer (with ``Aᵀr``)
-instead of the layer's weights, and draws one per sample and round. Against a
-prover that does not know the pool, a wrong claim passes a round with probability
-at most 1/2 on average over the pool's draw; the pool is new at every deployment.
-What the check does not cover: a compromised *verifier* (it recomputes the rest
-and sends the outputs on), and an adaptive prover that learns the pool from which
-of many wrong claims pass.
+instead of the layer's weights, and draws ``rounds`` distinct ones per sample.
+Against a prover that does not know the pool, a wrong claim passes every round
+with probability at most ``2**-rounds`` on average over the pool's draw; the pool
+is new at every deployment.
+
+What the check does not cover. The verifier is trusted for the stage it checks: it
+recomputes the rest of that stage and sends the outputs on, so a device that lies
+*only* where it verifies another device's stage (and computes its own stages
+honestly) is not caught, nor are two devices that collude. A device that lies in
+what its own stages compute, as D4 does, is. Nor is an adaptive prover covered that
+learns the pool from which of many wrong claims pass.
 """
 
 from __future__ import annotations
@@ -219,8 +224,9 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     The verifier never holds ``S``'s affine weights, only ``pool`` secret vectors per
     layer, drawn here from the OS's randomness: new at every call.
     """
-    if rounds < 1 or pool < 1:
-        raise ConfigError(f"Freivalds needs rounds ≥ 1 and pool ≥ 1, got {rounds} and {pool}")
+    if rounds < 1 or pool < rounds:
+        raise ConfigError(f"Freivalds needs rounds ≥ 1 and a pool of at least that many "
+                          f"vectors (each sample draws distinct ones), got {rounds} and {pool}")
     compiled.build()
     generator = torch.Generator().manual_seed(secrets.randbits(63))
     checked: dict[str, str] = {}  # prover → verifier stage

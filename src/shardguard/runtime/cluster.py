@@ -284,7 +284,8 @@ class Cluster:
                 continue
             link = f"{src}>{dst}"
             hooks = []
-            attackers = [t for t in self.attackers if t.target in ("every", link)]
+            attackers = [t for t in self.attackers
+                         if t.target in ("every", link, _planned_link(src, dst))]
             if attackers and dst != OUTPUT:
                 from ..threats.distributed import RelayAttacker
 
@@ -624,18 +625,37 @@ class Cluster:
         return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim), crop)
 
 
+def _planned_link(src: str, dst: str) -> str:
+    """The plan's name for a link of the compiled plan: a Freivalds verifier stage
+    (``S~check``) sends on its stage's links (``s0~check>s1`` is ``s0>s1``)."""
+    return f"{src.removesuffix(SUFFIX)}>{dst.removesuffix(SUFFIX)}"
+
+
 def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
-    """Each link's protection from the plan, for the links ``compiled`` has: a Freivalds
-    verifier's links are protected as its stage's (the claims as the stage's outputs)."""
+    """Each link's protection from the plan, for the links ``compiled`` has.
+
+    A Freivalds prover's claims (``S>S~check``: its affine layers' outputs, as revealing
+    as any activation) are sealed with the strongest protection of the stage's own links,
+    outgoing first, then incoming (a last stage sends only to the coordinator), then of
+    the whole plan: an AEAD over a MAC over none.
+    """
     planned = {f"{link.src}>{link.dst}": link.protection for link in links}
+
+    def strongest(found: list[str]) -> str:
+        return max(found, key=lambda p: p.startswith("aead:") * 2 + p.startswith("mac:"),
+                   default="none")
+
     out = {}
     for src, dst in compiled.links():
-        base = [s.removesuffix(SUFFIX) for s in (src, dst)]
-        if base[0] == base[1]:  # claims: sealed as the stage's strongest outgoing link
-            found = [p for link, p in planned.items() if link.startswith(f"{base[0]}>")]
-            out[f"{src}>{dst}"] = max(found, key=lambda p: p != "none", default="none")
-        else:
-            out[f"{src}>{dst}"] = planned.get(">".join(base), "none")
+        link = _planned_link(src, dst)
+        stage, _, other = link.partition(">")
+        if stage != other:
+            out[f"{src}>{dst}"] = planned.get(link, "none")
+            continue
+        outgoing = strongest([p for k, p in planned.items() if k.startswith(f"{stage}>")])
+        incoming = strongest([p for k, p in planned.items() if k.endswith(f">{stage}")])
+        out[f"{src}>{dst}"] = next((p for p in (outgoing, incoming) if p != "none"),
+                                   strongest(list(planned.values())))
     return out
 
 
