@@ -122,6 +122,28 @@ def test_freivalds_on_workers_answers_exactly_and_catches_a_compromised_prover(
     assert {a["sender"] for a in attacked.rejected} == {prover}
 
 
+@pytest.mark.timeout(300)
+def test_with_replicas_checked_stages_fail_over_when_a_verifying_device_is_killed(
+        tmp_path, test_split):
+    import os
+    import signal
+
+    bound = bind(write_plan(tmp_path, planned(replicas=2), "mac:blake2b"))
+    x = test_split.tensors(400)[0].numpy()
+    with Cluster(bound, spawn_local=True, freivalds=1, deadline_s=5.0) as c:
+        verifier = c.compiled.by_name[f"{bound.compiled.programs[0].name}~check"]
+        assert verifier.replicas and verifier.device not in verifier.replicas
+        pid = c.handles[verifier.device].process.pid  # it also runs the next stage
+
+        def kill(i):
+            if i == 50:  # of 100 requests
+                os.kill(pid, signal.SIGKILL)
+        result = c.stream(x, batch=4, show_progress=False, on_request=kill)
+        assert not c.handles[verifier.device].alive
+    assert not result.errors  # every request answered, checked by the stand-in after the kill
+    np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("protection", ["mac:blake2b", "aead:chacha20-poly1305"])
 def test_every_link_a_check_adds_is_sealed_as_the_plan_seals_its_stages(compiled, protection):
     """The claims are activations too: the last stage's go to its verifier sealed as

@@ -274,9 +274,11 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
                                 module=_prover(p.module, [t.tensor for t in mine])))
         chains = affine_chains(p.module)
         pools = verifiers[checked[p.name]].pools
+        # as many stand-ins as the prover has, so failover survives the verifier's device
+        device, spare = verifier_device(compiled, p), verifier_devices(compiled, p)[1:]
         programs.append(StageProgram(
-            name=checked[p.name], segment=p.segment, split=p.split,
-            device=verifier_device(compiled, p), replicas=[], nodes=list(p.nodes),
+            name=checked[p.name], segment=p.segment, split=p.split, device=device,
+            replicas=spare[:len(p.replicas)], nodes=list(p.nodes),
             module=_verifier(p.module, chains, copies),
             inputs=[replace(t, dst=checked[p.name]) for t in inputs] + mine, outputs=sends,
             macs=rounds * sum(q.r[0].size + q.u[0].size for q in pools),
@@ -285,12 +287,22 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     return CompiledPlan(compiled.plan, compiled.graph, programs), verifiers
 
 
+def verifier_devices(compiled: CompiledPlan, p: StageProgram) -> list[str]:
+    """The devices that may verify ``p``, best first: never its own or its replicas';
+    its consumers' (theirs, then their replicas), else its producers', else any other.
+    The first verifies; as many more as ``p`` has replicas stand in when it fails."""
+    def hosts(names: list[str]) -> list[str]:
+        programs = [compiled.by_name[n] for n in names]
+        return [p.device for p in programs] + [d for p in programs for d in p.replicas]
+    consumers = hosts([t.dst for t in p.outputs if t.dst != OUTPUT])
+    producers = hosts([t.src for t in p.inputs if t.src != INPUT])
+    ordered = dict.fromkeys([*consumers, *producers, *compiled.plan.devices_used()])
+    return [d for d in ordered if d not in (p.device, *p.replicas)]
+
+
 def verifier_device(compiled: CompiledPlan, p: StageProgram) -> str:
-    """Another device than the prover's: its consumer's, else its producer's, else any."""
-    consumers = [compiled.by_name[t.dst].device for t in p.outputs if t.dst != OUTPUT]
-    producers = [compiled.by_name[t.src].device for t in p.inputs if t.src != INPUT]
-    others = [d for d in [*consumers, *producers, *compiled.plan.devices_used()]
-              if d not in (p.device, *p.replicas)]
+    """The device that verifies ``p`` (``verifier_devices``' first)."""
+    others = verifier_devices(compiled, p)
     if not others:
         raise ConfigError(f"stage {p.name}: a Freivalds check needs a device other than "
                           f"{p.device} to verify it")
