@@ -123,6 +123,28 @@ def test_freivalds_on_workers_answers_exactly_and_catches_a_compromised_prover(
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("role", ["first", "last"])
+def test_a_device_lying_only_as_a_verifier_is_caught_and_nothing_wrong_is_answered(
+        tmp_path, test_split, role):
+    """It computes its own stage honestly and alters only what it forwards as another
+    stage's verifier: caught by the next verifier (which holds the prover's own outputs)
+    or, for the last stage, by the coordinator."""
+    bound = bind(write_plan(tmp_path, planned(), "mac:blake2b"))
+    x = test_split.tensors(200)[0].numpy()
+    expected = reference(bound, x)
+    stage = bound.compiled.programs[0 if role == "first" else -1].name
+    with Cluster(bound, spawn_local=True, freivalds=2, on_reject="drop") as c:
+        liar = c.compiled.by_name[f"{stage}~check"].device
+        assert liar not in (c.compiled.by_name[stage].device, *c.compiled.by_name[stage].replicas)
+        c.behave(liar, corrupt="scale", factor=1.01, stages=[f"{stage}~check"])
+        attacked = c.stream(x, batch=4, show_progress=False)
+    assert len(attacked.errors) == 50  # every request went through the liar: none answered
+    answered = np.flatnonzero(attacked.accepted == 1)
+    np.testing.assert_allclose(attacked.outputs[answered], expected[answered], atol=1e-5)
+    assert attacked.rejected
+
+
+@pytest.mark.timeout(300)
 def test_with_replicas_checked_stages_fail_over_when_a_verifying_device_is_killed(
         tmp_path, test_split):
     import os

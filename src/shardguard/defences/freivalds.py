@@ -29,12 +29,14 @@ Against a prover that does not know the pool, a wrong claim passes every round
 with probability at most ``2**-rounds`` on average over the pool's draw; the pool
 is new at every deployment.
 
-What the check does not cover. The verifier is trusted for the stage it checks: it
-recomputes the rest of that stage and sends the outputs on, so a device that lies
-*only* where it verifies another device's stage (and computes its own stages
-honestly) is not caught, nor are two devices that collude. A device that lies in
-what its own stages compute, as D4 does, is. Nor is an adaptive prover covered that
-learns the pool from which of many wrong claims pass.
+A verifier is trusted with no more than a prover: the prover also sends its own
+outputs to the verifiers of its consumers, and the last stage's to the coordinator,
+so what a verifier forwards is held to what the prover computed, and one device that
+lies, as a prover or only as a verifier, is caught. What the check does not cover:
+two devices that collude, a stage with no affine layer (it has no verifier), and an
+adaptive prover that learns the pool from which of many wrong claims pass. Nor does
+an alarm always name the liar: a prover whose copy for a downstream verifier differs
+from what it claimed is caught there, as if the next stage had lied.
 """
 
 from __future__ import annotations
@@ -216,11 +218,14 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
                  ) -> tuple[CompiledPlan, dict[str, Verifier]]:
     """``compiled`` with every covered stage ``S`` split into a prover and a verifier.
 
-    The prover ``S`` runs on its devices and sends only its affine layers' outputs
-    (the claims) to ``S~check``; the verifier stage, on another device (the one
-    receiving ``S``'s outputs, else the one sending its inputs), receives ``S``'s
-    inputs from their producers as well, recomputes the rest of ``S`` from the
-    claims, checks them (``runtime/_freivalds.py``) and sends ``S``'s outputs on.
+    The prover ``S`` runs on its devices and sends its affine layers' outputs (the
+    claims) to ``S~check``; the verifier stage, on another device (the one receiving
+    ``S``'s outputs, else the one sending its inputs), receives ``S``'s inputs from
+    their producers as well, recomputes the rest of ``S`` from the claims, checks
+    them (``runtime/_freivalds.py``) and sends ``S``'s outputs on. The prover also
+    sends its own outputs to the verifiers of its consumers (and, for the last stage,
+    to the coordinator), so that what a verifier forwards is itself held to what the
+    prover computed: a device that lies only as a verifier is caught downstream.
     The verifier never holds ``S``'s affine weights, only ``pool`` secret vectors per
     layer, drawn here from the OS's randomness: new at every call.
     """
@@ -261,17 +266,24 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     for p in compiled.programs:
         assert p.module is not None
         inputs = [sender(t) for t in p.inputs]
-        # what p computed goes on as before, and to the verifiers of its consumers too
-        sends = [sender(t) for t in p.outputs]
-        copies = [i for i, t in enumerate(p.outputs) if t.dst in checked]
-        sends += [replace(sends[i], dst=checked[p.outputs[i].dst]) for i in copies]
+        forward = [sender(t) for t in p.outputs]  # what p's consumers receive
+        # A verifier is trusted only for the stage it checks, so what it forwards is
+        # checked against what the prover computed: the verifiers of p's consumers get
+        # p's outputs from p itself, and so does the coordinator when p is checked (it
+        # compares them with what p's verifier sends it).
+        witness = [i for i, t in enumerate(p.outputs)
+                   if t.dst in checked or (t.dst == OUTPUT and p.name in checked)]
+        witnessed = [replace(p.outputs[i], dst=checked.get(p.outputs[i].dst, OUTPUT))
+                     for i in witness]
         if p.name not in checked:
-            programs.append(replace(p, inputs=inputs, outputs=sends, replicas=list(p.replicas),
-                                    module=_with_outputs(p.module, copies)))
+            programs.append(replace(p, inputs=inputs, outputs=forward + witnessed,
+                                    replicas=list(p.replicas),
+                                    module=_with_outputs(p.module, witness)))
             continue
         mine = claims[p.name]
-        programs.append(replace(p, inputs=inputs, outputs=mine, replicas=list(p.replicas),
-                                module=_prover(p.module, [t.tensor for t in mine])))
+        programs.append(replace(p, inputs=inputs, outputs=mine + witnessed,
+                                replicas=list(p.replicas),
+                                module=_prover(p.module, [t.tensor for t in mine], witness)))
         chains = affine_chains(p.module)
         pools = verifiers[checked[p.name]].pools
         # as many stand-ins as the prover has, so failover survives the verifier's device
@@ -279,8 +291,8 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
         programs.append(StageProgram(
             name=checked[p.name], segment=p.segment, split=p.split, device=device,
             replicas=spare[:len(p.replicas)], nodes=list(p.nodes),
-            module=_verifier(p.module, chains, copies),
-            inputs=[replace(t, dst=checked[p.name]) for t in inputs] + mine, outputs=sends,
+            module=_verifier(p.module, chains),
+            inputs=[replace(t, dst=checked[p.name]) for t in p.inputs] + mine, outputs=forward,
             macs=rounds * sum(q.r[0].size + q.u[0].size for q in pools),
             param_bytes=sum(q.r.nbytes + q.u.nbytes for q in pools),
             activation_bytes=p.activation_bytes))
@@ -328,15 +340,16 @@ def _with_outputs(module: fx.GraphModule, copies: list[int]) -> fx.GraphModule:
                                                                      *(old[i] for i in copies)])
 
 
-def _prover(module: fx.GraphModule, nodes: list[str]) -> fx.GraphModule:
-    """Only the affine layers' outputs: what the prover claims."""
-    return _outputs(module, lambda _, by_name: [by_name[n] for n in nodes])
+def _prover(module: fx.GraphModule, nodes: list[str], copies: list[int]) -> fx.GraphModule:
+    """The affine layers' outputs (what the prover claims), then the outputs ``copies``
+    (for the verifiers downstream, or the coordinator, to hold its verifier to)."""
+    return _outputs(module, lambda old, by_name: [*(by_name[n] for n in nodes),
+                                                  *(old[i] for i in copies)])
 
 
-def _verifier(module: fx.GraphModule, chains: list[Chain], copies: list[int]
-              ) -> fx.GraphModule:
+def _verifier(module: fx.GraphModule, chains: list[Chain]) -> fx.GraphModule:
     """Inputs, then one claim per affine chain (used in its place); returns the stage's
-    outputs, the ``copies`` again, then each chain's input ``z``."""
+    outputs, then each chain's input ``z``."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     for n in module.graph.nodes:
@@ -350,8 +363,7 @@ def _verifier(module: fx.GraphModule, chains: list[Chain], copies: list[int]
         if n.op == "placeholder":
             continue
         if n.op == "output":
-            outs = [env[a] for a in n.args[0]]
-            graph.output((*outs, *(outs[i] for i in copies), *zs))
+            graph.output((*(env[a] for a in n.args[0]), *zs))
         elif n.name in inside:  # the chain's input is z; its output is the claim
             if n.name in first:
                 zs.append(env[n.args[0]])

@@ -40,7 +40,7 @@ from . import wire
 from ._freivalds import SUFFIX, Verifier
 from ._sealing import COORDINATOR, Sealing
 from ._sockets import push_socket
-from ._voting import Ballots, VoteFailed, copy_link
+from ._voting import Ballots, VoteFailed, copy_link, samples_agree
 from .export import export_plan
 from .relay import LinkModel, Relay
 
@@ -50,6 +50,7 @@ HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
 # tensor) go on with zeros in its place, the answer flagged degraded.
 POLICIES = ("drop", "retry", "failover", "degrade")
 DISTRUST_S = 30.0  # how long failover avoids a sender named by a rejected message
+WITNESS_TOLERANCE = 1e-4  # a verified output against its prover's (as votes compare copies)
 
 
 @dataclass
@@ -175,7 +176,13 @@ class Cluster:
         self.calls = 0
         compiled = self.compiled
         self.input_transfers = compiled.input_transfers
-        self.output_transfers = compiled.output_transfers
+        # Freivalds: a checked stage's prover sends its outputs here too (``checked_plan``),
+        # to be compared with what its verifier forwards: witness id → verified id
+        provers = {v.stage for v in self.verifiers.values()}
+        self.witnesses = {t.id: f"{t.src}{SUFFIX}>{t.dst}:{t.tensor}"
+                          for t in compiled.output_transfers if t.src in provers}
+        self.output_transfers = [t for t in compiled.output_transfers
+                                 if t.id not in self.witnesses]
         self.output_schema = {
             copy_link(link, j): wire.Expected({t.id: ("float32", t.shape) for t in group},
                                               1 << 16, self.sealing.sealed(link))
@@ -385,8 +392,8 @@ class Cluster:
                 for d, h in self.handles.items() if h.alive}
 
     def behave(self, device: str, **behaviour: Any) -> None:
-        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random,
-        flip_stored=n (D5 at rest: n bit flips in each stored stage model), garble_wire=True
+        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random
+        (stages=[...]: only in what those of its stages send), flip_stored=n (D5 at rest: n bit flips in each stored stage model), garble_wire=True
         (one bit of every message it sends flips after sealing, as on a faulty link)."""
         self.call(device, {"kind": "behave", "behaviour": behaviour})
 
@@ -557,7 +564,13 @@ class Cluster:
                         r.pieces.update(arrays)
                         if header.flags & wire.FLAG_DEGRADED:
                             degraded[r.index] = True
-                        if len(r.pieces) == len(self.output_transfers):
+                        if len(r.pieces) == len(self.output_transfers) + len(self.witnesses):
+                            forged = self._unwitnessed(r.pieces)
+                            if forged:  # the verifier forwarded what the prover did not
+                                r.pieces.clear()
+                                self._alarm(r.req, forged, "?", "Freivalds: the verified "
+                                            "outputs differ from the prover's")
+                                continue
                             del inflight[r.req]
                             finished.add(r.index)
                             s = starts[r.index]
@@ -616,6 +629,13 @@ class Cluster:
             return 0
         inflight[r.req] = r
         return 1
+
+    def _unwitnessed(self, pieces: dict[str, np.ndarray]) -> str | None:
+        """The link of the first verified output its prover's own does not match, if any."""
+        for witness, verified in self.witnesses.items():
+            if not samples_agree(pieces[witness], pieces[verified], WITNESS_TOLERANCE).all():
+                return verified.split(":", 1)[0]
+        return None
 
     def _assemble(self, pieces: dict[str, np.ndarray]) -> np.ndarray:
         from ..partition._segment import assemble

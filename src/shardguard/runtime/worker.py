@@ -406,7 +406,8 @@ class Worker:
         if stage.check is not None and not self._verified(stage, stage.check, req, feeds,
                                                             outputs, route):
             return
-        outputs = [self._misbehave(np.asarray(o, dtype=np.float32)) for o in outputs]
+        outputs = [self._misbehave(stage.name, np.asarray(o, dtype=np.float32))
+                   for o in outputs]
         groups: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for port, value in zip(stage.outputs, outputs):
             groups[port["link"]].append((port["tensor"], value))
@@ -442,9 +443,10 @@ class Worker:
                          f"Freivalds check failed on {int(bad.sum())} of {len(bad)} sample(s)")
         return False
 
-    def _misbehave(self, x: np.ndarray) -> np.ndarray:
+    def _misbehave(self, stage: str, x: np.ndarray) -> np.ndarray:
         mode = self.behaviour.get("corrupt")
-        if not mode:
+        only = self.behaviour.get("stages")  # a selective liar: only what these stages send
+        if not mode or (only is not None and stage not in only):
             return x
         if mode == "zero":
             return np.zeros_like(x)
