@@ -13,6 +13,7 @@ import zmq
 from shardguard.runtime import wire
 
 SIZES = [64 * 1024, 512 * 1024, 2 * 2**20, 8 * 2**20]
+ROUNDS = 11
 
 
 def _hops(send: Any, recv: Any, count: int) -> float:
@@ -41,9 +42,10 @@ def _pair() -> Iterator[tuple[Any, Any]]:
 
 def _compare(name: str, count: int, raw: tuple[Any, Any], ours: tuple[Any, Any],
              baseline: str) -> dict[str, Any]:
-    """Best of 5 interleaved runs of each (rides out noise); a row with their ratio."""
+    """Best of ROUNDS interleaved runs of each (rides out noise: on a shared virtual
+    machine a run can take several times its quiet time); a row with their ratio."""
     best_raw = best_ours = float("inf")
-    for _ in range(5):
+    for _ in range(ROUNDS):
         best_raw = min(best_raw, _hops(*raw, count))
         best_ours = min(best_ours, _hops(*ours, count))
     return {"name": name, "value": best_ours / count * 1e6, "unit": "µs/hop",
