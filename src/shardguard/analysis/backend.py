@@ -110,7 +110,9 @@ class Journal:
         """Keep ``row`` and append it to the file at once (flushed: a kill loses none)."""
         self.rows[str(row[self.key])] = row
         if self._cut:  # drop the cut line, so that this row starts a line of its own
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows.values()))
+            fresh = self.path.with_name(self.path.name + ".new")
+            fresh.write_text("".join(json.dumps(r) + "\n" for r in self.rows.values()))
+            os.replace(fresh, self.path)  # atomic: a kill now loses no row
             self._cut = False
             return
         with self.path.open("a") as sink:

@@ -131,12 +131,17 @@ def _analysis(d: Path, where: str) -> dict[str, Any]:
 
 
 def _campaign(d: Path, where: str) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
     from .backend import Journal
 
-    rows = list(Journal(d / "results.jsonl", "trial").rows.values())
+    # the last run's own rows (its tables); the journal may hold others' too
+    table_file = d / "results.parquet"
+    rows = (pq.read_table(table_file).to_pylist() if table_file.exists() else
+            list(Journal(d / "results.jsonl", "trial").rows.values()))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["threat"], r.get("defence", "none"))].append(r)
+        groups[(r["threat"], r.get("defence") or "none")].append(r)
     table = []
     for (threat, defence), rs in sorted(groups.items()):
         mean = {k: _mean([r.get(k) for r in rs]) for k in (
