@@ -144,6 +144,44 @@ def test_a_device_lying_only_as_a_verifier_is_caught_and_nothing_wrong_is_answer
     assert attacked.rejected
 
 
+@pytest.mark.parametrize("model,strategy", [("lenet5", "channel"), ("resnet-small", "spatial"),
+                                            ("resnet-small", "channel")])
+def test_no_device_verifies_its_own_stage_or_two_stages_next_to_each_other(model, strategy):
+    from shardguard.defences.freivalds import assign_verifiers
+
+    compiled = planned(model, strategy).compiled
+    hosts = assign_verifiers(compiled)
+    assert hosts.keys() == {p.name for p in compiled.programs}  # no-affine stages too
+    for p in compiled.programs:
+        assert not set(hosts[p.name]) & {p.device, *p.replicas}, p.name
+        for t in p.inputs:
+            if t.src != "input":
+                assert not set(hosts[p.name]) & set(hosts[t.src]), (t.src, p.name)
+
+
+@pytest.mark.timeout(300)
+def test_a_verifier_lying_to_a_stage_without_affine_layers_is_caught(tmp_path, test_split):
+    """resnet-small's channel plan gathers before its residual adds: those stages have no
+    affine layer, yet what their producers' verifiers forward to them is checked."""
+    from shardguard.defences.freivalds import affine_chains
+
+    bound = bind(write_plan(tmp_path, planned("resnet-small", "channel"), "mac:blake2b"))
+    bound.compiled.build()
+    programs = bound.compiled.programs
+    plain = {p.name for p in programs if not affine_chains(p.module)}
+    feeder = next(p.name for p in programs
+                  if affine_chains(p.module) and any(t.dst in plain for t in p.outputs))
+    x = test_split.tensors(80)[0].numpy()
+    expected = reference(bound, x)
+    with Cluster(bound, spawn_local=True, freivalds=1, on_reject="drop") as c:
+        liar = c.compiled.by_name[f"{feeder}~check"].device
+        c.behave(liar, corrupt="scale", factor=1.01, stages=[f"{feeder}~check"])
+        attacked = c.stream(x, batch=4, show_progress=False)
+    assert len(attacked.errors) == 20 and attacked.rejected  # none answered, all reported
+    answered = np.flatnonzero(attacked.accepted == 1)
+    np.testing.assert_allclose(attacked.outputs[answered], expected[answered], atol=1e-5)
+
+
 @pytest.mark.timeout(300)
 def test_with_replicas_checked_stages_fail_over_when_a_verifying_device_is_killed(
         tmp_path, test_split):

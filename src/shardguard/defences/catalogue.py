@@ -90,6 +90,7 @@ class Defence:
                                          build=False), platform)
             return {d: c.crypto_j for d, c in cost.devices.items()}
         part = self.parts[0] if self.parts else None
+        verifiers: dict[str, list[str]] | None = None  # Freivalds: as workers place them
         for p in compiled.programs:
             # who checks this stage: the device of the stage its outputs go to; for the
             # last stage, the coordinator (not a platform device: not costed here)
@@ -106,12 +107,16 @@ class Defence:
                 # as deployed on workers (checked_plan): the verifier receives the claims
                 # and a copy of the stage's inputs, and computes the dot products (its
                 # recomputation of activations and pooling is not counted)
-                from .freivalds import verifier_device
+                from .freivalds import assign_verifiers, verifier_devices
 
-                try:
-                    checker = verifier_device(compiled, p)
-                except ConfigError:  # a one-device plan: it can only check itself
-                    checker = p.device
+                if verifiers is None:
+                    try:
+                        verifiers = assign_verifiers(compiled)
+                    except ConfigError:  # no placement keeps the workers' rule: the best
+                        verifiers = {}   # device for each stage alone, as an estimate
+                # a one-device plan can only check itself
+                checker = (verifiers.get(p.name) or verifier_devices(compiled, p)
+                           or [p.device])[0]
                 spec = platform.devices[checker]
                 extra[checker] += (spec.active_power_w * part.work_of.get(p.name, 0.0) * p.macs
                                    / spec.mac_rate)

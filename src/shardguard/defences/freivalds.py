@@ -31,18 +31,22 @@ is new at every deployment.
 
 A verifier is trusted with no more than a prover: the prover also sends its own
 outputs to the verifiers of its consumers, and the last stage's to the coordinator,
-so what a verifier forwards is held to what the prover computed, and one device that
-lies, as a prover or only as a verifier, is caught. What the check does not cover:
-two devices that collude, a stage with no affine layer (it has no verifier), and an
-adaptive prover that learns the pool from which of many wrong claims pass. Nor does
-an alarm always name the liar: a prover whose copy for a downstream verifier differs
-from what it claimed is caught there, as if the next stage had lied.
+so what a verifier forwards is held to what the prover computed; a stage with no
+affine layer gets a verifier too (it recomputes the stage), so that chain does not
+break; and no device verifies two stages next to each other (``assign_verifiers``).
+So one device that lies, as a prover or only as a verifier, is caught, provided the
+plan's links are sealed: on unsealed links any device can pose as another. What the
+check does not cover: two devices that collude, and an adaptive prover that learns
+the pool from which of many wrong claims pass. Nor does an alarm always name the
+liar: a prover whose copy for a downstream verifier differs from what it claimed is
+caught there, as if the next stage had lied.
 """
 
 from __future__ import annotations
 
 import copy
 import secrets
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -237,11 +241,14 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     checked: dict[str, str] = {}  # prover → verifier stage
     claims: dict[str, list[Transfer]] = {}
     verifiers: dict[str, Verifier] = {}
+    hosts = assign_verifiers(compiled, stages)
     for p in compiled.programs:
         assert p.module is not None
-        chains = affine_chains(p.module)
-        if not chains or (stages is not None and p.name not in stages):
+        if p.name not in hosts:
             continue
+        # a stage without affine layers is checked too, by recomputing it: else what the
+        # verifier of a stage feeding it forwards would go on unchecked
+        chains = affine_chains(p.module)
         name = checked[p.name] = p.name + SUFFIX
         record = _Record(p.module, chains)
         with torch.no_grad():
@@ -286,11 +293,10 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
                                 module=_prover(p.module, [t.tensor for t in mine], witness)))
         chains = affine_chains(p.module)
         pools = verifiers[checked[p.name]].pools
-        # as many stand-ins as the prover has, so failover survives the verifier's device
-        device, spare = verifier_device(compiled, p), verifier_devices(compiled, p)[1:]
+        device, *spare = hosts[p.name]
         programs.append(StageProgram(
             name=checked[p.name], segment=p.segment, split=p.split, device=device,
-            replicas=spare[:len(p.replicas)], nodes=list(p.nodes),
+            replicas=spare, nodes=list(p.nodes),
             module=_verifier(p.module, chains),
             inputs=[replace(t, dst=checked[p.name]) for t in p.inputs] + mine, outputs=forward,
             macs=rounds * sum(q.r[0].size + q.u[0].size for q in pools),
@@ -312,13 +318,44 @@ def verifier_devices(compiled: CompiledPlan, p: StageProgram) -> list[str]:
     return [d for d in ordered if d not in (p.device, *p.replicas)]
 
 
-def verifier_device(compiled: CompiledPlan, p: StageProgram) -> str:
-    """The device that verifies ``p`` (``verifier_devices``' first)."""
-    others = verifier_devices(compiled, p)
-    if not others:
-        raise ConfigError(f"stage {p.name}: a Freivalds check needs a device other than "
-                          f"{p.device} to verify it")
-    return others[0]
+def assign_verifiers(compiled: CompiledPlan, stages: list[str] | None = None
+                     ) -> dict[str, list[str]]:
+    """The devices verifying each checked stage (every one, or ``stages``): the first
+    verifies, the others stand in when it fails (up to as many as the stage has
+    replicas, and only devices that keep the rule below; maybe none).
+
+    No device verifies two stages of which one feeds the other, standing in or not:
+    what a verifier forwards is checked by the next stage's verifier, so one device
+    in both roles could pass its own lie on. Chosen greedily in stage order, best first
+    (``verifier_devices``): verifiers, then stand-ins; ``ConfigError`` when a stage is
+    left with no verifier.
+    """
+    near: dict[str, set[str]] = defaultdict(set)
+    for p in compiled.programs:
+        for t in p.inputs:
+            if t.src != INPUT:
+                near[p.name].add(t.src)
+                near[t.src].add(p.name)
+    covered = [p for p in compiled.programs if stages is None or p.name in stages]
+    hosts: dict[str, list[str]] = {}
+    for p in covered:
+        taken = {hosts[n][0] for n in near[p.name] if n in hosts}
+        free = [d for d in verifier_devices(compiled, p) if d not in taken]
+        # devices that already verify other stages first: fewer verifiers per layer of a
+        # split segment leave more devices free for the layers next to it
+        used = [h[0] for h in hosts.values()]
+        free.sort(key=lambda d: -used.count(d))
+        if not free:
+            others = "another device" if verifier_devices(compiled, p) else \
+                f"a device other than {p.device}"
+            raise ConfigError(f"stage {p.name}: a Freivalds check needs {others} to verify "
+                              "it (one verifying no stage next to it): plan on more devices")
+        hosts[p.name] = [free[0]]
+    for p in covered:  # stand-ins, where a device keeps the rule
+        taken = {d for n in near[p.name] if n in hosts for d in hosts[n]}
+        spare = [d for d in verifier_devices(compiled, p) if d not in taken | {hosts[p.name][0]}]
+        hosts[p.name] += spare[:len(p.replicas)]
+    return hosts
 
 
 def _outputs(module: fx.GraphModule, pick: Any) -> fx.GraphModule:

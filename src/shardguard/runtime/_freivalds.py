@@ -75,7 +75,8 @@ class Verifier:
 
     stage: str  # the prover stage S
     link: str  # "S>S~check": where the claims arrive (alarms name it)
-    pools: list[Pool]  # in the order of the ONNX's extra outputs (each layer's z)
+    pools: list[Pool]  # in the order of the ONNX's extra outputs (each layer's z); none
+    # for a stage without affine layers: its verifier only recomputes it
     rounds: int
     tolerance: float
 
@@ -91,8 +92,7 @@ class Verifier:
             stage, link = str(m["stage"]), str(m["link"])
         except (KeyError, TypeError, ValueError) as exc:
             raise MalformedMessage(f"Freivalds check is malformed ({exc})") from exc
-        if rounds < 1 or not 0 < tolerance < 1 or not pools \
-                or any(len(p.r) < rounds for p in pools):
+        if rounds < 1 or not 0 < tolerance < 1 or any(len(p.r) < rounds for p in pools):
             raise MalformedMessage("Freivalds check needs rounds ≥ 1, 0 < tolerance < 1, "
                                    "and pools of at least `rounds` vectors")
         return cls(stage, link, pools, rounds, tolerance)

@@ -550,6 +550,9 @@ class Cluster:
                             if not self.ballots.voted(header.link):  # not a late copy
                                 duplicates += 1
                             continue
+                        src = header.link.split(">", 1)[0]
+                        if self.witnesses and header.route.get(src) != r.route.get(src):
+                            continue  # not from the device this request went through
                         if self.ballots.voted(header.link):
                             try:
                                 decided = self.ballots.cast(header.req, header.link, arrays)
@@ -657,7 +660,9 @@ def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
     A Freivalds prover's claims (``S>S~check``: its affine layers' outputs, as revealing
     as any activation) are sealed with the strongest protection of the stage's own links,
     outgoing first, then incoming (a last stage sends only to the coordinator), then of
-    the whole plan: an AEAD over a MAC over none.
+    the whole plan: an AEAD over a MAC over none. A checked last stage's outputs, from
+    its prover and its verifier, with the plan's strongest: the coordinator must know
+    which device sent each copy it compares.
     """
     planned = {f"{link.src}>{link.dst}": link.protection for link in links}
 
@@ -665,10 +670,14 @@ def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
         return max(found, key=lambda p: p.startswith("aead:") * 2 + p.startswith("mac:"),
                    default="none")
 
+    checked = {p.name.removesuffix(SUFFIX) for p in compiled.programs if p.name.endswith(SUFFIX)}
     out = {}
     for src, dst in compiled.links():
         link = _planned_link(src, dst)
         stage, _, other = link.partition(">")
+        if other == OUTPUT and stage in checked:  # both copies the coordinator compares:
+            out[f"{src}>{dst}"] = strongest(list(planned.values()))  # authenticated
+            continue
         if stage != other:
             out[f"{src}>{dst}"] = planned.get(link, "none")
             continue

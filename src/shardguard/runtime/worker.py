@@ -446,7 +446,7 @@ class Worker:
     def _misbehave(self, stage: str, x: np.ndarray) -> np.ndarray:
         mode = self.behaviour.get("corrupt")
         only = self.behaviour.get("stages")  # a selective liar: only what these stages send
-        if not mode or (only is not None and stage not in only):
+        if not mode or (isinstance(only, list) and stage not in set(map(str, only))):
             return x
         if mode == "zero":
             return np.zeros_like(x)
