@@ -207,15 +207,18 @@ def test_with_replicas_checked_stages_fail_over_when_a_verifying_device_is_kille
 @pytest.mark.parametrize("protection", ["mac:blake2b", "aead:chacha20-poly1305"])
 def test_every_link_a_check_adds_is_sealed_as_the_plan_seals_its_stages(compiled, protection):
     """The claims are activations too: the last stage's go to its verifier sealed as
-    the link into it, though its own outputs go to the coordinator (no plan link)."""
+    the link into it, though its own outputs go to the coordinator (no plan link); and
+    both copies of those outputs are sealed, for the coordinator to know who sent each."""
     from shardguard.runtime.cluster import _protection
 
     links = compiled.plan.with_protection(protection).links
     checked, _ = checked_plan(compiled)
     sealed = _protection(links, checked)
-    between = {k: p for k, p in sealed.items() if "input" not in k and "output" not in k}
-    claims = {f"{p.name}>{p.name}~check" for p in compiled.programs}
-    assert claims <= between.keys()
+    between = {k: p for k, p in sealed.items() if not k.startswith("input>")}
+    last = compiled.programs[-1].name
+    added = {f"{p.name}>{p.name}~check" for p in compiled.programs} | {
+        f"{last}>output", f"{last}~check>output"}
+    assert added <= between.keys()
     assert set(between.values()) == {protection}, between
     mixed = [lk.model_copy(update={"protection": "mac:blake2b" if i else "aead:aes-128-gcm"})
              for i, lk in enumerate(links)]
