@@ -144,12 +144,15 @@ def test_a_device_lying_only_as_a_verifier_is_caught_and_nothing_wrong_is_answer
     assert attacked.rejected
 
 
-@pytest.mark.parametrize("model,strategy", [("lenet5", "channel"), ("resnet-small", "spatial"),
-                                            ("resnet-small", "channel")])
-def test_no_device_verifies_its_own_stage_or_two_stages_next_to_each_other(model, strategy):
+@pytest.mark.parametrize("model,strategy,replicas", [
+    ("lenet5", "channel", 1), ("lenet5", "channel", 2),  # 2: found by search, not greedily
+    ("resnet-small", "spatial", 1), ("resnet-small", "spatial", 2),
+    ("resnet-small", "channel", 1)])
+def test_no_device_verifies_its_own_stage_or_two_stages_next_to_each_other(
+        model, strategy, replicas):
     from shardguard.defences.freivalds import assign_verifiers
 
-    compiled = planned(model, strategy).compiled
+    compiled = planned(model, strategy, replicas=replicas).compiled
     hosts = assign_verifiers(compiled)
     assert hosts.keys() == {p.name for p in compiled.programs}  # no-affine stages too
     for p in compiled.programs:

@@ -106,7 +106,7 @@ def run(
         help="M4: check every stage's affine layers on another device with this many "
              "Freivalds rounds (a wrong claim passes with probability at most 2^-N; 0: off). "
              "With sealed links, a device that lies while verifying another's stage is caught "
-             "too.")]
+             "too; see the README for what it does not cover.")]
     = 0,
     guards: Annotated[int, typer.Option(
         help="M5: clip link tensors to per-channel ranges profiled on this many clean "

@@ -35,11 +35,15 @@ so what a verifier forwards is held to what the prover computed; a stage with no
 affine layer gets a verifier too (it recomputes the stage), so that chain does not
 break; and no device verifies two stages next to each other (``assign_verifiers``).
 So one device that lies, as a prover or only as a verifier, is caught, provided the
-plan's links are sealed: on unsealed links any device can pose as another. What the
-check does not cover: two devices that collude, and an adaptive prover that learns
-the pool from which of many wrong claims pass. Nor does an alarm always name the
-liar: a prover whose copy for a downstream verifier differs from what it claimed is
-caught there, as if the next stage had lied.
+plan's links are sealed (on unsealed links any device can pose as another) and it
+does not run two neighbouring stages itself. What the check does not cover: a
+device that runs a stage and the next one (spatial and channel plans put a tile and
+the stage gathering it on one device) can hand the next stage's verifier a false
+copy of the first stage's outputs and compute the next stage on it, consistently;
+closing that needs each verifier to compare the prover's copy with the one the
+producer's verifier forwards, as the coordinator does for the last stage. Nor are
+two colluding devices covered, nor an adaptive prover that learns the pool from
+which of many wrong claims pass. Nor does an alarm always name the liar.
 """
 
 from __future__ import annotations
@@ -223,8 +227,8 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     """``compiled`` with every covered stage ``S`` split into a prover and a verifier.
 
     The prover ``S`` runs on its devices and sends its affine layers' outputs (the
-    claims) to ``S~check``; the verifier stage, on another device (the one receiving
-    ``S``'s outputs, else the one sending its inputs), receives ``S``'s inputs from
+    claims) to ``S~check``; the verifier stage, on another device
+    (``assign_verifiers``), receives ``S``'s inputs from
     their producers as well, recomputes the rest of ``S`` from the claims, checks
     them (``runtime/_freivalds.py``) and sends ``S``'s outputs on. The prover also
     sends its own outputs to the verifiers of its consumers (and, for the last stage,
@@ -307,8 +311,8 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
 
 def verifier_devices(compiled: CompiledPlan, p: StageProgram) -> list[str]:
     """The devices that may verify ``p``, best first: never its own or its replicas';
-    its consumers' (theirs, then their replicas), else its producers', else any other.
-    The first verifies; as many more as ``p`` has replicas stand in when it fails."""
+    its consumers' (theirs, then their replicas), else its producers', else any other
+    the plan uses, in that order of preference."""
     def hosts(names: list[str]) -> list[str]:
         programs = [compiled.by_name[n] for n in names]
         return [p.device for p in programs] + [d for p in programs for d in p.replicas]
@@ -326,9 +330,9 @@ def assign_verifiers(compiled: CompiledPlan, stages: list[str] | None = None
 
     No device verifies two stages of which one feeds the other, standing in or not:
     what a verifier forwards is checked by the next stage's verifier, so one device
-    in both roles could pass its own lie on. Chosen greedily in stage order, best first
-    (``verifier_devices``): verifiers, then stand-ins; ``ConfigError`` when a stage is
-    left with no verifier.
+    in both roles could pass its own lie on. Verifiers by a small search (each stage's
+    devices in ``verifier_devices``' order), then stand-ins greedily; ``ConfigError``
+    when no placement keeps the rule.
     """
     near: dict[str, set[str]] = defaultdict(set)
     for p in compiled.programs:
@@ -337,20 +341,36 @@ def assign_verifiers(compiled: CompiledPlan, stages: list[str] | None = None
                 near[p.name].add(t.src)
                 near[t.src].add(p.name)
     covered = [p for p in compiled.programs if stages is None or p.name in stages]
-    hosts: dict[str, list[str]] = {}
+    options = {p.name: verifier_devices(compiled, p) for p in covered}
     for p in covered:
-        taken = {hosts[n][0] for n in near[p.name] if n in hosts}
-        free = [d for d in verifier_devices(compiled, p) if d not in taken]
-        # devices that already verify other stages first: fewer verifiers per layer of a
-        # split segment leave more devices free for the layers next to it
-        used = [h[0] for h in hosts.values()]
-        free.sort(key=lambda d: -used.count(d))
-        if not free:
-            others = "another device" if verifier_devices(compiled, p) else \
-                f"a device other than {p.device}"
-            raise ConfigError(f"stage {p.name}: a Freivalds check needs {others} to verify "
-                              "it (one verifying no stage next to it): plan on more devices")
-        hosts[p.name] = [free[0]]
+        if not options[p.name]:
+            raise ConfigError(f"stage {p.name}: a Freivalds check needs a device other than "
+                              f"{p.device} to verify it: plan on more devices")
+    # a small search, most constrained stage first, each stage's best device first
+    order = sorted(covered, key=lambda p: len(options[p.name]))
+    chosen: dict[str, str] = {}
+    budget = [100_000]
+
+    def place(i: int) -> bool:
+        if i == len(order):
+            return True
+        name = order[i].name
+        taken = {chosen[n] for n in near[name] if n in chosen}
+        for device in options[name]:
+            budget[0] -= 1
+            if device in taken or budget[0] < 0:
+                continue
+            chosen[name] = device
+            if place(i + 1):
+                return True
+            del chosen[name]
+        return False
+
+    if not place(0):
+        raise ConfigError(f"no placement of Freivalds verifiers keeps every device off two "
+                          f"neighbouring stages ({len(covered)} stages on "
+                          f"{len(compiled.plan.devices_used())} devices): plan on more devices")
+    hosts = {p.name: [chosen[p.name]] for p in covered}
     for p in covered:  # stand-ins, where a device keeps the rule
         taken = {d for n in near[p.name] if n in hosts for d in hosts[n]}
         spare = [d for d in verifier_devices(compiled, p) if d not in taken | {hosts[p.name][0]}]
