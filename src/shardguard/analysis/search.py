@@ -15,7 +15,6 @@ runs NSGA-II with ``budget`` evaluations otherwise.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path

@@ -393,7 +393,8 @@ class Cluster:
 
     def behave(self, device: str, **behaviour: Any) -> None:
         """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random
-        (stages=[...]: only in what those of its stages send), flip_stored=n (D5 at rest: n bit flips in each stored stage model), garble_wire=True
+        (stages=[...]: only in what those of its stages send), flip_stored=n (D5 at rest: n
+        bit flips in each stored stage model), garble_wire=True
         (one bit of every message it sends flips after sealing, as on a faulty link)."""
         self.call(device, {"kind": "behave", "behaviour": behaviour})
 
