@@ -46,7 +46,7 @@ def _attacked_stream(bound, x, policy):
         result = c.stream(x, show_progress=False)
         stats = c.stats()
     in_workers = sum(n for s in stats.values() for reason, n in s["rejected"].items()
-                     if reason.startswith("integrity"))
+                     if reason == "tampered")
     return result, in_workers
 
 
@@ -77,7 +77,8 @@ def test_range_guards_on_workers_recover_accuracy_lost_to_exponent_flips(tmp_pat
     bound = _sealed(tmp_path, "none")
     bounds = profile_bounds(bound.compiled, train_split.tensors(2000)[0])
     x, y = test_split.tensors(300)
-    attack = [BitFlips(target="every", ber=1e-3, bits="exponent-high", seed=3)]
+    # guards bound activations between stages: the attacker is on the link between them
+    attack = [BitFlips(target="s0>s1", ber=1e-3, bits="exponent-high", seed=3)]
     accuracy = {}
     for guarded in (False, True):
         with Cluster(bound, spawn_local=True, attackers=attack,
@@ -94,7 +95,7 @@ def test_range_guards_on_workers_recover_accuracy_lost_to_exponent_flips(tmp_pat
 
 def test_weight_digests_on_workers_find_bit_flips_in_stored_models_on_demand(tmp_path):
     bound = _sealed(tmp_path, "none")
-    with Cluster(bound, spawn_local=True) as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True) as c:
         before = c.verify()
         target = bound.compiled.programs[0].device
         c.behave(target, flip_stored=3, seed=1)
@@ -110,7 +111,7 @@ def test_triplicated_stages_on_workers_outvote_a_compromised_device(tmp_path, te
     bound = _sealed(tmp_path, "aead:chacha20-poly1305", replicas=3)
     x = test_split.tensors(200)[0].numpy()
     expected = reference(bound, x)
-    with Cluster(bound, spawn_local=True, vote=3) as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, vote=3) as c:
         clean = c.stream(x, batch=4, show_progress=False)
         target = bound.compiled.programs[1].device
         c.behave(target, corrupt="random", seed=2)
@@ -124,7 +125,8 @@ def test_duplicated_stages_on_workers_detect_a_compromised_device(tmp_path, test
     bound = _sealed(tmp_path, "none", replicas=2)
     x = test_split.tensors(100)[0].numpy()
     target = bound.compiled.programs[0].replicas[0]  # the second copy of the first stage
-    with Cluster(bound, spawn_local=True, vote=2, on_reject="drop") as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, vote=2,
+                 on_reject="drop") as c:
         c.behave(target, corrupt="sign")
         result = c.stream(x, show_progress=False)
     assert len(result.errors) == len(x)  # every request went through it: none answered
@@ -159,12 +161,12 @@ def test_a_key_holder_cannot_claim_a_stage_the_plan_did_not_give_it(tmp_path, te
         sender = zmq_context.socket(zmq.PUSH)
         sender.setsockopt(zmq.LINGER, 5000)  # closing must not drop the forged message
         sender.connect(c.handles[second.device].data)
-        sender.send_multipart(c.sealing.encode(7, 10**6, link, forged_route, [(t.id, piece)],
+        sender.send_multipart(c.security.encode(7, 10**6, link, forged_route, [(t.id, piece)],
                                                receiver=second.device))
         sender.close()
         result = c.stream(x, show_progress=False)
         rejected = c.call(second.device, {"kind": "stats"})["rejected"]
-    assert rejected == {"route names a device the plan does not": 1}
+    assert rejected == {"misrouted": 1}
     assert not result.errors
     np.testing.assert_allclose(result.outputs, reference(bound, x), rtol=0, atol=1e-5)
 
@@ -197,7 +199,8 @@ def test_the_failover_policy_routes_around_a_sender_whose_messages_are_rejected(
     bound = _sealed(tmp_path, "mac:blake2b", replicas=2)
     first = bound.compiled.programs[0]
     x = test_split.tensors(200)[0].numpy()
-    with Cluster(bound, spawn_local=True, on_reject="failover", deadline_s=5.0) as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, on_reject="failover",
+                 deadline_s=5.0) as c:
         c.behave(first.device, garble_wire=True)  # everything it sends fails its tag
         result = c.stream(x, show_progress=False)
         stats = c.stats()

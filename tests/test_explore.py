@@ -22,7 +22,8 @@ pytestmark = pytest.mark.timeout(900)
 # splitting resnet-small lowers the busiest device's energy but adds latency and a link
 # that L1 can attack, unless the link is sealed, which costs energy on both its ends.
 SMALL = {"model": "resnet-small", "platform": "rpi4x4-ethernet", "strategies": ["pipeline"],
-         "max_devices": 2, "protections": ["none", "aead:chacha20-poly1305"], "copies": [1],
+         "max_devices": 2, "protections": ["none", "aead:chacha20-poly1305"],
+         "ends": ["aead:chacha20-poly1305"], "copies": [1],
          "guards": [False], "samples": 100,
          "threats": [{"id": "L1", "target": "links", "ber": 1e-3, "bits": "exponent-high"}]}
 
@@ -65,6 +66,7 @@ def test_energy_per_device_rises_with_the_protection_on_its_links(exhaustive):
         sealed_devices = set()
         plan = r["plan"]
         device_of = {s["name"]: s["device"] for seg in plan["segments"] for s in seg["stages"]}
+        device_of.update(input="coordinator", output="coordinator")  # not a platform device
         for link, protection in r["links"].items():
             if protection != "none":
                 sealed_devices |= {device_of[end] for end in link.split(">")}

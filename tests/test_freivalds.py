@@ -107,7 +107,8 @@ def test_freivalds_on_workers_answers_exactly_and_catches_a_compromised_prover(
     x = test_split.tensors(200)[0].numpy()
     expected = reference(bound, x)
     prover = bound.compiled.programs[0].device
-    with Cluster(bound, spawn_local=True, freivalds=2, on_reject="drop") as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, freivalds=2,
+                 on_reject="drop") as c:
         clean = c.stream(x, batch=4, show_progress=False)
         stats = c.stats()
         # a subtle lie: every output the device sends 0.1 % larger, or negated
@@ -133,7 +134,8 @@ def test_a_device_lying_only_as_a_verifier_is_caught_and_nothing_wrong_is_answer
     x = test_split.tensors(200)[0].numpy()
     expected = reference(bound, x)
     stage = bound.compiled.programs[0 if role == "first" else -1].name
-    with Cluster(bound, spawn_local=True, freivalds=2, on_reject="drop") as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, freivalds=2,
+                 on_reject="drop") as c:
         liar = c.compiled.by_name[f"{stage}~check"].device
         assert liar not in (c.compiled.by_name[stage].device, *c.compiled.by_name[stage].replicas)
         c.behave(liar, corrupt="scale", factor=1.01, stages=[f"{stage}~check"])
@@ -176,7 +178,8 @@ def test_a_verifier_lying_to_a_stage_without_affine_layers_is_caught(tmp_path, t
                   if affine_chains(p.module) and any(t.dst in plain for t in p.outputs))
     x = test_split.tensors(80)[0].numpy()
     expected = reference(bound, x)
-    with Cluster(bound, spawn_local=True, freivalds=1, on_reject="drop") as c:
+    with Cluster(bound, spawn_local=True, fault_injection=True, freivalds=1,
+                 on_reject="drop") as c:
         liar = c.compiled.by_name[f"{feeder}~check"].device
         c.behave(liar, corrupt="scale", factor=1.01, stages=[f"{feeder}~check"])
         attacked = c.stream(x, batch=4, show_progress=False)
@@ -223,9 +226,9 @@ def test_every_link_a_check_adds_is_sealed_as_the_plan_seals_its_stages(compiled
         f"{last}>output", f"{last}~check>output"}
     assert added <= between.keys()
     assert set(between.values()) == {protection}, between
-    mixed = [lk.model_copy(update={"protection": "mac:blake2b" if i else "aead:aes-128-gcm"})
-             for i, lk in enumerate(links)]
     first = compiled.programs[0].name  # its outgoing link is the AEAD one: its claims too
+    mixed = [lk.model_copy(update={"protection": "aead:aes-128-gcm" if lk.src == first
+                                   else "mac:blake2b"}) for lk in links]
     assert _protection(mixed, checked)[f"{first}>{first}~check"] == "aead:aes-128-gcm"
 
 

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from shardguard.errors import AuthenticationError
 from shardguard.partition import bind
 from shardguard.runtime import keys as keyring
-from shardguard.runtime import wire
 from shardguard.runtime.cluster import Cluster
 
 from .conftest import planned, reference, write_plan
+from .harness import Harness
 
 pytestmark = pytest.mark.slow
 
@@ -163,30 +163,21 @@ def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_sp
     assert (result.outputs.argmax(1) == reference(bound, x).argmax(1)).all()
 
 
-def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path, test_split,
-                                                                  zmq_context):
+def test_pieces_of_one_request_with_different_batches_are_rejected(tmp_path):
     bound = _bound("resnet-small", "spatial", tmp_path)
-    gather = next(p for p in bound.compiled.programs
-                  if len({t.src for t in p.inputs}) > 1)  # receives tiles from several stages
-    x = test_split.tensors(16)[0].numpy()
-    import zmq
-
-    context = zmq_context
-    with Cluster(bound, spawn_local=True) as c:
-        sender = context.socket(zmq.PUSH)
-        sender.setsockopt(zmq.LINGER, 0)
-        sender.connect(c.handles[gather.device].data)
-        for batch, t in zip((1, 2), gather.inputs[:2]):
-            piece = np.zeros((batch, *t.shape), np.float32)
-            sender.send_multipart(wire.encode(7, 1, f"{t.src}>{t.dst}",
-                                              {gather.name: gather.device}, [(t.id, piece)]))
-        time.sleep(0.5)
-        stats = c.call(gather.device, {"kind": "stats"})
-        result = c.stream(x, show_progress=False)
-        sender.close()
-    assert stats["rejected"] == {"pieces disagree on the batch size": 1}
-    assert not result.errors
-    assert (result.outputs.argmax(1) == reference(bound, x).argmax(1)).all()
+    route = {p.name: p.device for p in bound.compiled.programs}
+    gather = next(p for p in bound.compiled.programs  # tiles from two other devices
+                  if len({route[t.src] for t in p.inputs if t.src != "input"} - {p.device}) > 1)
+    with Harness(tmp_path, bound, gather.device) as h:
+        h.deploy()
+        links = [(link, arrays) for link, arrays in h.inputs(gather.name).items()
+                 if route[link.split(">")[0]] != gather.device]
+        for batch, (link, arrays) in zip((1, 2), links[:2]):
+            resized = [(name, np.zeros((batch, *x.shape[1:]), np.float32)) for name, x in arrays]
+            h.send(h.encode(route[link.split(">")[0]], 7, link, resized))
+        h.feed(gather.name, req=8)  # a whole request after them is still answered
+        assert len(h.received("output")) == 1
+        assert h.stats()["rejected"] == {"batch-mismatch": 1}
 
 
 def test_a_coordinator_whose_key_is_not_allowed_cannot_deploy(tmp_path):

@@ -16,9 +16,8 @@ import pytest
 import zmq
 
 from shardguard.defences.seal import ALGORITHMS, Opener, Sealer
-from shardguard.errors import IntegrityError, MalformedMessage
 from shardguard.runtime import wire
-from shardguard.runtime._sealing import Sealing
+from shardguard.runtime.linksec import LinkSecurity, Rejected
 from shardguard.runtime.relay import LinkModel, Relay
 from shardguard.threats.distributed import RelayAttacker
 from shardguard.threats.spec import BitFlips, Erasure, Noise, Replay
@@ -44,8 +43,8 @@ class Witness:
         return out
 
 
-def _ends(algorithm: str) -> tuple[Sealing, Sealing]:
-    sender, receiver = Sealing("pi1"), Sealing("pi2")
+def _ends(algorithm: str) -> tuple[LinkSecurity, LinkSecurity]:
+    sender, receiver = LinkSecurity("pi1"), LinkSecurity("pi2")
     publics = {"pi1": sender.public, "pi2": receiver.public}
     for end in (sender, receiver):
         end.configure({LINK: algorithm}, publics)
@@ -86,7 +85,7 @@ def _run(ctx: zmq.Context[Any], algorithm: str, attacker: Any, messages: int,
 
 
 def _drain(pull: Any, relay: Relay, witness: Witness, sent_so_far: int, schema: Any,
-           receiver: Sealing, sent: dict[int, np.ndarray], accepted: int, rejected: int,
+           receiver: LinkSecurity, sent: dict[int, np.ndarray], accepted: int, rejected: int,
            wrong: int) -> tuple[int, int, int]:
     """Receive until the relay has read all that was sent and all it forwarded has arrived."""
     deadline = time.monotonic() + 30.0
@@ -99,8 +98,8 @@ def _drain(pull: Any, relay: Relay, witness: Witness, sent_so_far: int, schema: 
             continue
         frames = pull.recv_multipart(copy=False)
         try:
-            header, arrays = wire.decode(frames, schema, unseal=receiver.unseal)
-        except (IntegrityError, MalformedMessage):
+            header, arrays = receiver.open(frames, schema)
+        except Rejected:
             rejected += 1
             continue
         accepted += 1
@@ -149,11 +148,12 @@ def test_a_whole_message_replayed_by_the_relay_is_rejected(zmq_context):
 
 
 def test_an_unsealed_message_on_a_sealed_link_is_refused(zmq_context):
-    _, receiver = _ends("aead:aes-128-gcm")
+    sender, receiver = _ends("aead:aes-128-gcm")
+    sender.configure({}, {})  # the sender leaves the link unsealed; its header is its own
     schema = {LINK: wire.Expected({"x": ("float32", SHAPE)}, 16, sealed=True)}
-    frames = wire.encode(1, 1, LINK, ROUTE, [("x", np.zeros((1, *SHAPE), np.float32))])
-    with pytest.raises(MalformedMessage, match="sealed; message is not"):
-        wire.decode(frames, schema, unseal=receiver.unseal)
+    frames = sender.encode(1, 1, LINK, ROUTE, [("x", np.zeros((1, *SHAPE), np.float32))])
+    with pytest.raises(Rejected, match="malformed: .*sealed; message is not"):
+        receiver.open(frames, schema)
 
 
 def test_a_forged_header_without_frames_cannot_poison_the_replay_window():
@@ -161,11 +161,12 @@ def test_a_forged_header_without_frames_cannot_poison_the_replay_window():
     schema = {LINK: wire.Expected({"x": ("float32", SHAPE)}, 16, sealed=True)}
     x = np.ones((1, *SHAPE), np.float32)
     for seq in (10_000, 2**63 - 1):  # far ahead, and as far as a header can say
-        forged = sender.encode(1, seq, LINK, ROUTE, [("x", x)])[:1]  # the header alone
-        with pytest.raises(IntegrityError, match="0 sealed frames for 1 tensor"):
-            wire.decode(forged, schema, unseal=receiver.unseal)
-    header, arrays = wire.decode(sender.encode(2, 2, LINK, ROUTE, [("x", x)]), schema,
-                                 unseal=receiver.unseal)  # the real next message still opens
+        frames = sender.encode(1, seq, LINK, ROUTE, [("x", x)])
+        forged = [frames[0], frames[-1]]  # the header and its tag alone
+        with pytest.raises(Rejected, match="tampered: 0 sealed frames for 1 tensor"):
+            receiver.open(forged, schema)
+    header, arrays = receiver.open(sender.encode(2, 2, LINK, ROUTE, [("x", x)]),
+                                   schema)  # the real next message still opens
     assert header.req == 2 and np.array_equal(arrays["x"], x)
 
 
@@ -173,4 +174,4 @@ def test_a_sequence_number_far_ahead_resets_the_window_without_a_huge_bitmap():
     key = bytes(32)
     s, o = Sealer("mac:blake2b", key), Opener("mac:blake2b", key)
     assert o.open(b"h", 2**63 - 1, s.seal(b"h", 2**63 - 1, [b"x"])) == [b"x"]
-    assert o.seen == 1
+    assert o.window.seen == 1

@@ -24,6 +24,7 @@ from shardguard.runtime.wire import (
     FLAG_DEGRADED,
     FLAG_SEALED,
     MAX_HEADER_BYTES,
+    WIRE_VERSION,
     Expected,
     Header,
     TensorSpec,
@@ -237,7 +238,7 @@ def unknown_key(data: st.DataObject, m: Message) -> None:
 
 def wrong_version_or_kind(data: st.DataObject, m: Message) -> None:
     if data.draw(st.booleans()):
-        m.header["v"] = data.draw(junk.filter(lambda x: not (type(x) is int and x == 1)))
+        m.header["v"] = data.draw(junk.filter(lambda x: not (type(x) is int and x == WIRE_VERSION)))
     else:
         m.header["kind"] = data.draw(junk.filter(lambda x: x != "data"))
 

@@ -3,8 +3,10 @@
     shardguard explore lenet5 --platform rpi4x4-ethernet --threats threats.yaml --budget 300
 
 A *candidate* deployment is a partition (strategy, devices, and for pipelines the
-cut points), a protection per link, a redundancy (1, 2 or 3 copies of every stage,
-voting) and whether range guards run. Its three objectives, all minimised:
+cut points), a protection per link between stages and one for the coordinator's two
+hops (``ends``: the input to the first stages, the results from the last), a
+redundancy (1, 2 or 3 copies of every stage, voting) and whether range guards run.
+Its three objectives, all minimised:
 
 * ``energy_j``      the largest active energy per inference of any device (cost model:
                     compute, radio, and the sealing each link's protection costs there,
@@ -51,6 +53,7 @@ class ExploreSpec(Config):
     max_devices: Annotated[int, Field(ge=1, le=8)] = 4
     cut_points: Annotated[int, Field(ge=1, le=32)] = 8  # pipeline cuts to choose from
     protections: Annotated[list[str], Field(min_length=1)] = list(PROTECTIONS)
+    ends: list[str] | None = None  # the coordinator's hops' choices (None: ``protections``)
     copies: Annotated[list[int], Field(min_length=1)] = [1, 3]
     guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
     samples: Annotated[int, Field(ge=10, le=5000)] = 300
@@ -62,9 +65,10 @@ class Candidate:
     strategy: str
     devices: tuple[str, ...]  # in stage order (pipeline); the set used (spatial, channel)
     cuts: tuple[int, ...]  # pipeline: stage k covers compute nodes (cuts[k-1], cuts[k]]
-    protection: tuple[str, ...]  # link i of the plan gets protection[i % len]
+    protection: tuple[str, ...]  # link i between stages gets protection[i % len]
     copies: int
     guard: bool
+    ends: str = "none"  # the coordinator's hops: input>first stages, last stages>output
 
     @property
     def key(self) -> str:
@@ -72,7 +76,8 @@ class Candidate:
 
     def describe(self) -> str:
         extra = (f", vote:{self.copies}" if self.copies > 1 else "") + (
-            ", guard" if self.guard else "")
+            ", guard" if self.guard else "") + (f", ends {self.ends}" if self.ends != "none"
+                                                else "")
         if len(self.devices) == 1:
             return f"whole model on {self.devices[0]}{extra}"
         layout = " → ".join(self.devices) if self.strategy == "pipeline" else "+".join(
@@ -92,6 +97,7 @@ class Space:
     protections: tuple[str, ...]
     copies: tuple[int, ...]
     guards: tuple[bool, ...]
+    ends: tuple[str, ...] = ("none",)  # choices for the coordinator's hops
 
     @property
     def links(self) -> int:  # protection variables: one per link of a pipeline at most
@@ -101,7 +107,7 @@ class Space:
         k = self.max_devices
         upper = [len(self.strategies) - 1, k - 1, math.perm(len(self.devices), k) - 1,
                  *[len(self.cut_points) - 1] * (k - 1),
-                 *[len(self.protections) - 1] * self.links,
+                 *[len(self.protections) - 1] * self.links, len(self.ends) - 1,
                  len(self.copies) - 1, len(self.guards) - 1]
         return [0] * len(upper), upper
 
@@ -117,11 +123,13 @@ class Space:
         else:
             order = sorted(order)
         protection = tuple(self.protections[i] for i in v[at:at + self.links])
-        return self.candidate(strategy, tuple(order), cuts, protection,
-                              self.copies[v[at + self.links]], self.guards[v[at + self.links + 1]])
+        at += self.links
+        return self.candidate(strategy, tuple(order), cuts, protection, self.copies[v[at + 1]],
+                              self.guards[v[at + 2]], self.ends[v[at]])
 
     def candidate(self, strategy: str, devices: tuple[str, ...], cuts: tuple[int, ...],
-                  protection: tuple[str, ...], copies: int, guard: bool) -> Candidate:
+                  protection: tuple[str, ...], copies: int, guard: bool,
+                  ends: str = "none") -> Candidate:
         """One candidate, written one way only: a pipeline's protection variables beyond
         its links repeat its links' choices (a one-stage pipeline has no link: none)."""
         if len(devices) == 1:  # the whole model on one device, whatever the strategy
@@ -130,7 +138,7 @@ class Space:
             n = len(devices) - 1
             protection = (tuple(protection[i % n] for i in range(self.links)) if n else
                           ("none",) * self.links)
-        return Candidate(strategy, devices, cuts, protection, copies, guard)
+        return Candidate(strategy, devices, cuts, protection, copies, guard, ends)
 
     def candidates(self) -> list[Candidate]:
         """Every distinct candidate (exhaustive search)."""
@@ -142,10 +150,10 @@ class Space:
             else:
                 layouts = [(tuple(d), ()) for d in itertools.combinations(self.devices, k)]
             links = max(1, k - 1) if strategy == "pipeline" else self.links
-            for (devices, cuts), protection, copies, guard in itertools.product(
+            for (devices, cuts), protection, copies, guard, ends in itertools.product(
                     layouts, itertools.product(self.protections, repeat=links), self.copies,
-                    self.guards):
-                c = self.candidate(strategy, devices, cuts, protection, copies, guard)
+                    self.guards, self.ends):
+                c = self.candidate(strategy, devices, cuts, protection, copies, guard, ends)
                 out.setdefault(c.key, c)
         return list(out.values())
 
@@ -159,7 +167,7 @@ class Space:
                       * levels ** (k - 1))
             n += sum(s != "pipeline" for s in self.strategies) * math.comb(d, k) \
                 * levels ** self.links
-        return n * len(self.copies) * len(self.guards)
+        return n * len(self.copies) * len(self.guards) * len(self.ends)
 
 
 def _unrank(index: int, items: list[str], k: int) -> list[str]:
@@ -176,9 +184,10 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     from ..defences.seal import KEY_BYTES
     from ..partition.pipeline import tables
 
-    for p in spec.protections:
-        if p != "none" and p not in KEY_BYTES:
-            raise ConfigError(f"protections: unknown {p!r} (known: none, {', '.join(KEY_BYTES)})")
+    for field, choices in (("protections", spec.protections), ("ends", spec.ends or [])):
+        for p in choices:
+            if p != "none" and p not in KEY_BYTES:
+                raise ConfigError(f"{field}: unknown {p!r} (known: none, {', '.join(KEY_BYTES)})")
     for s in spec.strategies:
         if s not in ("pipeline", "spatial", "channel"):
             raise ConfigError(f"strategies: unknown {s!r} (pipeline, spatial, channel)")
@@ -201,7 +210,7 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     devices = tuple(platform.names)
     return Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
                  tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
-                 tuple(spec.guards))
+                 tuple(spec.guards), tuple(spec.ends or spec.protections))
 
 
 # -- evaluation, in a worker process ------------------------------------------------------
@@ -256,8 +265,12 @@ def build(c: Candidate) -> Any:
         plan_fn = plan_spatial if c.strategy == "spatial" else plan_channel
         planned = plan_fn(graph, ref, sub, "energy")
         planned.plan.platform = platform.source
-    for i, link in enumerate(planned.plan.links):
+    between = [lk for lk in planned.plan.links if "input" != lk.src and lk.dst != "output"]
+    for i, link in enumerate(between):
         link.protection = c.protection[i % len(c.protection)]
+    for link in planned.plan.links:
+        if link not in between:
+            link.protection = c.ends
     planned = add_replicas(planned, platform, c.copies)
     planned.compiled = compile_plan(planned.plan, graph)
     planned.cost = estimate(planned.compiled, platform)

@@ -211,7 +211,8 @@ def security_levels(space: Space, chosen: dict[str, Any],
     base = Candidate(**{**chosen["candidate"], "devices": tuple(chosen["candidate"]["devices"]),
                         "cuts": tuple(chosen["candidate"]["cuts"]),
                         "protection": tuple(chosen["candidate"]["protection"])})
-    variants = [replace(base, protection=(p,) * space.links) for p in space.protections]
+    variants = [replace(base, protection=(p,) * space.links,
+                        ends=p if p in space.ends else base.ends) for p in space.protections]
     rows = evaluations(variants)
     return [{"protection": p, "deployment": r["describe"],
              "energy_per_device_j": r.get("energy_per_device_j", {}),

@@ -78,6 +78,10 @@ def explore(
     protections: Annotated[str, typer.Option(help="Comma-separated link protections to "
                                                   "choose from.")]
     = "none,mac:blake2b,aead:chacha20-poly1305,aead:aes-128-gcm",
+    ends: Annotated[str | None, typer.Option(help="Comma-separated protections to choose "
+                                                   "from for the coordinator's hops (input "
+                                                   "and results; default: --protections).")]
+    = None,
     copies: Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
                                              "from: 1 (none), 2 or 3 (voting).")] = "1,3",
     guards: Annotated[str, typer.Option(help="Range guards: both, on or off.")] = "both",
@@ -115,6 +119,7 @@ def explore(
         "model": model, "platform": platform, "threats": scenario["threats"],
         "strategies": _items(strategies), "max_devices": max_devices,
         "protections": _items(protections), "copies": _items(copies),
+        "ends": _items(ends) if ends is not None else None,
         "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
         "samples": samples, "seed": seed}, "explore")
     result = run_exploration(spec, output, budget=budget, method=method, processes=processes,

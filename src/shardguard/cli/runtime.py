@@ -45,6 +45,10 @@ def worker(
     keys: Annotated[Path | None, typer.Option(help="Key directory (shardguard keys generate).")]
     = None,
     threads: Annotated[int, typer.Option(help="onnxruntime threads.")] = 1,
+    allow_fault_injection: Annotated[bool, typer.Option(
+        "--allow-fault-injection", help="Obey the coordinator's behave messages (threat "
+        "experiments: make this worker slow, lie or flip bits). Off on real deployments.")]
+    = False,
 ) -> None:
     """Run the worker for one device until stopped (needs only the light dependencies).
 
@@ -53,6 +57,8 @@ def worker(
     from ..runtime.worker import main as worker_main
 
     argv = ["--bind", bind, "--name", name, "--threads", str(threads)]
+    if allow_fault_injection:
+        argv.append("--allow-fault-injection")
     if keys is not None:
         argv += ["--keys", str(keys)]
     code = worker_main(argv)
@@ -115,7 +121,9 @@ def run(
 ) -> None:
     """Deploy a plan to workers and stream the test set through it.
 
-    Links whose plan entry sets a protection (mac:..., aead:...) are sealed.
+    Links whose plan entry sets a protection (mac:..., aead:...) are sealed, the
+    coordinator's hops included. Exits non-zero when any request failed or --check
+    found a difference, naming the devices that failed.
 
     Example: shardguard run plan.yaml --spawn-local --check -n 2000
 
@@ -127,7 +135,7 @@ def run(
     import torch
 
     from ..data import load_split
-    from ..errors import IntegrityError
+    from ..errors import IntegrityError, TransportError
     from ..partition import bind
     from ..runtime.cluster import Cluster
     from ..runtime.local import LocalExecutor
@@ -166,18 +174,23 @@ def run(
     if pct:
         print("latency " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in pct.items())
               + f"; throughput {result.throughput:.1f} images/s")
+    print("this run, per device:")
     for device, s in stats.items():
         stages = ", ".join(f"{k} {v['compute_s'] * 1e3 / max(1, v['runs']):.3f} ms/run"
                            for k, v in s["stages"].items())
         links = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in s["bytes_per_link"].items())
-        rejected = sum(s["rejected"].values())
+        rejected = ", ".join(f"{k} {n}" for k, n in sorted(s["rejected"].items()))
         flagged = f"; guards flagged {s['flagged']} samples" if s.get("flagged") else ""
         print(f"  {device}: {stages or 'standby'}; received {links or '-'}"
               f"{f'; rejected {rejected}' if rejected else ''}{flagged}")
-    if result.rejected:
-        print(f"{len(result.rejected)} message(s) rejected (sealed links, votes or checks); "
+    for device in result.failed_devices:
+        print(f"  {device}: FAILED during the run (no answer on its control connection)")
+    if result.alarms:
+        print(f"{result.alarms} message(s) rejected (sealed links, votes or checks); "
               f"policy {on_reject}: {result.resubmitted} resubmitted, "
               f"{len(result.errors)} failed")
+    if result.routed_around:
+        print(f"routed around {', '.join(result.routed_around)}: their messages were rejected")
     if check:
         with torch.no_grad():
             from ..defences.guards import RangeGuard
@@ -189,6 +202,11 @@ def run(
         same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
         print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
               f"same class on {same}/{int(ok.sum())}")
-        if diff / scale > 1e-4 or same != int(ok.sum()) or not ok.all():
+        if diff / scale > 1e-4 or same != int(ok.sum()):
             raise IntegrityError("distributed outputs differ from the local executor")
-        print("distributed run matches the local executor")
+        print(f"distributed run matches the local executor on {int(ok.sum())} answered images")
+    if result.errors:
+        first = next(iter(result.errors.values()))
+        lost = f" ({', '.join(result.failed_devices)} failed)" if result.failed_devices else ""
+        raise TransportError(f"{len(result.errors)} of {len(result.latency_s)} requests failed"
+                             f"{lost}; first: {first}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..partition.compile import CompiledPlan, Transfer
+from ..partition.compile import INPUT, OUTPUT, CompiledPlan, Transfer
 from ..runtime.local import Interceptor, LocalExecutor, Traffic
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]  # tensor id → (low, high) per channel
@@ -27,6 +27,8 @@ class _Recorder(Interceptor):
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:
+        if transfer.src == INPUT or transfer.dst == OUTPUT:
+            return value  # guards bound activations between stages, not inputs or logits
         dims = [d for d in range(value.dim()) if d != 1]  # keep channels (dim 1)
         low, high = value.amin(dim=dims), value.amax(dim=dims)
         if transfer.id in self.low:

@@ -15,6 +15,12 @@ per link, sender and receiver, from an X25519 exchange expanded with HKDF-SHA256
 so replicas sending on one link never share a key and nonces never repeat (each
 sender's sequence number only grows, and keys are new at every deployment).
 
+Every message also carries a *header tag* (``HeaderAuth``: keyed BLAKE2b-128 over the
+header, with its own key per link, sender and receiver), on sealed and unsealed links
+alike. It tells a message from a member of the plan, whose payload an on-path attacker
+may have altered, from one an outsider made up: only the first may raise an alarm.
+``ReplayWindow`` is the sliding window both the header check and ``Opener`` keep.
+
 Every primitive is a well-kept library's: ``cryptography`` (OpenSSL) for X25519,
 HKDF, AES-GCM and ChaCha20-Poly1305, ``hashlib``/``hmac`` for HMAC-SHA256 and
 keyed BLAKE2b, and, when installed, the ``ascon`` package (0.0.9, the reference
@@ -50,6 +56,9 @@ KEY_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
 TAG_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
              "aead:aes-256-gcm": 16, "aead:chacha20-poly1305": 16, "aead:ascon-128": 16}
 ALGORITHMS = tuple(a for a in KEY_BYTES if a != "aead:ascon-128" or _ascon is not None)
+HEADER_AUTH = "auth:blake2b-128"  # the header tag every data message carries
+HEADER_TAG_BYTES = 16
+HEADER_TAG_KEY_BYTES = 32
 
 Buffer = bytes | bytearray | memoryview
 
@@ -89,10 +98,15 @@ def shared_secret(private: X25519PrivateKey, peer_public: bytes) -> bytes:
 
 
 def link_key(secret: bytes, link: str, algorithm: str, salt: bytes = b"") -> bytes:
-    """The key for one link (and its ends) and algorithm, from an X25519 secret via HKDF-SHA256."""
-    check_algorithm(algorithm)
+    """The key for one link (and its ends) and algorithm, from an X25519 secret via HKDF-SHA256.
+
+    ``algorithm`` is a protection or ``HEADER_AUTH``: each gets its own key.
+    """
+    if algorithm != HEADER_AUTH:
+        check_algorithm(algorithm)
+    size = HEADER_TAG_KEY_BYTES if algorithm == HEADER_AUTH else KEY_BYTES[algorithm]
     info = f"shardguard link {link} {algorithm}".encode()
-    return HKDF(hashes.SHA256(), KEY_BYTES[algorithm], salt or None, info).derive(secret)
+    return HKDF(hashes.SHA256(), size, salt or None, info).derive(secret)
 
 
 class LinkKeys:
@@ -108,6 +122,7 @@ class LinkKeys:
         self._peers: dict[str, bytes] = {}
         self._sealers: dict[tuple[str, str, str], Sealer] = {}
         self._openers: dict[tuple[str, str, str], Opener] = {}
+        self._auths: dict[tuple[str, str, str], HeaderAuth] = {}
 
     def add_peers(self, publics: dict[str, bytes]) -> None:
         self._peers.update(publics)
@@ -131,6 +146,18 @@ class LinkKeys:
         if key not in self._openers:
             self._openers[key] = Opener(algorithm, self._key(link, algorithm, sender, self.name))
         return self._openers[key]
+
+    def header_auth(self, link: str, sender: str, receiver: str) -> HeaderAuth:
+        """The header tag of ``link`` from ``sender`` to ``receiver`` (one of them is us).
+
+        Raises ``IntegrityError`` when the other end is not a known peer.
+        """
+        key = (link, sender, receiver)
+        auth = self._auths.get(key)
+        if auth is None:
+            auth = HeaderAuth(self._key(link, HEADER_AUTH, sender, receiver))
+            self._auths[key] = auth
+        return auth
 
 
 class BufferPool:
@@ -196,16 +223,68 @@ class Sealer:
         return out
 
 
+class ReplayWindow:
+    """Which sequence numbers of one link and sender were accepted: a sliding window.
+
+    ``check`` refuses a number already accepted or older than the window; ``accept``
+    records one, once the whole message it came in has been verified (so a forgery
+    that fails verification cannot take its number from the genuine message). A
+    number far ahead moves the window without a bitmap as large as the jump.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self.highest = -1
+        self.seen = 0  # bitmap: bit i set when (highest - i) was accepted
+
+    def check(self, seq: int) -> None:
+        if seq > self.highest:
+            return
+        age = self.highest - seq
+        if age >= self.size:
+            raise IntegrityError(f"sequence number {seq} is older than the replay window")
+        if self.seen >> age & 1:
+            raise IntegrityError(f"sequence number {seq} was already received (replay)")
+
+    def accepted(self, seq: int) -> bool:
+        """Whether ``seq`` was accepted (numbers older than the window count as accepted)."""
+        if seq > self.highest:
+            return False
+        age = self.highest - seq
+        return age >= self.size or bool(self.seen >> age & 1)
+
+    def accept(self, seq: int) -> None:
+        if seq > self.highest:
+            shift = seq - self.highest
+            self.seen = 1 if shift >= self.size else (
+                ((self.seen << shift) | 1) & ((1 << self.size) - 1))
+            self.highest = seq
+        else:
+            self.seen |= 1 << (self.highest - seq)
+
+
+class HeaderAuth:
+    """The header tag of one link, sender and receiver: keyed BLAKE2b-128 (``hashlib``)."""
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def tag(self, header: Buffer) -> bytes:
+        return hashlib.blake2b(header, key=self.key, digest_size=HEADER_TAG_BYTES).digest()
+
+    def verify(self, header: Buffer, tag: Buffer) -> bool:
+        return hmac.compare_digest(self.tag(header), bytes(tag))
+
+
 class Opener:
     """Opens messages from one link and sender; rejects altered, misplaced, replayed ones."""
 
     def __init__(self, algorithm: str, key: bytes, window: int = 1024) -> None:
         check_algorithm(algorithm)
-        self.algorithm, self.key, self.window = algorithm, key, window
+        self.algorithm, self.key = algorithm, key
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
-        self.highest = -1
-        self.seen = 0  # bitmap: bit i set when (highest - i) was accepted
+        self.window = ReplayWindow(window)
         self.buffers = BufferPool()
 
     def open(self, header: bytes, seq: int, frames: Sequence[Buffer],
@@ -219,7 +298,7 @@ class Opener:
             raise IntegrityError(f"{len(frames)} sealed frames for {tensors} tensor(s)")
         if not frames:
             raise IntegrityError("a sealed message carries at least one frame")
-        self._fresh(seq)
+        self.window.check(seq)
         if is_mac(self.algorithm):
             if not frames:
                 raise IntegrityError("sealed message has no tag frame")
@@ -227,7 +306,7 @@ class Opener:
             if not hmac.compare_digest(bytes(tag), _mac(self.algorithm, self.key, header, seq,
                                                         data)):
                 raise IntegrityError("authentication tag does not match")
-            self._accept(seq)
+            self.window.accept(seq)
             return data
         out: list[Buffer] = []
         for i, frame in enumerate(frames):
@@ -235,7 +314,7 @@ class Opener:
             if view.nbytes < self.tag_bytes:
                 raise IntegrityError("sealed frame shorter than its tag")
             out.append(self._decrypt(i, seq, header, view))
-        self._accept(seq)
+        self.window.accept(seq)
         return out
 
     def _decrypt(self, index: int, seq: int, header: bytes, view: memoryview) -> Buffer:
@@ -251,24 +330,6 @@ class Opener:
         except InvalidTag:
             raise IntegrityError("authentication tag does not match") from None
         return buffer.data
-
-    def _fresh(self, seq: int) -> None:
-        if seq > self.highest:
-            return
-        age = self.highest - seq
-        if age >= self.window:
-            raise IntegrityError(f"sequence number {seq} is older than the replay window")
-        if self.seen >> age & 1:
-            raise IntegrityError(f"sequence number {seq} was already received (replay)")
-
-    def _accept(self, seq: int) -> None:
-        if seq > self.highest:
-            shift = seq - self.highest
-            self.seen = 1 if shift >= self.window else (
-                ((self.seen << shift) | 1) & ((1 << self.window) - 1))
-            self.highest = seq
-        else:
-            self.seen |= 1 << (self.highest - seq)
 
 
 def _aead(algorithm: str, key: bytes) -> Any:

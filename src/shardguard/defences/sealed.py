@@ -6,7 +6,7 @@
 A tag over the header and the tensor fails for any change to the bytes (a forgery
 passes with probability about 2**-128), so the receiver's check here is exact:
 a sample's piece is tampered with when any of its bits differs from what was
-sent. The real check is ``seal.py`` on workers (``runtime/_sealing.py``); this is
+sent. The real check is ``seal.py`` on workers (``runtime/linksec.py``); this is
 its model, so campaigns can sweep it. ``retry`` models asking again once, with
 the retransmission arriving intact; ``drop`` loses the sample. A compromised
 sender (D4) seals its wrong values itself: no tag check can see that.

@@ -40,10 +40,9 @@ def assemble_plan(graph: Graph, model: ModelRef, platform: Platform, strategy: S
 
 
 def link_specs(compiled: CompiledPlan, protection_of: object) -> list[LinkSpec]:
+    """Every link of ``compiled``, the coordinator's hops (``input>S``, ``S>output``) too."""
     links = []
     for (src, dst), group in compiled.links().items():
-        if src == "input" or dst == "output":
-            continue
         links.append(LinkSpec(src=src, dst=dst, tensors=sorted({t.tensor for t in group}),
                               bytes=sum(t.nbytes for t in group),
                               protection=protection_of(src, dst)))  # type: ignore[operator]

@@ -23,10 +23,15 @@ replicas on other devices. Tensors that cross a segment boundary travel on
         split: none
         stages: [{name: s1, device: pi2, replicas: [pi3]}]
     links:
+      - {src: input, dst: s0, tensors: [x], bytes: 3136, protection: none}
       - {src: s0, dst: s1, tensors: [layers_2_relu_1], bytes: 12544, protection: none}
+      - {src: s1, dst: output, tensors: [fc], bytes: 40, protection: none}
 
 Which tensors a link carries is derived from the graph (``links`` records it
-for people to read); ``protection`` is the part of ``links`` a person sets.
+for people to read); ``protection`` is the part of ``links`` a person sets. The
+coordinator's hops are links like any other: ``input>S`` carries the input to a
+first stage, ``S>output`` a last stage's result (a plan file without them leaves
+them unprotected).
 """
 
 from __future__ import annotations
@@ -159,7 +164,7 @@ class Plan(Config):
         return "none"
 
     def with_protection(self, protection: Protection) -> Plan:
-        """A copy of this plan with ``protection`` on every link."""
+        """A copy of this plan with ``protection`` on every link, the coordinator's too."""
         plan = self.model_copy(deep=True)
         for link in plan.links:
             link.protection = protection

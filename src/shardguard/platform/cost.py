@@ -2,9 +2,10 @@
 
 Per stage: compute time = MACs / the device's effective MAC rate; crypto time =
 protected bytes × cycles per byte / clock, paid by the sender (seal) and the
-receiver (open). Per transfer: link time = latency + bytes / bandwidth (zero
-between stages on one device). End-to-end latency is the critical path of one
-request (stages on one device run one at a time). When requests stream, the
+receiver (open); on the coordinator's hops (``input>S``, ``S>output``) only the
+device end is a platform device, and pays. Per transfer: link time = latency +
+bytes / bandwidth (zero between stages on one device). End-to-end latency is the
+critical path of one request (stages on one device run one at a time). When requests stream, the
 period is the busiest resource: a device's compute + crypto, or a link's
 serialisation time (a shared medium carries all transfers). Per device and
 inference, energy = active power × busy time + radio energy per byte sent and
@@ -135,7 +136,7 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
     for (src_stage, dst_stage), group in compiled.links().items():
         src, dst = _device_of(compiled, src_stage), _device_of(compiled, dst_stage)
         nbytes = sum(t.nbytes for t in group)
-        protection = plan.protection(src_stage, dst_stage) if SOURCE not in (src, dst) else "none"
+        protection = plan.protection(src_stage, dst_stage)  # the coordinator's hops too
         link = platform.medium if SOURCE in (src, dst) else platform.link(src, dst)
         same = src == dst
         transfers.append(TransferCost(
@@ -145,9 +146,11 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
         if same:
             continue
         alg = algorithm(protection)
-        if alg != "none":
-            crypto_of[src_stage] += platform.devices[src].crypto_seconds(alg, nbytes)
-            crypto_of[dst_stage] += platform.devices[dst].crypto_seconds(alg, nbytes)
+        if alg != "none":  # seal and open, each on a platform device (not the source)
+            if src != SOURCE:
+                crypto_of[src_stage] += platform.devices[src].crypto_seconds(alg, nbytes)
+            if dst != SOURCE:
+                crypto_of[dst_stage] += platform.devices[dst].crypto_seconds(alg, nbytes)
         if src != SOURCE:
             devices[src].radio_j += link.tx_j_per_byte * nbytes
             devices[src].bytes_sent += nbytes

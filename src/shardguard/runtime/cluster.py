@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +31,22 @@ import zmq
 import zmq.utils.monitor
 
 from .._progress import progress
-from ..errors import AuthenticationError, ConfigError, IntegrityError, TransportError
+from ..errors import AuthenticationError, ConfigError, MalformedMessage, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan
 from ..partition.regions import crop, full
 from . import keys as keyring
 from . import wire
 from ._freivalds import SUFFIX, Verifier
-from ._sealing import COORDINATOR, Sealing
 from ._sockets import push_socket
 from ._voting import Ballots, VoteFailed, copy_link, samples_agree
 from .export import export_plan
-from .relay import LinkModel, Relay
+from .linksec import Inbox, LinkSecurity
+from .protocol import COORDINATOR, POLICIES, Alarm, Behave, Deploy
+from .relay import LinkModel, Relay, Tamper
 
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
-# What happens to a request one of whose sealed messages was rejected: fail it, send it
-# again on the same route, send it again avoiding the sender, or (a piece of a split
-# tensor) go on with zeros in its place, the answer flagged degraded.
-POLICIES = ("drop", "retry", "failover", "degrade")
+MAX_ALARMS_KEPT = 10_000  # alarms a stream keeps in its result (the rest are only counted)
 DISTRUST_S = 30.0  # how long failover avoids a sender named by a rejected message
 WITNESS_TOLERANCE = 1e-4  # a verified output against its prover's (as votes compare copies)
 
@@ -93,6 +91,9 @@ class StreamResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)  # sealed messages refused
     degraded: np.ndarray | None = None  # per request: answered with a piece missing
     worker_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed_devices: list[str] = field(default_factory=list)  # lost while streaming
+    routed_around: list[str] = field(default_factory=list)  # distrusted: traffic moved away
+    alarms: int = 0  # alarms acted on (``rejected`` keeps the first MAX_ALARMS_KEPT)
 
     @property
     def answered(self) -> int:
@@ -118,7 +119,8 @@ class Cluster:
                  threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
                  attackers: Sequence[Any] = (), on_reject: str = "failover",
                  guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1,
-                 freivalds: int = 0) -> None:
+                 freivalds: int = 0, taps: dict[str, Sequence[Tamper]] | None = None,
+                 fault_injection: bool = False) -> None:
         if not spawn_local and not workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         if on_reject not in POLICIES:
@@ -151,7 +153,8 @@ class Cluster:
         for link, p in list(protection.items()):  # the copies' own links, as protected
             for j in range(1, self.vote.get(link.split(">", 1)[0], 1)):
                 protection[copy_link(link, j)] = p
-        self.sealing = Sealing(COORDINATOR, protection)
+        self.security = LinkSecurity(COORDINATOR, protection)
+        self.inbox = Inbox(self.security)  # the result port's checks
         self.distrusted: dict[str, float] = {}  # sender → until when (failover), monotonic s
         self.alarms: list[dict[str, Any]] = []
         self.link_seq: dict[str, int] = defaultdict(int)
@@ -164,6 +167,11 @@ class Cluster:
             raise ConfigError(f"no worker address for device(s) {', '.join(missing)}")
         self.spawn_local, self.emulate_links, self.advertise = spawn_local, emulate_links, advertise
         self.attackers = list(attackers)  # link threats, acting in relays on their links
+        self.taps = dict(taps or {})  # link -> on-path hooks in its relays (tests, red teams)
+        self.fault_injection = fault_injection  # workers obey behave (threat experiments)
+        self.relay_of: dict[str, str] = {}  # "link@device" -> relay address
+        self.failed: dict[str, None] = {}  # devices lost, in order
+        self.avoided: dict[str, None] = {}  # devices traffic was moved away from
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._logs: tempfile.TemporaryDirectory[str] | None = None
         self.keys = keys
@@ -185,7 +193,7 @@ class Cluster:
                                  if t.id not in self.witnesses]
         self.output_schema = {
             copy_link(link, j): wire.Expected({t.id: ("float32", t.shape) for t in group},
-                                              1 << 16, self.sealing.sealed(link))
+                                              1 << 16, self.security.sealed(link))
             for (src, dst), group in compiled.links().items() if dst == OUTPUT
             for link in [f"{src}>{dst}"] for j in range(self.vote.get(src, 1))}
 
@@ -226,48 +234,55 @@ class Cluster:
             except zmq.ZMQError as exc:
                 raise ConfigError(f"worker {device}: bad address {handle.control!r} ({exc})") \
                     from exc
-        publics = {COORDINATOR: self.sealing.public}
+        publics = {COORDINATOR: self.security.public}
         for device, handle in self.handles.items():
             reply = self.call(device, {"kind": "hello"}, timeout=10.0)
             handle.data = _reachable(str(reply["data"]), handle.control)
             publics[device] = bytes(reply["x25519"])
-        self.sealing.configure(self.sealing.protection, publics)
+        self.security.configure(self.security.protection, publics)
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
         self.sink.bind(f"tcp://{self.advertise}:*")
         sink_address = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
-        relays = self._start_relays(sink_address) if self.emulate_links or self.attackers else {}
+        if self.emulate_links or self.attackers or self.taps:
+            self.relay_of = self._start_relays(sink_address)
         artifacts = export_plan(self.compiled, {s: len(v.pools) for s, v in self.verifiers.items()})
-        checks = {s: v.to_wire() for s, v in self.verifiers.items()}
         hosted: dict[str, list[str]] = defaultdict(list)
         for p in self.compiled.programs:
             for device in [p.device, *p.replicas]:
                 hosted[device].append(p.name)
+        worker_relays = {k: v for k, v in self.relay_of.items()  # the coordinator's own hops
+                         if not k.startswith(f"{INPUT}>")}       # are its business
         for device in self.devices:
-            self.call(device, {
-                "kind": "deploy", "stages": [{**artifacts[s].to_wire(), "check": checks.get(s)}
-                                         for s in hosted[device]],
-                "devices": {d: h.data for d, h in self.handles.items()}, "sink": sink_address,
-                "relays": relays, "deadline_s": self.deadline_s, "max_batch": 1 << 16,
-                "protection": self.sealing.protection, "publics": publics,
-                "guards": self.guards, "vote": self.vote, "on_reject": self.on_reject,
-                "hosts": {p.name: [p.device, *p.replicas]
-                          for p in self.compiled.programs}},
-                timeout=120.0)
+            stages = tuple(replace(artifacts[s], check=self.verifiers[s].to_wire()
+                                   if s in self.verifiers else None) for s in hosted[device])
+            self.call(device, Deploy(
+                stages=stages, devices={d: h.data for d, h in self.handles.items()},
+                sink=sink_address, publics=publics,
+                hosts={p.name: (p.device, *p.replicas) for p in self.compiled.programs},
+                protection=self.security.protection, relays=worker_relays,
+                deadline_s=self.deadline_s, max_batch=1 << 16, guards=self.guards,
+                vote=self.vote, on_reject=self.on_reject).to_wire(), timeout=120.0)
         for t in self.input_transfers:  # connect now: the first requests must not be dropped
             for device in [self.compiled.by_name[t.dst].device,
                            *self.compiled.by_name[t.dst].replicas]:
-                self._push(self.handles[device].data).poll(5000, zmq.POLLOUT)
+                self._push(self._input_address(f"{INPUT}>{t.dst}", device)).poll(
+                    5000, zmq.POLLOUT)
+
+    def _input_address(self, link: str, device: str) -> str:
+        """Where the coordinator sends ``link``'s messages for ``device``: its relay, if any."""
+        return self.relay_of.get(f"{link}@{device}", self.handles[device].data)
 
     def _spawn(self) -> None:
         assert self.keys is not None
         self._logs = tempfile.TemporaryDirectory(prefix="shardguard-workers-")
         for device in self.devices:
             log = open(Path(self._logs.name) / f"{device}.log", "w")  # noqa: SIM115
+            flags = ["--allow-fault-injection"] if self.fault_injection else []
             proc = subprocess.Popen(
                 [sys.executable, "-m", "shardguard.runtime.worker", "--bind", "tcp://127.0.0.1:0",
                  "--name", device, "--keys", str(self.keys), "--threads", str(self.threads),
-                 "--exit-with-parent"],
+                 "--exit-with-parent", *flags],
                 stdout=subprocess.PIPE, stderr=log, text=True)
             log.close()  # the child holds its own descriptor
             self.handles[device] = Handle(device, "", None, None, process=proc)  # type: ignore[arg-type]
@@ -283,32 +298,32 @@ class Cluster:
             self.addresses[device] = line.split()[2]
 
     def _start_relays(self, sink: str) -> dict[str, str]:
-        """A relay per (link, receiving device): the platform's figures, and any attacker."""
+        """A relay per (link, receiving device), the coordinator's hops included: the
+        platform's figures, and any attacker or tap on that link."""
         out: dict[str, str] = {}
         platform = self.bound.platform
         for (src, dst), _ in self.compiled.links().items():
-            if src == INPUT:
-                continue
-            link = f"{src}>{dst}"
-            hooks = []
-            attackers = [t for t in self.attackers
-                         if t.target in ("every", link, _planned_link(src, dst))]
-            if attackers and dst != OUTPUT:
+            link, planned = f"{src}>{dst}", _planned_link(src, dst)
+            hooks: list[Tamper] = [*self.taps.get(link, ())]
+            if planned != link:  # a Freivalds verifier's link also carries its stage's taps
+                hooks += self.taps.get(planned, ())
+            attackers = [t for t in self.attackers if t.target in ("every", link, planned)]
+            if attackers:
                 from ..threats.distributed import RelayAttacker
 
                 hooks.append(RelayAttacker(attackers))
             if not hooks and not self.emulate_links:
                 continue
-            src_device = self.compiled.by_name[src].device
-            receivers = (["output"] if dst == OUTPUT else
-                         [self.compiled.by_name[dst].device,
-                          *self.compiled.by_name[dst].replicas])
+            src_device = COORDINATOR if src == INPUT else self.compiled.by_name[src].device
+            receivers = ([OUTPUT] if dst == OUTPUT else
+                         [self.compiled.by_name[dst].device, *self.compiled.by_name[dst].replicas])
             for device in receivers:
                 if device == src_device and not hooks:
                     continue  # stages on one device talk in memory
-                spec = platform.medium if device == "output" else platform.link(src_device, device)
+                ends = {src_device, device} & {COORDINATOR, OUTPUT}
+                spec = platform.medium if ends else platform.link(src_device, device)
                 model = LinkModel.of(spec, self.seed) if self.emulate_links else LinkModel()
-                target = sink if device == "output" else self.handles[device].data
+                target = sink if device == OUTPUT else self.handles[device].data
                 relay = Relay("tcp://127.0.0.1:*", target, model, tamper=hooks, context=self.ctx)
                 relay.start()
                 self.relays.append(relay)
@@ -392,11 +407,13 @@ class Cluster:
                 for d, h in self.handles.items() if h.alive}
 
     def behave(self, device: str, **behaviour: Any) -> None:
-        """Make a worker misbehave (threat experiments): slow=k, corrupt=zero|scale|sign|random
-        (stages=[...]: only in what those of its stages send), flip_stored=n (D5 at rest: n
-        bit flips in each stored stage model), garble_wire=True
+        """Make a worker misbehave (threat experiments; needs ``fault_injection=True``, which
+        starts spawned workers with ``--allow-fault-injection``): slow=k,
+        corrupt=zero|scale|sign|random (stages=[...]: only in what those of its stages send),
+        flip_stored=n (D5 at rest: n bit flips in each stored stage model), garble_wire=True
         (one bit of every message it sends flips after sealing, as on a faulty link)."""
-        self.call(device, {"kind": "behave", "behaviour": behaviour})
+        message = Behave(**{k: tuple(v) if k == "stages" else v for k, v in behaviour.items()})
+        self.call(device, message.to_wire())
 
     # -- data -------------------------------------------------------------------------------
     def _push(self, address: str) -> zmq.Socket:
@@ -405,7 +422,11 @@ class Cluster:
         return self.pushes[address]
 
     def _receive(self, handle: Handle) -> dict[str, Any] | None:
-        """One control message: an alarm is kept for the stream; a reply is returned."""
+        """One control message: an alarm is kept for the stream; a reply is returned.
+
+        Alarms come over the worker's authenticated control connection; one that is
+        malformed, or that speaks for another receiver, is a bug or a lie: ignored.
+        """
         try:
             message = msgpack.unpackb(handle.socket.recv(), raw=False)
         except (ValueError, msgpack.UnpackException):
@@ -413,7 +434,12 @@ class Cluster:
         if not isinstance(message, dict):
             return None
         if message.get("kind") == "alarm":
-            self.alarms.append(message)
+            try:
+                alarm = Alarm.from_wire(message)
+            except MalformedMessage:
+                return None
+            if alarm.receiver == handle.device:
+                self.alarms.append(alarm.to_wire())
             return None
         return message
 
@@ -462,11 +488,11 @@ class Cluster:
             for j in range(self.vote.get(t.dst, 1)):  # every copy of a voted stage
                 device = route[t.dst if j == 0 else f"{t.dst}@{j}"]
                 self.link_seq[link] += 1
-                frames = self.sealing.encode(r.req, self.link_seq[link], link, route,
-                                             [(t.id, piece)], receiver=device)
+                frames = self.security.encode(r.req, self.link_seq[link], link, route,
+                                              [(t.id, piece)], receiver=device)
                 try:
-                    self._push(self.handles[device].data).send_multipart(frames, copy=False,
-                                                                         flags=zmq.NOBLOCK)
+                    self._push(self._input_address(link, device)).send_multipart(
+                        frames, copy=False, flags=zmq.NOBLOCK)
                 except zmq.Again:
                     pass  # the device is unreachable: the deadline will resubmit
         return None
@@ -495,8 +521,10 @@ class Cluster:
         errors: dict[int, str] = {}
         inflight: dict[int, _Request] = {}
         finished: set[int] = set()
-        resubmitted = duplicates = 0
+        resubmitted = duplicates = alarms = 0
         rejected: list[dict[str, Any]] = []
+        self.failed.clear()
+        self.avoided.clear()
         next_index = 0
         poller = zmq.Poller()
         poller.register(self.sink, zmq.POLLIN)
@@ -526,6 +554,7 @@ class Cluster:
                     was = handle.alive
                     self._watch(handle)
                     if was and not handle.alive:  # fail over what was going through it
+                        self.failed[handle.device] = None
                         for r in [r for r in inflight.values()
                                   if handle.device in r.route.values()]:
                             resubmitted += self._retry(r, inflight, errors, bar, task,
@@ -536,16 +565,10 @@ class Cluster:
                             frames = self.sink.recv_multipart(copy=False, flags=zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        try:
-                            header, arrays = wire.decode(frames, self.output_schema,
-                                                         unseal=self.sealing.unseal)
-                        except wire.MalformedMessage:
-                            continue
-                        except IntegrityError as exc:
-                            head = wire.parse_header(frames[0].buffer)
-                            self._alarm(head.req, head.link,
-                                        head.route.get(head.link.split(">")[0], "?"), str(exc))
-                            continue
+                        opened = self.inbox.open(frames, self.output_schema)
+                        if opened is None:
+                            continue  # refused and counted; a tampered one alarms after grace
+                        header, arrays = opened
                         r = inflight.get(header.req)
                         if r is None:
                             if not self.ballots.voted(header.link):  # not a late copy
@@ -582,10 +605,13 @@ class Cluster:
                             latency[r.index] = time.perf_counter() - r.started
                             accepted[r.index] += 1
                             bar.advance(task)
+                for suspect in self.inbox.due():  # tampered on the way here, never resent
+                    h = suspect.header
+                    self._alarm(h.req, h.link, suspect.sender, suspect.detail)
                 for alarm in self._alarms():
-                    if not _well_formed(alarm):
-                        continue  # a worker's bug or a compromised worker: not acted on
-                    rejected.append(alarm)
+                    alarms += 1
+                    if len(rejected) < MAX_ALARMS_KEPT:
+                        rejected.append(alarm)
                     r = inflight.get(alarm["req"])
                     if r is None:
                         continue  # already answered, or a forged request id
@@ -604,6 +630,7 @@ class Cluster:
                     if self.on_reject == "failover" and alarm["sender"] in self.handles:
                         # the header named it, so it may be innocent: distrusted for a while
                         self.distrusted[alarm["sender"]] = time.monotonic() + DISTRUST_S
+                        self.avoided[alarm["sender"]] = None
                     resubmitted += self._retry(r, inflight, errors, bar, task, why)
                 now = time.monotonic()
                 for r in [r for r in inflight.values() if r.deadline < now]:
@@ -613,7 +640,9 @@ class Cluster:
                     ended[index] = time.perf_counter() - first_submit.pop(index)
         elapsed = time.perf_counter() - began
         return StreamResult(outputs, errors, latency, ended, accepted, elapsed, n, resubmitted,
-                            duplicates, rejected, degraded)
+                            duplicates, rejected, degraded, failed_devices=list(self.failed),
+                            routed_around=[d for d in self.avoided if d not in self.failed],
+                            alarms=alarms)
 
     def _retry(self, r: _Request, inflight: dict[int, _Request], errors: dict[int, str],
                bar: Any, task: Any, why: str) -> int:
@@ -687,12 +716,6 @@ def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
         out[f"{src}>{dst}"] = next((p for p in (outgoing, incoming) if p != "none"),
                                    strongest(list(planned.values())))
     return out
-
-
-def _well_formed(alarm: Any) -> bool:
-    return (isinstance(alarm, dict) and type(alarm.get("req")) is int
-            and all(isinstance(alarm.get(k), str) for k in ("link", "sender", "reason"))
-            and ">" in alarm["link"])
 
 
 def _reachable(data: str, control: str) -> str:

@@ -10,45 +10,15 @@ validate what it receives and route what it sends without knowing the model.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 
 from ..errors import ModelError
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
-
-
-@dataclass(frozen=True)
-class Port:
-    name: str  # ONNX input/output name
-    link: str  # "src>dst"
-    tensor: str  # transfer id
-    dtype: str
-    shape: tuple[int, ...]  # per sample
-
-
-@dataclass(frozen=True)
-class StageArtifact:
-    stage: str
-    onnx: bytes
-    inputs: tuple[Port, ...]
-    outputs: tuple[Port, ...]
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.onnx).hexdigest()
-
-    def to_wire(self) -> dict[str, object]:
-        """A msgpack-able mapping (what the deploy message carries)."""
-        def ports(ps: tuple[Port, ...]) -> list[dict[str, object]]:
-            return [{"name": p.name, "link": p.link, "tensor": p.tensor, "dtype": p.dtype,
-                     "shape": list(p.shape)} for p in ps]
-        return {"stage": self.stage, "onnx": self.onnx, "inputs": ports(self.inputs),
-                "outputs": ports(self.outputs), "sha256": self.digest}
+from .protocol import Port, StageArtifact
 
 
 def _port(prefix: str, i: int, t: Transfer) -> Port:

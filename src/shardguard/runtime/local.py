@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..partition._segment import assemble_tensors
-from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
+from ..partition.compile import OUTPUT, CompiledPlan, StageProgram, Transfer
 from ..partition.regions import crop, full
 
 
@@ -126,8 +126,11 @@ class LocalExecutor:
         sent: dict[str, torch.Tensor] = {}
         missing: dict[str, torch.Tensor] = {}  # transfer id → (B,) samples without it
         degraded = none.clone()
-        for t in self.compiled.input_transfers:
-            sent[t.id] = crop(x, full(x.shape[1:]), t.region)
+        for t in self.compiled.input_transfers:  # the coordinator's hops are links too
+            delivered = self._link(t, crop(x, full(x.shape[1:]), t.region), traffic)
+            if delivered is not None:
+                sent[t.id] = delivered
+            missing[t.id] = traffic.lost.pop(t.id, none) | (~none if delivered is None else none)
         results: list[tuple[torch.Tensor, tuple[tuple[int, int], ...]]] = []
         failed = none.clone()
         for program in self.compiled.programs:
@@ -184,8 +187,7 @@ class LocalExecutor:
 
     def _link(self, transfer: Transfer, value: torch.Tensor,
               traffic: Traffic) -> torch.Tensor | None:
-        if transfer.src == INPUT or transfer.dst == OUTPUT:
-            return value
+        """What arrives of ``transfer``: every link, the coordinator's hops too."""
         for hook in self.interceptors:
             result = hook.on_link(transfer, value, traffic)
             if result is None:

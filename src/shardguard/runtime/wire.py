@@ -8,8 +8,10 @@
 
 Frame 0 is a msgpack map with exactly the keys v, kind, req, seq, link, route,
 tensors and flags; frame i (i >= 1) is tensor i-1's C-contiguous little-endian
-bytes. Everything that arrives is hostile until ``decode`` has checked it against
-what the receiver expects on that link, and a failed check is always a
+bytes (sealed, on a protected link: ``linksec.py``, which also appends the header
+tag every message carries as its last frame). Everything that arrives is hostile
+until ``decode`` has checked it against what the receiver expects on that link, and
+a failed check is always a
 ``MalformedMessage``. Light on purpose: stdlib, numpy and msgpack only (edge
 workers have no torch), and nothing is ever unpickled.
 """
@@ -29,12 +31,13 @@ from ..errors import MalformedMessage
 
 __all__ = [
     "DTYPES", "FLAG_DEGRADED", "FLAG_SEALED", "MAX_HEADER_BYTES", "WIRE_VERSION",
-    "Expected", "Header", "TensorSpec", "Unseal", "decode", "encode", "frame_nbytes",
-    "frame_view", "parse_header",
+    "MAX_PAYLOAD_BYTES", "Expected", "Header", "TensorSpec", "Unseal", "check", "decode",
+    "encode", "frame_nbytes", "frame_view", "parse_header", "tensors",
 ]
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: every message ends with a header tag (linksec.py)
 MAX_HEADER_BYTES = 64 * 1024
+MAX_PAYLOAD_BYTES = 256 * 2**20
 DTYPES = {"float32", "float16", "int64", "int32", "uint8", "bool"}
 
 FLAG_DEGRADED = 1 << 0  # the sender ran with a stage missing or replaced
@@ -109,7 +112,7 @@ class Expected:
 
 
 class Unseal(Protocol):
-    """Checks and opens a sealed message's frames (``runtime/_sealing.py``); raises
+    """Checks and opens a sealed message's frames (``runtime/linksec.py``); raises
     ``IntegrityError`` if they are not what the sender sealed under this header."""
 
     def __call__(self, header: Header, raw_header: memoryview,
@@ -196,13 +199,15 @@ def parse_header(raw: bytes | memoryview) -> Header:
 
 
 def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
-           max_bytes: int = 256 * 2**20, unseal: Unseal | None = None
+           max_bytes: int = MAX_PAYLOAD_BYTES, unseal: Unseal | None = None
            ) -> tuple[Header, dict[str, npt.NDArray[Any]]]:
     """Parse and validate a whole message against ``schema`` (link name -> Expected).
 
     Returns the header and read-only numpy views onto the frame buffers, in the
     order sent. Raises ``MalformedMessage`` naming the field at fault; on a sealed
     link, ``unseal`` opens the frames and raises ``IntegrityError`` if they were altered.
+    (The runtime receives through ``linksec.LinkSecurity.open``, which also checks the
+    header tag every message ends with; this is the same minus that frame.)
     """
     if not frames:
         raise MalformedMessage("empty message")
@@ -211,6 +216,17 @@ def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
     expected = schema.get(header.link)
     if expected is None:
         raise MalformedMessage(f"link {header.link!r} is not expected here")
+    check(header, expected, max_bytes)
+    body = frames[1:]
+    if expected.sealed:  # after the cheap checks: a forged header costs no cipher work
+        if unseal is None:
+            raise MalformedMessage(f"link {header.link!r} is sealed and no keys are set")
+        body = unseal(header, raw_header, body)
+    return header, tensors(header, body)
+
+
+def check(header: Header, expected: Expected, max_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    """Raise ``MalformedMessage`` unless ``header`` announces what ``expected`` allows."""
     if bool(header.flags & FLAG_SEALED) != expected.sealed:
         raise MalformedMessage(f"link {header.link!r} is "
                                f"{'sealed; message is not' if expected.sealed else 'not sealed'}")
@@ -236,11 +252,10 @@ def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
         total += math.prod(t.shape) * _WIRE_DTYPE[t.dtype].itemsize
     if total > max_bytes:
         raise MalformedMessage(f"payload of {total} bytes is over the {max_bytes}-byte limit")
-    body = frames[1:]
-    if expected.sealed:  # after the cheap checks: a forged header costs no cipher work
-        if unseal is None:
-            raise MalformedMessage(f"link {header.link!r} is sealed and no keys are set")
-        body = unseal(header, raw_header, body)
+
+
+def tensors(header: Header, body: Sequence[Frame]) -> dict[str, npt.NDArray[Any]]:
+    """Read-only arrays over the tensor frames ``body`` (opened, if sealed), as announced."""
     if len(body) != len(header.tensors):
         raise MalformedMessage(f"{len(body) + 1} frames for {len(header.tensors)} tensors")
     arrays: dict[str, npt.NDArray[Any]] = {}
@@ -251,7 +266,7 @@ def decode(frames: Sequence[Frame], schema: Mapping[str, Expected],
             raise MalformedMessage(f"tensor {t.name!r}: frame {i} is {view.nbytes} bytes, "
                                    f"shape {list(t.shape)} needs {want}")
         arrays[t.name] = np.frombuffer(view, dtype=_WIRE_DTYPE[t.dtype]).reshape(t.shape)
-    return header, arrays
+    return arrays
 
 
 def _view(frame: Frame) -> memoryview:

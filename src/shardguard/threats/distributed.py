@@ -6,8 +6,8 @@
 * D2 outage: SIGSTOP, then SIGCONT after ``seconds``.
 * D3 straggler: the worker sleeps (k−1)× its compute time after each stage.
 * D4 compromised (random, zero, scale, sign): the worker alters what it sends.
-* L1–L4: an on-path attacker in the link's relay rewrites, drops or replays the
-  tensor frames it sees — with the same code the local executor uses
+* L1–L4: an on-path attacker in the link's relay (the coordinator's hops included)
+  rewrites, drops or replays the tensor frames it sees — with the same code the local executor uses
   (``ThreatInterceptor``), so simulation and reality differ only in what is random.
 
 D4 ``adversarial`` and L5 need gradients, D5 and L6 change stored state or train a
@@ -84,7 +84,8 @@ def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_re
         raise ConfigError(f"{threat.id} cannot act on real workers; use the local executor")
     link_threats = [threat] if threat.on_link else []
     with Cluster(bound, spawn_local=True, deadline_s=deadline_s, max_attempts=max_attempts,
-                 window=window, attackers=link_threats, **cluster) as c:
+                 window=window, attackers=link_threats,
+                 fault_injection=isinstance(threat, (Straggler, Compromised)), **cluster) as c:
         devices = [d for d in c.handles if threat.target in ("every", d)]
         if isinstance(threat, Straggler):
             for d in devices:

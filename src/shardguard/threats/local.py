@@ -17,16 +17,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
+from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from ..runtime.local import Interceptor, Traffic
 from .bits import bit_positions, flip_at, flip_bits
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
 
 def link_matches(target: str, transfer: Transfer) -> bool:
-    """Whether ``transfer`` crosses the link ``target`` ("SRC>DST", or "every")."""
-    if transfer.src == INPUT or transfer.dst == OUTPUT:
-        return False
+    """Whether ``transfer`` crosses the link ``target`` ("SRC>DST", or "every"): the
+    coordinator's hops (``input>S``, ``S>output``) are links like any other."""
     return target == "every" or target == f"{transfer.src}>{transfer.dst}"
 
 
