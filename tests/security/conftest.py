@@ -23,9 +23,6 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("plans")
     out = {p: bind(write_plan(tmp, planned(), p, name=p.replace(":", "-"))) for p in PROTECTIONS}
     out["mac:blake2b"] = bind(write_plan(tmp, planned(), "mac:blake2b", name="mac"))
-    for bound in out.values():
-        assert [f"{lk.src}>{lk.dst}" for lk in bound.plan.links] == [
-            "input>s0", "s0>s1", "s1>output"]
     return out
 
 
