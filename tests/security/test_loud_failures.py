@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
+import zmq
 
 from shardguard.partition import bind
 from shardguard.runtime import keys as keyring
@@ -45,11 +47,26 @@ def _stop(procs: dict[str, Any]) -> None:
         proc.stdout.close()
 
 
-def _after_deploy(log: Path, timeout: float = 60.0) -> None:
+def _after_deploy(keys: Path, device: str, address: str, timeout: float = 120.0) -> None:
+    """Wait until ``device``'s worker runs a stage: asked over its control port, as the
+    coordinator (an authorised key), for its stats."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.curve_publickey, sock.curve_secretkey = keyring.load_pair(keys, "coordinator")
+    sock.curve_serverkey = keyring.load_public(keys, device)
+    sock.connect(address)
     end = time.monotonic() + timeout
-    while "deployed" not in log.read_text():
-        assert time.monotonic() < end, "the worker was never deployed"
-        time.sleep(0.01)
+    try:
+        while time.monotonic() < end:
+            sock.send(msgpack.packb({"kind": "stats", "id": 1}))
+            if sock.poll(2000):
+                stats = msgpack.unpackb(sock.recv(), raw=False)
+                if stats.get("stages"):
+                    return
+            time.sleep(0.02)
+        raise AssertionError("the worker was never deployed")
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_run_exits_non_zero_and_names_the_device_when_requests_fail(tmp_path):
@@ -64,7 +81,7 @@ def test_run_exits_non_zero_and_names_the_device_when_requests_fail(tmp_path):
              ",".join(f"{d}={a}" for d, a in addresses.items())],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "SHARDGUARD_QUIET": "1"})
-        _after_deploy(tmp_path / f"{victim}.log")
+        _after_deploy(tmp_path / "keys", victim, addresses[victim])
         os.kill(procs[victim].pid, signal.SIGSTOP)  # it stops answering for good
         out, err = run.communicate(timeout=200)
     finally:
