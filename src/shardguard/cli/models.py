@@ -146,8 +146,9 @@ def profile(
     from ..graph.report import print_profile
     from ..zoo import load_model
 
-    loaded = load_model(model, weights=weights, pretrained=weights is not None)
-    shape = parse_shape(input_shape) if input_shape else loaded.input_shape
+    given = parse_shape(input_shape) if input_shape else None
+    loaded = load_model(model, weights=weights, pretrained=weights is not None, input_shape=given)
+    shape = given or loaded.input_shape
     if shape is None:
         raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
     graph = trace(loaded.module, shape, measure=measure)
