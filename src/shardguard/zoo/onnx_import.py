@@ -14,6 +14,7 @@ folded on import. A node it cannot import is named, with its op, in one error.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,10 @@ def _convert(proto: Any, shape: tuple[int, ...], path: Path) -> fx.GraphModule:
 
     graph = proto.graph
     b = Builder(_opset(proto))
-    env: dict[str, Value] = {i.name: Value(torch.from_numpy(np.array(numpy_helper.to_array(i))))
-                             for i in graph.initializer}
+    with warnings.catch_warnings():  # read-only views of the file's bytes: never written to
+        warnings.simplefilter("ignore", UserWarning)
+        env = {i.name: Value(torch.from_numpy(numpy_helper.to_array(i)))
+               for i in graph.initializer}
     image = _image_input(proto, path)
     uses = Counter([n for node in graph.node for n in node.input] + [o.name for o in graph.output])
 
@@ -166,14 +169,21 @@ class OnnxRuntimeModel:
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
-        proto = _read(path)
-        image = _image_input(proto, path)
-        self.input = image.name
-        self.batch, _ = _declared(image)
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail, InvalidGraph, ...
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelError(f"{path}: onnxruntime cannot load it ({first})") from exc
+        inputs = self.session.get_inputs()  # initializers are not listed
+        if len(inputs) != 1:
+            raise ModelError(f"{path}: takes {len(inputs)} inputs; ShardGuard supports models "
+                             "with one image input")
+        self.input = inputs[0].name
+        batch = inputs[0].shape[0] if inputs[0].shape else None
+        self.batch = batch if isinstance(batch, int) else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         data = x.detach().numpy().astype(np.float32)
