@@ -20,5 +20,5 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 echo "setup: installing $TORCH"
 "${pip[@]}" "$TORCH"
 echo "setup: installing shardguard and its dependencies"
-"${pip[@]}" -e ".[full,dev]"
+"${pip[@]}" -e ".[full,dev,imagenet]"
 echo "$want" > "$stamp"

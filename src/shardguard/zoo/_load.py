@@ -85,7 +85,8 @@ def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool 
         module = build(ref)
         input_shape = ZOO[ref].input_shape
         if weights is None and pretrained:
-            weights = checkpoints.shipped(ref)
+            spec = ZOO[ref]
+            weights = spec.pretrained() if spec.pretrained else checkpoints.shipped(ref)
     elif ref.endswith(".onnx"):
         module, input_shape = load_onnx(Path(ref), input_shape)
     elif ":" in ref and ref.rpartition(":")[0].endswith(".py"):
