@@ -93,10 +93,11 @@ def test_an_imported_classic_runs_on_workers(classic, tmp_path):
     assert "distributed run matches the local executor" in result.out
 
 
-def _export(model: torch.nn.Module, path: Path, dynamo: bool) -> Path:
+def _export(model: torch.nn.Module, path: Path, dynamo: bool,
+            shape: tuple[int, ...] = (1, 28, 28)) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.rand(1, 1, 28, 28),), str(path), dynamo=dynamo,
+        torch.onnx.export(model, (torch.rand(1, *shape),), str(path), dynamo=dynamo,
                           input_names=["x"])
     return path
 
@@ -109,13 +110,22 @@ def test_a_torch_export_profiles_in_a_fresh_process(dynamo, tmp_path):
     assert "lenet5 1×28×28" in result.out and "conv" in result.out
 
 
-@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "legacy"])
-@pytest.mark.parametrize("strategy", ["spatial", "channel"])
+@pytest.mark.parametrize("dynamo, strategy", [(True, "channel"), (False, "spatial")],
+                         ids=["dynamo-channel", "legacy-spatial"])
 def test_a_torch_export_splits_and_matches_onnxruntime(dynamo, strategy, tmp_path):
     path = _export(load_model("resnet-small").module, tmp_path / "resnet.onnx", dynamo)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert ("ReduceMean" in ops) == dynamo  # what onnx2torch could not import
     assert strategy in splits(plan_and_check(path, strategy, tmp_path))
+
+
+def test_pretrained_efficientnet_exported_splits_into_tiles_and_matches_onnxruntime(tmp_path):
+    """TensorFlow-style asymmetric padding, which the legacy exporter writes as a Pad whose
+    pads it computes with Slice (negative steps), Transpose and Cast, becomes tiles."""
+    path = _export(load_model("efficientnet-lite0").module, tmp_path / "lite0.onnx", False,
+                   (3, 224, 224))
+    assert {"Pad", "Slice"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "spatial" in splits(plan_and_check(path, "spatial", tmp_path, "throughput"))
 
 
 def _model(nodes, initializers, shape=(1, 3, 8, 8), out=(1, 4), opset=13):

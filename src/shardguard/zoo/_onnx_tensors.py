@@ -213,13 +213,14 @@ def gather(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[V
 
 
 def _slices(x: Value, starts: Sequence[int], ends: Sequence[int], axes: Sequence[int],
-            steps: Sequence[int]) -> tuple[slice, ...]:
+            steps: Sequence[int]) -> list[range]:
+    """The indices each dimension keeps (ONNX clamps out-of-range starts and ends)."""
     rank = x.example.dim()
-    spans = [slice(None)] * rank
+    kept = [range(d) for d in x.shape]
     for start, end, axis, step in zip(starts, ends, axes, steps):
         size = x.shape[axis % rank]
-        spans[axis % rank] = slice(*slice(int(start), int(end), int(step)).indices(size))
-    return tuple(spans)
+        kept[axis % rank] = range(*slice(int(start), int(end), int(step)).indices(size))
+    return kept
 
 
 @op("Slice")
@@ -234,11 +235,15 @@ def slice_(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[V
             else list(range(len(starts)))
         steps = const(ins[4], "steps").tolist() if len(ins) > 4 and ins[4] is not None \
             else [1] * len(starts)
-    spans = _slices(x, starts, ends, axes, steps)
+    kept = _slices(x, starts, ends, axes, steps)
     if x.const:
-        return [Value(torch.from_numpy(np.ascontiguousarray(x.example.numpy()[spans])))]
-    if spans[0] != slice(0, x.shape[0], 1) or any(s.step < 0 for s in spans[1:]):
+        values = x.example.numpy()
+        for axis, indices in enumerate(kept):
+            values = np.take(values, list(indices), axis)
+        return [Value(torch.from_numpy(np.ascontiguousarray(values)))]
+    if kept[0] != range(x.shape[0]) or any(r.step < 0 for r in kept[1:]):
         raise Unsupported("slicing the batch dimension or with negative steps")
+    spans = tuple(slice(r.start, r.stop, r.step) for r in kept)
     return [b.call(operator.getitem, x, spans)]
 
 
