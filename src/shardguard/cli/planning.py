@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -137,7 +138,8 @@ def check(
         x, _ = load_split("test", data).tensors(n)
     else:
         x = torch.rand(n or 8, *shape, generator=torch.Generator().manual_seed(0))
-    reference, against = bound.model.module, "the whole model"
+    reference: Callable[[torch.Tensor], torch.Tensor] = bound.model.module
+    against = "the whole model"
     if bound.model.ref.endswith(".onnx"):  # the original file, not ShardGuard's import of it
         from ..zoo.onnx_import import OnnxRuntimeModel
 

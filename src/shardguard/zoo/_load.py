@@ -80,7 +80,6 @@ def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool 
     ``weights`` is a state-dict file to load instead of the shipped one. ``input_shape``
     (C, H, W) is needed for an ``.onnx`` file whose image size is symbolic.
     """
-    input_shape: tuple[int, ...] | None = None
     if ref in ZOO:
         module = build(ref)
         input_shape = ZOO[ref].input_shape

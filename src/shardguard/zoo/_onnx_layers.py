@@ -67,13 +67,17 @@ def _pads(x: Value, attrs: dict[str, Any], kernel: Sequence[int], strides: Seque
     return pads[0], pads[1], pads[2], pads[3]
 
 
+def _pair(values: Sequence[int]) -> tuple[int, int]:
+    return int(values[0]), int(values[1])
+
+
 def _window(x: Value, attrs: dict[str, Any], kernel: Sequence[int]
-            ) -> tuple[list[int], list[int], tuple[int, int, int, int]]:
+            ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int]]:
     if len(kernel) != 2 or x.example.dim() != 4:
         raise Unsupported(f"only 2-D windows on (N, C, H, W) tensors are supported "
                           f"(kernel {list(kernel)}, input {list(x.shape)})")
-    strides = list(attrs.get("strides", [1, 1]))
-    dilations = list(attrs.get("dilations", [1, 1]))
+    strides = _pair(attrs.get("strides", [1, 1]))
+    dilations = _pair(attrs.get("dilations", [1, 1]))
     return strides, dilations, _pads(x, attrs, kernel, strides, dilations)
 
 
@@ -92,11 +96,11 @@ def conv(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Val
     strides, dilations, pads = _window(x, attrs, kernel)
     groups = int(attrs.get("group", 1))
     symmetric = pads[0] == pads[2] and pads[1] == pads[3]
-    layer = skip_init(nn.Conv2d, weight.shape[1] * groups, weight.shape[0], tuple(kernel),
-                      tuple(strides), (pads[0], pads[1]) if symmetric else 0, tuple(dilations),
-                      groups, bias=bias is not None)
+    layer: nn.Conv2d = skip_init(  # type: ignore[no-untyped-call]
+        nn.Conv2d, weight.shape[1] * groups, weight.shape[0], _pair(kernel), strides,
+        (pads[0], pads[1]) if symmetric else 0, dilations, groups, bias=bias is not None)
     layer.weight.data.copy_(weight)
-    if bias is not None:
+    if bias is not None and layer.bias is not None:
         layer.bias.data.copy_(bias)
     if not symmetric:
         x = _explicit(b, x, pads, 0.0)
@@ -105,7 +109,7 @@ def conv(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Val
 
 @op("MaxPool")
 def max_pool(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Value]:
-    x, kernel = activation(ins[0]), list(attrs["kernel_shape"])
+    x, kernel = activation(ins[0]), _pair(attrs["kernel_shape"])
     strides, dilations, pads = _window(x, attrs, kernel)
     ceil = bool(attrs.get("ceil_mode", 0))
     top, left, bottom, right = pads
@@ -135,14 +139,18 @@ class ValidAvgPool2d(nn.Module):
                             True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._pool(x) / self.share
+        share = self.share
+        assert isinstance(share, torch.Tensor)
+        return self._pool(x) / share
 
 
 @op("AveragePool")
 def average_pool(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Value]:
-    x, kernel = activation(ins[0]), list(attrs["kernel_shape"])
+    if len(attrs["kernel_shape"]) != 2:
+        raise Unsupported(f"only 2-D pooling is supported (kernel {attrs['kernel_shape']})")
+    x, kernel = activation(ins[0]), _pair(attrs["kernel_shape"])
     strides, dilations, pads = _window(x, attrs, kernel)
-    if dilations != [1, 1]:
+    if dilations != (1, 1):
         raise Unsupported("dilated average pooling is not supported")
     ceil, include = bool(attrs.get("ceil_mode", 0)), bool(attrs.get("count_include_pad", 0))
     top, left, bottom, right = pads
@@ -218,7 +226,8 @@ def gemm(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Val
         raise Unsupported("only Gemm on an (N, K) input, not transposed, is supported")
     if not attrs.get("transB", 0):
         weight = weight.t()
-    layer = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=c is not None)
+    layer: nn.Linear = skip_init(  # type: ignore[no-untyped-call]
+        nn.Linear, weight.shape[1], weight.shape[0], bias=c is not None)
     layer.weight.data.copy_(weight * float(attrs.get("alpha", 1.0)))
     if c is not None:
         if c.numel() not in (1, weight.shape[0]):
@@ -232,7 +241,8 @@ def gemm(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Val
 def matmul(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Value]:
     a, m = activation(ins[0]), activation(ins[1])
     if m.const and m.example.dim() == 2 and not a.const:
-        layer = skip_init(nn.Linear, m.shape[0], m.shape[1], bias=False)
+        layer: nn.Linear = skip_init(  # type: ignore[no-untyped-call]
+            nn.Linear, m.shape[0], m.shape[1], bias=False)
         layer.weight.data.copy_(m.example.float().t())
         return [b.module(layer, a)]
     return [b.call(torch.matmul, a, m)]

@@ -284,7 +284,8 @@ def pad(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Valu
     layers = {"constant": lambda p: nn.ConstantPad2d(p, value),
               "reflect": nn.ReflectionPad2d, "edge": nn.ReplicationPad2d}
     if rank == 4 and not any(begin[:2] + end[:2]) and mode in layers:
-        return [b.module(layers[mode](tuple(torch_pads[:4])), x)]
+        left, right, top, bottom = torch_pads[:4]
+        return [b.module(layers[mode]((left, right, top, bottom)), x)]
     if mode != "constant" or begin[0] or end[0]:
         raise Unsupported(f"{mode} padding of {pads} on a rank-{rank} tensor")
     return [b.call(F.pad, x, torch_pads, value=value)]
@@ -330,7 +331,7 @@ def range_(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[V
 @op("Expand")
 def expand(b: Builder, ins: list[Value | None], attrs: dict[str, Any]) -> list[Value]:
     x, shape = activation(ins[0]), [int(d) for d in const(ins[1], "the shape")]
-    target = torch.broadcast_shapes(x.shape, tuple(shape))
+    target = torch.broadcast_shapes(x.shape, tuple(shape))  # type: ignore[no-untyped-call]
     if x.const:
         return [Value(x.example.expand(target).clone())]
     if tuple(target) != x.shape:

@@ -61,7 +61,7 @@ class MBConv(nn.Module):
         out = self.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
         out = self.relu6(self._bn1(self._depthwise_conv(self._depthwise_pad(out))))
         out = self._bn2(self._project_conv(out))
-        return out + x if self.skip else out
+        return out + x if self.skip else out  # type: ignore[no-any-return]
 
 
 class EfficientNetLite(nn.Module):
@@ -89,7 +89,8 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu6(self._bn0(self._conv_stem(self._stem_pad(x))))
         x = self.relu6(self._bn1(self._conv_head(self._blocks(x))))
-        return self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+        logits: torch.Tensor = self._fc(self._dropout(torch.flatten(self._avg_pooling(x), 1)))
+        return logits
 
 
 def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:

@@ -70,8 +70,8 @@ def _declared(value_info: Any) -> tuple[int | None, tuple[int, ...] | None]:
             for d in value_info.type.tensor_type.shape.dim]
     if not dims:
         return None, None
-    rest = dims[1:]
-    return dims[0], tuple(int(d) for d in rest) if all(rest) else None  # type: ignore[misc]
+    rest = [d for d in dims[1:] if d]
+    return dims[0], tuple(rest) if len(rest) == len(dims) - 1 else None
 
 
 def load_onnx(path: Path, input_shape: tuple[int, ...] | None = None

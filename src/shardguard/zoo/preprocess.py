@@ -39,8 +39,8 @@ def load_image(path: Path, prep: Preprocessing) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image = image.convert(prep.channels)
+        with Image.open(path) as opened:
+            image = opened.convert(prep.channels)
             scale = prep.resize / min(image.size)
             size = (max(prep.crop, round(image.width * scale)),
                     max(prep.crop, round(image.height * scale)))
