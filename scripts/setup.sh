@@ -20,7 +20,5 @@ pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 echo "setup: installing $TORCH"
 "${pip[@]}" "$TORCH"
 echo "setup: installing shardguard and its dependencies"
-"${pip[@]}" -e ".[full,dev]"
-# onnx2torch declares torchvision, which has no CPU build; ShardGuard does not need it.
-"${pip[@]}" --no-deps "onnx2torch==1.5.15"
+"${pip[@]}" -e ".[full,dev,imagenet]"
 echo "$want" > "$stamp"

@@ -1,4 +1,4 @@
-"""Commands on models: ``zoo``, ``train``, ``eval``, ``profile``."""
+"""Commands on models: ``zoo``, ``train``, ``eval``, ``profile``, ``predict``."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def zoo() -> None:
     for name, spec in ZOO.items():
         meta = checkpoints.read_meta(p) if (p := checkpoints.shipped(name)) else None
         trained = f"{meta.test_accuracy:.2%}" if meta else "random weights"
+        if spec.pretrained is not None:
+            trained = f"pretrained ({spec.classes})"
         table.add_row(name, "×".join(map(str, spec.input_shape)), trained, spec.description)
     from rich.console import Console
 
@@ -146,9 +148,39 @@ def profile(
     from ..graph.report import print_profile
     from ..zoo import load_model
 
-    loaded = load_model(model, weights=weights, pretrained=weights is not None)
-    shape = parse_shape(input_shape) if input_shape else loaded.input_shape
+    given = parse_shape(input_shape) if input_shape else None
+    loaded = load_model(model, weights=weights, pretrained=weights is not None, input_shape=given)
+    shape = given or loaded.input_shape
     if shape is None:
         raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
     graph = trace(loaded.module, shape, measure=measure)
     print_profile(graph, title=f"{loaded.name} {'×'.join(map(str, shape))}")
+
+
+@app.command()
+def predict(
+    model: ModelRef,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files.")],
+    top: Annotated[int, typer.Option("--top", "-k", help="Classes to show per image.")] = 5,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="A JSON list: per image, `image` and `top` (`index`, `name`, `p`).")]
+    = False,
+    weights: Weights = None,
+) -> None:
+    """Classify image files: each image's most probable classes, with their probabilities.
+
+    Example: shardguard predict efficientnet-lite0 cat.jpg espresso.png --top 3
+    """
+    import json
+
+    from ..zoo import load_model
+    from ..zoo.predict import predict as classify
+
+    results = classify(load_model(model, weights=weights), images, top=top)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        print(r.image)
+        for rank, g in enumerate(r.top, start=1):
+            print(f"  {rank}. {g.name} (class {g.index}): {g.p:.3f}")

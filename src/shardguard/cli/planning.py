@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -89,8 +90,9 @@ def plan(
     refuse_overwrite(output, force)
     if figure is not None:
         refuse_overwrite(figure, force)
-    loaded = load_model(model, weights=weights)
-    shape = parse_shape(input_shape) if input_shape else loaded.input_shape
+    given = parse_shape(input_shape) if input_shape else None
+    loaded = load_model(model, weights=weights, input_shape=given)
+    shape = given or loaded.input_shape
     if shape is None:
         raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
     graph = trace(loaded.module, shape)
@@ -136,13 +138,20 @@ def check(
         x, _ = load_split("test", data).tensors(n)
     else:
         x = torch.rand(n or 8, *shape, generator=torch.Generator().manual_seed(0))
-    result = compare(LocalExecutor(bound.compiled), bound.model.module, x)
+    reference: Callable[[torch.Tensor], torch.Tensor] = bound.model.module
+    against = "the whole model"
+    if bound.model.ref.endswith(".onnx"):  # the original file, not ShardGuard's import of it
+        from ..zoo.onnx_import import OnnxRuntimeModel
+
+        reference = OnnxRuntimeModel(Path(bound.model.ref))
+        against = f"onnxruntime running {bound.model.ref}"
+    result = compare(LocalExecutor(bound.compiled), reference, x)
     print(f"{result.samples} inputs: max |difference| {result.max_abs_diff:.3g} "
           f"({result.relative:.2e} of the output range); same predicted class on "
           f"{result.same_class}/{result.samples}")
     if not result.ok():
-        raise PlanningError(f"{plan_file}: the partitioned model does not match the whole model")
-    print("plan matches the whole model")
+        raise PlanningError(f"{plan_file}: the partitioned model does not match {against}")
+    print(f"plan matches {against}")
 
 
 @app.command()

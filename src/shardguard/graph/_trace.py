@@ -26,6 +26,7 @@ _MODULE_KINDS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
     ((nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool1d), "adaptive_pool"),
     ((nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d), "pool"),
     ((nn.Flatten, nn.Unflatten), "reshape"),
+    ((nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d), "pad"),
     ((nn.Dropout, nn.Dropout2d, nn.Identity), "identity"),
 )
 

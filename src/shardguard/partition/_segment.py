@@ -26,13 +26,16 @@ from .regions import Region
 
 T = TypeVar("T")
 
-_POINTWISE_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
+_POINTWISE_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.GELU, nn.SiLU,
                       nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.ELU, nn.Identity,
-                      nn.Dropout, nn.Dropout2d)
+                      nn.Dropout, nn.Dropout2d)  # nn.Hardtanh includes nn.ReLU6
+# act on each pixel's channels together: fine for tiles, not for channel groups
+_PIXELWISE_MODULES = (*_POINTWISE_MODULES, nn.LocalResponseNorm, nn.PReLU)
 _CHANNELWISE_MODULES = (*_POINTWISE_MODULES, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                        nn.AdaptiveMaxPool2d)
+                        nn.AdaptiveMaxPool2d, nn.ConstantPad2d)
 _POINTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add,
-                        torch.mul, torch.relu, torch.sigmoid, torch.tanh,
+                        torch.mul, torch.relu, torch.sigmoid, torch.tanh, operator.sub,
+                        operator.truediv, torch.sub, torch.div,
                         nn.functional.relu, nn.functional.relu6, nn.functional.silu,
                         nn.functional.hardswish}
 _POINTWISE_METHODS = {"relu", "sigmoid", "add", "mul", "contiguous"}
@@ -60,7 +63,13 @@ def _crop(x: torch.Tensor, starts: tuple[int, ...], stops: tuple[int, ...]) -> t
 
 
 def _is_window(module: nn.Module) -> bool:
-    """A sliding-window layer whose padding can be made explicit for fused tiles."""
+    """A sliding-window layer whose padding can be made explicit for fused tiles.
+
+    A constant padding layer (asymmetric "same" padding, imported ONNX pads) is a 1×1
+    window whose padding is its top and left pads.
+    """
+    if isinstance(module, nn.ConstantPad2d):
+        return min(module.padding) >= 0
     if isinstance(module, nn.Conv2d):
         return module.padding_mode == "zeros" and not isinstance(module.padding, str)
     if isinstance(module, nn.MaxPool2d):
@@ -111,7 +120,7 @@ class SegmentBuilder:
             module = self.modules[str(node.target)]
             if _is_window(module):
                 return "window"
-            return "pointwise" if isinstance(module, _POINTWISE_MODULES) else None
+            return "pointwise" if isinstance(module, _PIXELWISE_MODULES) else None
         same_plane = all(self._shape(u)[1:] == shape[1:] for u in ins)
         if node.op == "call_function":
             if node.target in (torch.cat, torch.concat):
@@ -244,9 +253,11 @@ class SegmentBuilder:
         node = self.fx[name]
         if node.op == "call_module" and self.local_kind(name) == "window":
             module = self.modules[str(node.target)]
-            k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-            p = _pair(module.padding)
-            d = _pair(getattr(module, "dilation", 1))
+            if isinstance(module, nn.ConstantPad2d):  # (left, right, top, bottom)
+                k, s, p, d = (1, 1), (1, 1), (module.padding[2], module.padding[0]), (1, 1)
+            else:
+                k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
+                p, d = _pair(module.padding), _pair(getattr(module, "dilation", 1))
             return (channels, *[regions.window_input(out[i + 1], k[i], s[i], p[i], d[i])
                                 for i in range(2)])
         return (channels, out[1], out[2])
@@ -297,7 +308,11 @@ class SegmentBuilder:
                     have[1][0] - want[1][0], want[1][1] - have[1][1])
             if any(pads):
                 value = float("-inf") if isinstance(module, nn.MaxPool2d) else 0.0
+                if isinstance(module, nn.ConstantPad2d):
+                    value = module.value
                 x = g.call_function(nn.functional.pad, (x, pads), {"value": value})
+            if isinstance(module, nn.ConstantPad2d):  # its padding is all in ``pads``
+                return x
             module = copy.deepcopy(module)
             module.padding = 0 if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)) else (0, 0)
             root.add_module(name, module)

@@ -40,7 +40,8 @@ def bind(plan: Plan | str | Path, *, build: bool = True) -> Bound:
             if device not in platform.devices:
                 raise ConfigError(f"{source}: stage {stage.name}: device {device!r} is not in "
                                   f"platform {platform.name} ({', '.join(platform.names)})")
-    model = load_model(plan.model.ref, weights=plan.model.weights)
+    model = load_model(plan.model.ref, weights=plan.model.weights,
+                       input_shape=tuple(plan.model.input_shape))
     graph = trace(model.module, plan.model.input_shape)
     compiled: CompiledPlan = compile_plan(plan, graph, build=build)
     pairs = set(compiled.links())

@@ -10,7 +10,7 @@ would carry, and a stage's outputs exactly what its device would send.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -214,9 +214,10 @@ class CheckResult:
 
 
 @torch.no_grad()
-def check(executor: LocalExecutor, whole: torch.nn.Module, x: torch.Tensor,
-          batch_size: int = 500) -> CheckResult:
-    """Run ``x`` through the partitioned plan and through ``whole``; compare."""
+def check(executor: LocalExecutor, whole: Callable[[torch.Tensor], torch.Tensor],
+          x: torch.Tensor, batch_size: int = 500) -> CheckResult:
+    """Run ``x`` through the partitioned plan and through ``whole`` (the whole model, or
+    any reference such as onnxruntime running the original file); compare."""
     diff, lo, hi, same = 0.0, float("inf"), float("-inf"), 0
     for chunk in x.split(batch_size):
         ref = whole(chunk)

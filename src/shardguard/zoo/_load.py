@@ -71,22 +71,23 @@ def _from_file(ref: str) -> nn.Module:
     return module
 
 
-def load_model(ref: str, *, weights: str | Path | None = None,
-               pretrained: bool = True) -> LoadedModel:
+def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool = True,
+               input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """Load a model by reference, in eval mode.
 
     ``ref`` is a zoo name (trained weights are loaded when shipped and ``pretrained``),
     ``path/to/file.py:factory`` (a function returning an ``nn.Module``) or ``path.onnx``.
-    ``weights`` is a state-dict file to load instead of the shipped one.
+    ``weights`` is a state-dict file to load instead of the shipped one. ``input_shape``
+    (C, H, W) is needed for an ``.onnx`` file whose image size is symbolic.
     """
-    input_shape: tuple[int, ...] | None = None
     if ref in ZOO:
         module = build(ref)
         input_shape = ZOO[ref].input_shape
         if weights is None and pretrained:
-            weights = checkpoints.shipped(ref)
+            spec = ZOO[ref]
+            weights = spec.pretrained() if spec.pretrained else checkpoints.shipped(ref)
     elif ref.endswith(".onnx"):
-        module = load_onnx(Path(ref))
+        module, input_shape = load_onnx(Path(ref), input_shape)
     elif ":" in ref and ref.rpartition(":")[0].endswith(".py"):
         module = _from_file(ref)
     else:

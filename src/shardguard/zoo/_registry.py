@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from torch import nn
 
-from . import imagenet, small
+from . import efficientnet, imagenet, small
+from .preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,17 @@ class ModelSpec:
     description: str
     recipe: Recipe | None = None  # None: not trained (random weights only)
     tags: tuple[str, ...] = field(default_factory=tuple)
+    pretrained: Callable[[], Path] | None = None  # finds weights trained elsewhere
+    preprocessing: Preprocessing | None = None  # how an image file becomes its input
+    classes: str | None = None  # the label set its outputs are ("imagenet")
+
+
+#: EfficientNet-Lite's evaluation transform: centre crop of 224/(224+32) of the shorter
+#: side, bicubic, and "inception-style" mean 127 / std 128 on 0-255 pixels, which the edge
+#: models use "for better post-quantization" (TensorFlow's efficientnet_lite_builder.py,
+#: MEAN_RGB and STDDEV_RGB; preprocessing.py, CROP_PADDING = 32).
+EFFICIENTNET_LITE = Preprocessing(resize=256, crop=224, mean=(127 / 255,) * 3,
+                                  std=(128 / 255,) * 3, interpolation="bicubic")
 
 
 ZOO: dict[str, ModelSpec] = {
@@ -49,6 +62,10 @@ ZOO: dict[str, ModelSpec] = {
         ModelSpec("vgg16", imagenet.vgg16, (3, 224, 224), "VGG-16 (ImageNet size)"),
         ModelSpec("mobilenetv2", imagenet.mobilenetv2, (3, 224, 224),
                   "MobileNetV2 1.0 (ImageNet size)"),
+        ModelSpec("efficientnet-lite0", efficientnet.efficientnet_lite0, (3, 224, 224),
+                  "EfficientNet-Lite0, pretrained on ImageNet (4.65 M parameters)",
+                  pretrained=efficientnet.pretrained_lite0, preprocessing=EFFICIENTNET_LITE,
+                  classes="imagenet"),
     )
 }
 
