@@ -48,7 +48,8 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Distributed and secure CNN inference at the edge."""
-    set_quiet(quiet)
+    if quiet:  # else as SHARDGUARD_QUIET says
+        set_quiet(True)
     _state["debug"] = debug
 
 
