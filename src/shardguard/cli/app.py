@@ -48,8 +48,7 @@ def _root(
                                           help="Print the version and exit.")] = False,
 ) -> None:
     """Distributed and secure CNN inference at the edge."""
-    if quiet:  # else as SHARDGUARD_QUIET says
-        set_quiet(True)
+    set_quiet(quiet)
     _state["debug"] = debug
 
 
