@@ -89,15 +89,19 @@ def test_predict_prints_each_image_with_its_classes():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["efficientnet-lite0", "{text}"], "notes.txt: not an image Pillow can read"),
+    (["efficientnet-lite0", "{text}"], "notes.txt: not a readable image"),
     (["efficientnet-lite0", "{missing}"], "nowhere.png: image not found"),
     (["efficientnet-lite0", "{photo}", "--top", "0"], "--top 0: must be at least 1"),
-    (["lenet5", "{photo}"], "lenet5: declares no preprocessing"),
+    (["{user}", "{photo}"], "net.py:make: declares no preprocessing"),
 ])
 def test_predict_refuses_bad_input_in_one_line(args, message, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a picture")
-    paths = {"text": text, "missing": tmp_path / "nowhere.png", "photo": SKIMAGE / "coffee.png"}
+    (tmp_path / "net.py").write_text(  # a user's model: it declares no preprocessing
+        "from torch import nn\n\ndef make():\n    return nn.Sequential(nn.Flatten(), "
+        "nn.LazyLinear(10))\n")
+    paths = {"text": text, "missing": tmp_path / "nowhere.png", "photo": SKIMAGE / "coffee.png",
+             "user": f"{tmp_path / 'net.py'}:make"}
     result = run_cli("predict", *[a.format(**paths) for a in args])
     assert result.code == 1 and "Traceback" not in result.err
     lines = [line for line in result.err.splitlines() if line.strip()]

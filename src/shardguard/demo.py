@@ -12,7 +12,6 @@ report (``out/demo/report.html``) with a summary of the findings.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -67,27 +66,34 @@ class _Steps:
         return result
 
 
-def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
+def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MODEL,
              platform: str = DEMO_PLATFORM) -> DemoSummary:
+    from .analysis.metrics import rate
     from .analysis.plan_figure import draw_plan
-    from .data import load_split
+    from .data import open_data
     from .graph import trace
     from .partition import ModelRef, make_plan
     from .platform import load_platform
     from .runtime.local import LocalExecutor, check
     from .zoo import load_model
-    from .zoo.train import evaluate
+    from .zoo.train import top1
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if data is not None:  # every later step, and its worker processes, read it there too
-        os.environ["SHARDGUARD_DATA"] = str(data)
+    data = str(data) if data is not None else None  # every step reads the same data
     summary = DemoSummary(str(out_dir))
     steps = _Steps(9, summary)
 
-    loaded, test = steps.run(f"loading {model} and the Fashion-MNIST test set",
-                             lambda: (load_model(model), load_split("test", data)))
-    accuracy = steps.run("evaluating it on the 10 000 test images",
-                         lambda: evaluate(loaded.module, test))
+    def load() -> tuple[Any, Any]:
+        loaded = load_model(model)
+        return loaded, open_data(data, model=loaded)
+
+    loaded, test = steps.run(f"loading {model} and the data", load)
+    log(f"data: {test.describe()}")
+    predicted = steps.run(f"evaluating it on the {len(test)} images",
+                          lambda: top1(loaded.module, test.batches(), len(test)))
+    truth = test.labels()
+    right = int((predicted == truth).sum()) if truth is not None else 0
+    accuracy = right / len(test) if truth is not None else float("nan")
     assert loaded.input_shape is not None
     graph = steps.run("tracing and profiling its graph",
                       lambda: trace(loaded.module, loaded.input_shape, measure=True))
@@ -95,7 +101,11 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
     summary.lines += [
         f"model      {model}: {graph.total_macs / 1e6:.1f} M MACs, "
         f"{graph.total_params / 1e3:.1f} k parameters, {len(graph.compute_nodes)} graph nodes",
-        f"accuracy   {accuracy:.2%} on the Fashion-MNIST test set{recorded}"]
+        f"data       {test.describe()}",
+        f"accuracy   {rate(right, len(test))}{recorded}" if truth is not None else
+        "accuracy   none to measure (no labels): attacks are scored by agreement with the "
+        "clean model's answers"]
+    summary.facts.update(data=test.describe(), measure=test.measure)
 
     def plan_and_check() -> tuple[Any, Any]:
         target = load_platform(platform)
@@ -103,8 +113,7 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
                             target, strategy="pipeline", objective="throughput")
         planned.plan.save(out_dir / "plan.yaml", force=True)
         draw_plan(planned, out_dir / "plan.png")
-        x, _ = test.tensors()
-        return planned, check(LocalExecutor(planned.compiled), loaded.module, x)
+        return planned, check(LocalExecutor(planned.compiled), loaded.module, test.batches())
 
     planned, checked = steps.run(f"planning it onto {platform} and checking the partitioned "
                                  "model on the test set", plan_and_check)
@@ -121,11 +130,12 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
         from .runtime.cluster import Cluster
 
         bound = bind(out_dir / "plan.yaml")
-        x, y = test.tensors(DISTRIBUTED_IMAGES)
+        x = test.images(DISTRIBUTED_IMAGES)
         with Cluster(bound, spawn_local=True) as c:
             result = c.stream(x.numpy(), batch=4)
         with_local = planned_outputs(bound, x)
-        return result, with_local, y.numpy()
+        y = test.labels(DISTRIBUTED_IMAGES)
+        return result, with_local, (y.numpy() if y is not None else with_local.argmax(1))
 
     result, local_out, labels = steps.run(
         f"running it on {len(cost.devices)} local worker processes (ZeroMQ, onnxruntime) and "
@@ -138,7 +148,8 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
         f"workers    {result.answered}/{len(result.latency_s)} requests answered, "
         f"{result.throughput:.0f} images/s, p50 {pct.get('p50', float('nan')) * 1e3:.1f} ms; "
         f"same class as the local executor on {same}/{int(answered.sum())} "
-        f"(max |difference| {diff:.1e}); accuracy on these images "
+        f"(max |difference| {diff:.1e}); {'accuracy' if test.labelled else 'agreement'} on "
+        f"these images "
         f"{float((result.outputs[answered].argmax(1) == labels[answered]).mean()):.2%}"]
     summary.facts.update(distributed_answered=result.answered, distributed_same_class=same,
                          distributed_throughput=result.throughput)
@@ -147,7 +158,7 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
 
     analysis = steps.run("a short vulnerability analysis (bit flips, noise, crashes, per link)",
                          lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
-                                         samples=ANALYSIS_IMAGES))
+                                         samples=ANALYSIS_IMAGES, data=data))
     worst = analysis.ranking[0]
     by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
@@ -177,7 +188,7 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
                          check_max_abs_diff=checked.max_abs_diff)
     exploration = steps.run("exploring deployments: security against energy per device "
                             f"(NSGA-II, {EXPLORE_BUDGET} candidates)",
-                            lambda: _explore(model, platform, out_dir / "explore"))
+                            lambda: _explore(model, platform, out_dir / "explore", data))
     summary.lines += exploration.pop("lines")
     summary.facts.update(exploration)
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
@@ -193,16 +204,16 @@ def run_demo(out_dir: Path, data: Path | None = None, model: str = DEMO_MODEL,
     return summary
 
 
-def _explore(model: str, platform: str, out: Path) -> dict[str, Any]:
+def _explore(model: str, platform: str, out: Path, data: str | None) -> dict[str, Any]:
     """NSGA-II over pipeline and spatial partitions of up to 3 devices, three protections
     and range guards, against bit flips and replays on every link."""
     from .analysis.explore import ExploreSpec
-    from .analysis.search import run_exploration
+    from .analysis.search import labels, run_exploration
 
     spec = ExploreSpec(model=model, platform=platform, threats=EXPLORE_THREATS,
                        strategies=["pipeline", "spatial"], max_devices=3,
                        protections=["none", DEMO_PROTECTION, "aead:aes-128-gcm"], copies=[1],
-                       samples=EXPLORE_IMAGES)
+                       samples=EXPLORE_IMAGES, data=data)
     result = run_exploration(spec, out, budget=EXPLORE_BUDGET, method="nsga2")
     levels = json.loads((out / "explore.json").read_text())["security_levels"]
     cost = {lv["protection"]: max(lv["crypto_per_device_j"].values(), default=0.0)
@@ -212,7 +223,8 @@ def _explore(model: str, platform: str, out: Path) -> dict[str, Any]:
         f"explore    {len(result.front)} deployments on the Pareto front of {len(result.rows)} "
         f"evaluated; recommended: {rec['describe']} — {rec['energy_j'] * 1e3:.2f} mJ on the "
         f"busiest device, {rec['latency_s'] * 1e3:.2f} ms, {rec['vulnerability']:.1%} "
-        f"accuracy lost under bit flips and replays — {out}/plans/recommended.yaml",
+        f"{labels(result.measure)['vulnerability'].split(' under')[0]} under bit flips and "
+        f"replays — {out}/plans/recommended.yaml",
         f"           sealing every link of {levels[0]['deployment'].split(', links')[0]} "
         f"costs a Pi 4 {cost.get(DEMO_PROTECTION, 0) * 1e6:.0f} µJ "
         f"per inference with ChaCha20-Poly1305 and "
@@ -233,14 +245,16 @@ def _defend(planned: Any, graph: Any, test: Any, out_dir: Path, platform: str) -
 
     link = planned.plan.links[0]
     attacker = Replay(target=f"{link.src}>{link.dst}", rate=0.3, seed=0)
-    x, y = test.tensors(DEFENCE_IMAGES)
+    x = test.images(DEFENCE_IMAGES)
+    labels = test.labels(DEFENCE_IMAGES)
+    y = labels.numpy() if labels is not None else planned_outputs(planned, x).argmax(1)
     planned.plan.with_protection(DEMO_PROTECTION).save(out_dir / "plan-sealed.yaml", force=True)
     results: dict[str, Any] = {}
     for protection, path in (("none", "plan.yaml"), (DEMO_PROTECTION, "plan-sealed.yaml")):
         result = run_under_threat(bind(out_dir / path), attacker, x.numpy(), deadline_s=5.0,
                                   max_attempts=10, window=32, on_reject="retry")
         answered = ~np.isnan(result.outputs).any(axis=1)
-        right = int((result.outputs[answered].argmax(1) == y.numpy()[answered]).sum())
+        right = int((result.outputs[answered].argmax(1) == y[answered]).sum())
         results[protection] = (result, right)
     target = load_platform(platform)
     energy = {p: parse_defence("none" if p == "none" else f"seal:{p}").energy_j(

@@ -16,6 +16,13 @@ Runs, in the local executor on the first ``samples`` test images:
 The criticality of a device is the accuracy lost when it crashes; of a link, the
 mean accuracy lost under the standard link attacks. The ranking (most critical
 first) is the order an attacker should follow.
+
+Images come from ``data`` (``data.open_data``: the Fashion-MNIST test set by default,
+preprocessed as the plan's model declares). Without labels, "accuracy" is agreement
+with the clean model's top-1 and "accuracy lost" the silent-data-corruption rate;
+every figure, table and file says which (``measure`` in analysis.json and each row).
+The eavesdropper trains on 4000 training images and is scored on 500 at 28×28, on
+proportionally fewer for larger inputs (``subject.profile_images``).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..partition.bind import bind  # noqa: E402
 from .campaign import Trial, execute, plan_targets  # noqa: E402
+from .metrics import LOSSES, MEASURES  # noqa: E402
+from .subject import profile_images  # noqa: E402
 
 BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
 BIT_CLASSES = ["sign", "exponent-high", "exponent", "mantissa", "all"]
@@ -49,16 +58,19 @@ class Analysis:
     figures: dict[str, Path]
     clean_accuracy: float
     reconstruction: list[dict[str, Any]]  # L6 by cut depth
+    measure: str = "accuracy"  # or "agreement": scored against the clean top-1 (no labels)
+    data: str = ""  # which data, as data.Data.describe() says
 
 
-def reconstruction_by_depth(bound: Any, *, depths: int = 4, train: int = 4000, test: int = 500,
-                            epochs: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4, train: int = 4000,
+                            test: int = 500, epochs: int = 2,
+                            seed: int = 0) -> list[dict[str, Any]]:
     """L6 at cuts spread through the model: how well an eavesdropper rebuilds the input.
 
     Each cut is a two-stage pipeline cut where a single tensor is live; depth is the
-    share of the model's MACs before the cut.
+    share of the model's MACs before the cut. ``data`` (``data.Data``) gives the images:
+    ``train`` of its training split (or its own, without one) and its first ``test``.
     """
-    from ..data import load_split
     from ..partition.build import assemble_plan, whole
     from ..partition.pipeline import tables
     from ..threats.eavesdrop import eavesdrop
@@ -72,8 +84,9 @@ def reconstruction_by_depth(bound: Any, *, depths: int = 4, train: int = 4000, t
     picks = sorted({single[round(i * (len(single) - 1) / max(1, depths - 1))]
                     for i in range(depths)})
     devices = platform.names[:2] if len(platform.names) > 1 else platform.names * 2
-    train_x, _ = load_split("train").tensors(train)
-    test_x, _ = load_split("test").tensors(test)
+    shape = bound.plan.model.input_shape
+    train_x = data.train_images(profile_images(train, shape))
+    test_x = data.images(min(len(data), profile_images(test, shape)))
     results = []
     for j in picks:
         planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
@@ -123,36 +136,43 @@ def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> li
 
 
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
-            processes: int = 0, ray: str | None = None) -> Analysis:
+            processes: int = 0, ray: str | None = None, data: str | None = None) -> Analysis:
     import hashlib
 
-    from .backend import claim
+    from ..data import plan_data
+    from .backend import claim, split_cores
+    from .subject import check_memory
 
     bound = bind(plan_file, build=False)
+    dataset = plan_data(data, bound)  # a bad dataset is refused here, in one line
+    if ray is None:
+        check_memory(bound.graph, min(samples, len(dataset)), split_cores(processes)[0], "-n")
     claim(out, "analysis.json", {"plan": str(plan_file), "samples": samples,
-                                 "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest()},
-          ("plan_sha256", "samples"))
+                                 "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest(),
+                                 "data": dataset.describe(), "measure": dataset.measure},
+          ("plan_sha256", "samples", "data"))
     targets = plan_targets(bound.plan)
     label = bound.plan.strategy
     trials = standard_trials(label, targets, seed)
     rows = execute(trials, {label: str(plan_file)}, samples, processes, out,
-                   description="analysis", ray=ray)
+                   description="analysis", ray=ray, data=data)
     ranking = criticality(rows, targets)
     clean = rows[0]["clean_accuracy"] if rows else 0.0
-    reconstruction = reconstruction_by_depth(bound, seed=seed)
+    reconstruction = reconstruction_by_depth(bound, dataset, seed=seed)
     (out / "reconstruction.json").write_text(json.dumps(reconstruction, indent=2) + "\n")
-    figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean),
-               "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean),
+    measure = dataset.measure
+    figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean, measure),
+               "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean, measure),
                "epsilon": _epsilon_figure(rows, targets["links"], out / "accuracy_vs_epsilon.png",
-                                          clean),
-               "ranking": _ranking_figure(ranking, out / "criticality.png"),
+                                          clean, measure),
+               "ranking": _ranking_figure(ranking, out / "criticality.png", measure),
                "reconstruction": _reconstruction_figure(reconstruction,
                                                         out / "reconstruction_by_depth.png")}
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
-    return Analysis(rows, ranking, figures, clean, reconstruction)
+    return Analysis(rows, ranking, figures, clean, reconstruction, measure, dataset.describe())
 
 
-def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
+def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for bits in BIT_CLASSES:
         points = sorted((r["param_ber"], r["accuracy"]) for r in rows
@@ -162,21 +182,21 @@ def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
             ax.plot(*zip(*points), marker="o", label=bits)
     ax.set_xscale("log")
     return _finish(fig, ax, path, clean, "bit-error rate on every link (per bit of the class)",
-                   "Bit flips in transit (L1): accuracy by float32 bit class")
+                   "Bit flips in transit (L1): by float32 bit class", measure)
 
 
-def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float) -> Path:
+def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
     points = sorted((r["param_snr_db"], r["accuracy"]) for r in rows
                     if r["threat"] == "L2" and r["target"] == "every")
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if points:
         ax.plot(*zip(*points), marker="o")
     return _finish(fig, ax, path, clean, "signal-to-noise ratio on every link (dB)",
-                   "Gaussian noise in transit (L2)")
+                   "Gaussian noise in transit (L2)", measure)
 
 
 def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
-                    clean: float) -> Path:
+                    clean: float, measure: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for link in links:
         points = sorted((r["param_epsilon"], r["accuracy"]) for r in rows
@@ -184,7 +204,8 @@ def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
         if points:
             ax.plot(*zip(*points), marker="o", label=link)
     return _finish(fig, ax, path, clean, "ε (FGSM step, relative to the tensor's range)",
-                   "Adversarial tampering on each link (L5, white-box on downstream stages)")
+                   "Adversarial tampering on each link (L5, white-box on downstream stages)",
+                   measure)
 
 
 def _reconstruction_figure(points: list[dict[str, Any]], path: Path) -> Path:
@@ -205,23 +226,25 @@ def _reconstruction_figure(points: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _ranking_figure(ranking: list[dict[str, Any]], path: Path) -> Path:
+def _ranking_figure(ranking: list[dict[str, Any]], path: Path, measure: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(ranking))))
     names = [f"{r['kind']} {r['name']}" for r in ranking]
     colours = ["tab:red" if r["kind"] == "device" else "tab:blue" for r in ranking]
     ax.barh(range(len(ranking)), [r["accuracy_drop"] for r in ranking], color=colours)
     ax.set_yticks(range(len(ranking)), names)
     ax.invert_yaxis()
-    ax.set_xlabel("accuracy lost (device: crash; link: mean of standard attacks)")
+    ax.set_xlabel(f"{LOSSES[measure]} (device: crash; link: mean of standard attacks)")
     ax.set_title("Criticality: which device or link to hit first")
     return _save(fig, path)
 
 
-def _finish(fig: Any, ax: Any, path: Path, clean: float, xlabel: str, title: str) -> Path:
-    """An accuracy plot's common parts: the clean line, labels, the [0, 1] axis."""
+def _finish(fig: Any, ax: Any, path: Path, clean: float, xlabel: str, title: str,
+            measure: str) -> Path:
+    """An accuracy plot's common parts: the clean line, labels (saying what is measured:
+    accuracy, or agreement with the clean model without labels), the [0, 1] axis."""
     ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(MEASURES[measure])
     ax.set_ylim(0, 1)
     ax.set_title(title)
     ax.legend(fontsize=8)

@@ -26,12 +26,29 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ShardGuardError
 
 _READY: dict[str, Any] = {}  # which initargs this process was prepared with
+_FAILED: list[BaseException] = []  # what ``init`` raised in this pool process, if anything
+
+
+def _pool_init(init: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    """``init`` in a pool process; what it raises is kept and raised by every task, so
+    the caller sees the error itself, not a broken pool."""
+    try:
+        init(*initargs)
+    except Exception as exc:  # noqa: BLE001  (re-raised by _pool_call, in the caller)
+        _FAILED.append(exc)
+
+
+def _pool_call(fn: Callable[[Any], Any], item: Any) -> Any:
+    if _FAILED:
+        raise _FAILED[0]
+    return fn(item)
 
 
 def _prepared(init: Callable[..., None], initargs: tuple[Any, ...], fn: Callable[[Any], Any],
@@ -55,7 +72,8 @@ def claim(out: Path, name: str, setup: dict[str, Any], keys: tuple[str, ...]) ->
     path = out / name
     if path.exists():
         old = json.loads(path.read_text())
-        changed = [k for k in keys if old.get(k) != setup.get(k)]
+        # a key the old file lacks was added since: its results were made without it
+        changed = [k for k in keys if k in old and old[k] != setup.get(k)]
         if changed:
             raise ConfigError(f"{out}: holds results made with another {', '.join(changed)}; "
                               "choose another output directory (or remove it)")
@@ -174,13 +192,21 @@ class Backend:
 
     def _map_pool(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.processes, initializer=self.init,
-                                             initargs=self.initargs)
-        futures: dict[Future[Any], Any] = {self._pool.submit(fn, item): item for item in items}
+            self._pool = ProcessPoolExecutor(self.processes, initializer=_pool_init,
+                                             initargs=(self.init, self.initargs))
+        futures: dict[Future[Any], Any] = {self._pool.submit(_pool_call, fn, item): item
+                                           for item in items}
         while futures:
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in done:
-                yield futures.pop(future), future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise ShardGuardError(
+                        f"a worker process died while running the sweep ({self.processes} "
+                        "processes): most likely out of memory; give fewer images or "
+                        "processes") from None
+                yield futures.pop(future), result
 
     def _map_ray(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
         import ray

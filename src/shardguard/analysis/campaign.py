@@ -42,21 +42,28 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .._config import Config, load_yaml
 from .._progress import progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
+from .subject import (
+    Subject,
+    check_memory,
+    load_spec,
+    load_subject,
+    model_ref,
+    profile_images,
+    subject_data,
+)
 
 SUPPORTED = ("D1", "D2", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5", "L6")
 
 
-class CampaignSpec(Config):
-    model: str
-    weights: str | None = None
-    platform: str
+class CampaignSpec(Subject):
+    """A campaign: the model, data and platform (``Subject``), then what to sweep."""
+
     strategies: Annotated[list[Strategy], Field(min_length=1)] = ["pipeline"]
     objective: Objective = "energy"
-    samples: Annotated[int, Field(ge=1, le=10_000)] = 2000
+    samples: Annotated[int, Field(ge=1, le=10_000)] = 2000  # the first N images of the data
     seeds: Annotated[list[int], Field(min_length=1)] = [0]
     threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
     processes: Annotated[int, Field(ge=0)] = 0  # 0: one per core
@@ -144,18 +151,21 @@ _STATE: dict[str, Any] = {}
 
 
 def _init(plan_files: dict[str, str], samples: int, threads: int,
-          deadline_s: float = 10.0) -> None:
+          deadline_s: float = 10.0, data: str | None = None) -> None:
     import torch
 
-    from ..data import load_split
+    from ..data import plan_data
     from ..partition import bind
     from ..runtime.local import LocalExecutor
 
     torch.set_num_threads(threads)
-    x, y = load_split("test").tensors(samples)
-    _STATE.update(x=x, y=y, bound={}, clean={}, deadline_s=deadline_s)
+    _STATE.update(bound={}, clean={}, deadline_s=deadline_s)
     for key, path in plan_files.items():
         bound = bind(path)
+        if "x" not in _STATE:  # every plan is of the same model: the same images
+            dataset = plan_data(data, bound)
+            _STATE.update(data=dataset, x=dataset.images(samples), y=dataset.labels(samples))
+        x = _STATE["x"]
         _STATE["bound"][key] = bound
         if "@" not in key:  # replicas do not change the clean answers
             with torch.no_grad():
@@ -177,12 +187,13 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         parse_threat,
         simulation_only,
     )
-    from .metrics import measure
+    from .metrics import measure, reference
 
     threat = parse_threat(trial.threat)
     defence = parse_defence(trial.defence)
     bound = _STATE["bound"][plan_key(trial.strategy, defence.replicas)]
-    x, y, clean = _STATE["x"], _STATE["y"], _STATE["clean"][trial.strategy]
+    x, clean = _STATE["x"], _STATE["clean"][trial.strategy]
+    y, scored_by = reference(_STATE["y"], clean)  # without labels: the clean top-1
     cost = bound.cost
     extra: dict[str, Any] = {}
     if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
@@ -192,10 +203,10 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     elif isinstance(threat, Outage):
         outcome = _outage(bound, threat, x, _STATE["deadline_s"])
     elif isinstance(threat, Eavesdrop):
-        from ..data import load_split
         from ..threats.eavesdrop import eavesdrop
 
-        train_x, _ = load_split("train").tensors(threat.train_samples)
+        train_x = _STATE["data"].train_images(
+            profile_images(threat.train_samples, tuple(x.shape[1:])))
         rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
                         seed=threat.seed)
         extra = {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
@@ -228,6 +239,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "threat": threat.id,
             "target": threat.target, "seed": trial.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
+            "measure": scored_by,
             "simulation_only": simulation_only(threat),
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
@@ -259,10 +271,10 @@ def _bounds(bound: Any) -> Any:
     """Range-guard bounds for this plan, profiled once on clean training images."""
     cache = _STATE.setdefault("bounds", {})
     if id(bound) not in cache:
-        from ..data import load_split
         from ..defences.guards import profile_bounds
 
-        cache[id(bound)] = profile_bounds(bound.compiled, load_split("train").tensors(5000)[0])
+        count = profile_images(5000, bound.plan.model.input_shape)
+        cache[id(bound)] = profile_bounds(bound.compiled, _STATE["data"].train_images(count))
     return cache[id(bound)]
 
 
@@ -296,32 +308,35 @@ def _outage(bound: Any, threat: Any, x: Any, deadline_s: float) -> Any:
 def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> list[dict[str, Any]]:
     """Run every trial not already in ``out/results.jsonl``; return all rows."""
     from ..graph import trace
-    from ..partition import ModelRef, load_plan, make_plan
+    from ..partition import load_plan, make_plan
     from ..platform import load_platform
-    from ..zoo import load_model
 
-    loaded = load_model(spec.model, weights=spec.weights)
-    if loaded.input_shape is None:
-        raise ConfigError(f"{spec.model}: campaigns need a zoo model with a known input shape")
-    graph = trace(loaded.module, loaded.input_shape)
+    loaded, shape = load_subject(spec)
+    data = subject_data(spec, loaded, shape)  # a bad dataset is refused here, in one line
+    graph = trace(loaded.module, shape)
+    if ray is None:
+        from .backend import split_cores
+
+        check_memory(graph, min(spec.samples, len(data)), split_cores(spec.processes)[0],
+                     "samples in the campaign")
     platform = load_platform(spec.platform)
     from ..defences.catalogue import parse_defence
 
     replicas = sorted({1, *(parse_defence(d).replicas for d in spec.defences)})
     from .backend import claim
 
-    claim(out, "campaign.json", spec.model_dump(mode="json"),  # the report reads it too
-          ("model", "weights", "platform", "objective", "samples", "deadline_s"))
+    claim(out, "campaign.json", {**spec.model_dump(mode="json"),  # the report reads it too
+                                 "data_used": data.describe(), "measure": data.measure},
+          ("model", "weights", "platform", "objective", "samples", "deadline_s", "input_shape",
+           "preprocess", "data_used"))
     plan_files, targets = {}, {}
     for strategy in spec.strategies:
         for k in replicas:
             key = plan_key(strategy, k)
             path = out / "plans" / f"{key}.yaml"
             if not path.exists():
-                planned = make_plan(graph, ModelRef(ref=spec.model, weights=spec.weights,
-                                                    input_shape=list(loaded.input_shape)),
-                                    platform, strategy=strategy, objective=spec.objective,
-                                    replicas=k)
+                planned = make_plan(graph, model_ref(spec, shape), platform, strategy=strategy,
+                                    objective=spec.objective, replicas=k)
                 planned.plan.save(path)
                 plan = planned.plan
             else:
@@ -330,7 +345,7 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> list[
             if k == 1:
                 targets[strategy] = plan_targets(plan)
     return execute(expand(spec, targets), plan_files, spec.samples, spec.processes, out,
-                   deadline_s=spec.deadline_s, ray=ray)
+                   deadline_s=spec.deadline_s, ray=ray, data=spec.data)
 
 
 def plan_targets(plan: Any) -> dict[str, list[str]]:
@@ -341,7 +356,7 @@ def plan_targets(plan: Any) -> dict[str, list[str]]:
 
 def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, processes: int,
             out: Path, description: str = "campaign", deadline_s: float = 10.0,
-            ray: str | None = None) -> list[dict[str, Any]]:
+            ray: str | None = None, data: str | None = None) -> list[dict[str, Any]]:
     """Run the trials not already in ``out/results.jsonl`` on a process pool (or a Ray
     cluster: ``analysis/backend.py``); all rows."""
     from .backend import Backend, Journal, split_cores
@@ -350,8 +365,8 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
     journal = Journal(out / "results.jsonl", "trial")
     todo = [t for t in trials if t.key not in journal]
     processes, threads = split_cores(processes)
-    backend = Backend(_init, (plan_files, samples, threads, deadline_s), processes=processes,
-                      ray=ray)
+    backend = Backend(_init, (plan_files, samples, threads, deadline_s, data),
+                      processes=processes, ray=ray)
     with progress() as bar, backend:
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo),
                             info=backend.name)
@@ -379,4 +394,5 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def load_campaign(path: str | Path) -> CampaignSpec:
-    return load_yaml(CampaignSpec, Path(path))
+    """A campaign file; its paths are relative to it."""
+    return load_spec(CampaignSpec, Path(path))

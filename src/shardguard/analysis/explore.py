@@ -15,8 +15,10 @@ Its three objectives, all minimised:
 * ``vulnerability`` accuracy lost under the threat scenario: the mean, over each threat
                     and each device or link it targets, of clean accuracy minus
                     accuracy with the candidate's defences, measured in the local
-                    executor on held-out test images (the *last* ``samples`` of the
-                    test set, which campaigns and training never look at first).
+                    executor on held-out images (the *last* ``samples`` of the data,
+                    which campaigns and training never look at first). Without labels,
+                    agreement with the clean model's top-1 stands for accuracy, so the
+                    loss is the silent-data-corruption rate (``measure``: agreement).
 
 and one constraint: every device's memory (the overflow, in bytes, must be 0).
 ``search.py`` finds the Pareto front (exhaustively or with NSGA-II); this module
@@ -34,20 +36,18 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from .._config import Config
 from ..errors import ConfigError, PlanningError
+from .subject import Subject, load_subject, model_ref, profile_images, subject_data
 
 PROTECTIONS = ("none", "mac:blake2b", "aead:chacha20-poly1305", "aead:aes-128-gcm")
 LINK_THREATS = ("L1", "L2", "L3", "L4")
 SUPPORTED = ("D1", "D4", *LINK_THREATS)  # what changes answers in the local executor
 
 
-class ExploreSpec(Config):
-    """What to explore: the model, the platform, the threat scenario and the choices."""
+class ExploreSpec(Subject):
+    """What to explore: the model, data and platform (``Subject``), the threat scenario
+    and the choices."""
 
-    model: str
-    weights: str | None = None
-    platform: str
     threats: Annotated[list[dict[str, Any]], Field(min_length=1)]
     strategies: Annotated[list[str], Field(min_length=1)] = ["pipeline", "spatial", "channel"]
     max_devices: Annotated[int, Field(ge=1, le=8)] = 4
@@ -220,31 +220,28 @@ _STATE: dict[str, Any] = {}
 def init(spec_json: str, threads: int) -> None:
     import torch
 
-    from ..data import load_split
     from ..graph import trace
     from ..platform import load_platform
     from ..threats.spec import parse_threat
-    from ..zoo import load_model
+    from .metrics import reference
 
     torch.set_num_threads(threads)
     spec = ExploreSpec.model_validate_json(spec_json)
-    loaded = load_model(spec.model, weights=spec.weights)
-    if loaded.input_shape is None:
-        raise ConfigError(f"{spec.model}: exploration needs a model with a known input shape")
-    test = load_split("test")
-    x, y = test.tensors()
-    x, y = x[-spec.samples:], y[-spec.samples:]  # held out: the end of the test set
+    loaded, shape = load_subject(spec)
+    data = subject_data(spec, loaded, shape)
+    start = max(0, len(data) - spec.samples)  # held out: the end of the data
+    x, labels = data.images(spec.samples, start), data.labels(spec.samples, start)
     with torch.no_grad():
         clean = loaded.module.eval()(x).argmax(1)
-    _STATE.update(spec=spec, loaded=loaded, graph=trace(loaded.module, loaded.input_shape),
+    y, scored_by = reference(labels, clean)  # without labels: the clean top-1
+    _STATE.update(spec=spec, loaded=loaded, shape=shape, graph=trace(loaded.module, shape),
                   platform=load_platform(spec.platform), x=x, y=y, clean=clean,
-                  train=load_split("train").tensors(500)[0],
+                  measure=scored_by, train=data.train_images(profile_images(500, shape)),
                   threats=[parse_threat(t, f"threats.{i}") for i, t in enumerate(spec.threats)])
 
 
 def build(c: Candidate) -> Any:
     """The candidate's plan (``Planned``), protected and replicated; PlanningError if none."""
-    from ..partition import ModelRef
     from ..partition.build import assemble_plan, whole
     from ..partition.channel import plan_channel
     from ..partition.compile import compile_plan
@@ -253,8 +250,7 @@ def build(c: Candidate) -> Any:
     from ..platform.cost import estimate
 
     spec, graph, platform = _STATE["spec"], _STATE["graph"], _STATE["platform"]
-    ref = ModelRef(ref=spec.model, weights=spec.weights,
-                   input_shape=list(_STATE["loaded"].input_shape))
+    ref = model_ref(spec, _STATE["shape"])
     if c.strategy == "pipeline":
         bounds = [0, *c.cuts, len(graph.compute_nodes)]
         segments = [whole(graph, a, b - 1, f"s{k}", d)

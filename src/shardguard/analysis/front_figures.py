@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: Any,
                   out: Path) -> None:
-    from .search import LABELS, OBJECTIVES
+    from .search import OBJECTIVES, labels
 
     plans = out / "plans"
     plans.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,8 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
         "kind": "exploration", "spec": result.spec.model_dump(mode="json"),
         "method": result.method, "space_size": result.space_size,
         "evaluated": len(result.rows), "evaluated_now": result.evaluated_now,
-        "objectives": {o: LABELS[o] for o in OBJECTIVES}, "front": rows,
+        "data": result.data, "measure": result.measure,
+        "objectives": {o: labels(result.measure)[o] for o in OBJECTIVES}, "front": rows,
         "recommended": {"point": next(r["point"] for r in rows if r["recommended"]),
                         "deployment": result.recommended["describe"],
                         "plan": "plans/recommended.yaml", "reason": result.reason},
@@ -75,8 +76,9 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
 
 
 def _projections(result: Exploration, path: Path) -> Path:
-    from .search import LABELS, OBJECTIVES, SCALE
+    from .search import OBJECTIVES, SCALE, labels
 
+    names = labels(result.measure)
     pairs = [(0, 1), (0, 2), (1, 2)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     feasible = [r for r in result.rows if r["feasible"]]
@@ -90,8 +92,8 @@ def _projections(result: Exploration, path: Path) -> Path:
         rec = result.recommended
         ax.scatter([rec[oa] * SCALE[oa]], [rec[ob] * SCALE[ob]], marker="*", s=220,
                    color="C3", label="recommended", zorder=3)
-        ax.set_xlabel(LABELS[oa])
-        ax.set_ylabel(LABELS[ob])
+        ax.set_xlabel(names[oa])
+        ax.set_ylabel(names[ob])
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, three views")
     return _save(fig, path)

@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
+from .metrics import LOSSES, MEASURES
 
 ANALYSIS_FIGURES = ("criticality.png", "accuracy_vs_ber.png", "accuracy_vs_snr.png",
                     "accuracy_vs_epsilon.png", "reconstruction_by_depth.png")
@@ -111,9 +112,22 @@ def _plan(d: Path) -> dict[str, Any] | None:
             "stages": stages, "links": links, "yaml": path.read_text()}
 
 
+def _measured(setup: dict[str, Any]) -> tuple[str, str]:
+    """(measure, sentence): what "accuracy" means in a results directory. Results made
+    before the measure was recorded were scored against labels."""
+    measure = setup.get("measure", "accuracy")
+    data = f" Data: {setup['data']}." if setup.get("data") else ""
+    return measure, f"What is measured: {MEASURES[measure]}.{data}"
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _demo(d: Path, where: str) -> dict[str, Any]:
     summary = json.loads((d / "summary.json").read_text())
-    return {"kind": "demo", "title": "Findings", "where": where,
+    _, measured = _measured(summary.get("facts", {}))
+    return {"kind": "demo", "title": "Findings", "where": where, "measured": measured,
             "lines": summary.get("lines", []),
             "steps": [{"step": k, "seconds": v} for k, v in summary.get("steps", {}).items()],
             "plan": _plan(d), "figures": _figures(d, ("plan.png",))}
@@ -121,10 +135,12 @@ def _demo(d: Path, where: str) -> dict[str, Any]:
 
 def _analysis(d: Path, where: str) -> dict[str, Any]:
     ranking = json.loads((d / "ranking.json").read_text())
+    measure, measured = _measured(_read(d / "analysis.json"))
     rows = [{"rank": r["rank"], "kind": r["kind"], "name": r["name"],
-             "accuracy lost": r["accuracy_drop"], "worst availability": r["availability"],
+             LOSSES[measure]: r["accuracy_drop"], "worst availability": r["availability"],
              "attacks": r["attacks"]} for r in ranking]
     return {"kind": "analysis", "title": "Vulnerability analysis and criticality", "where": where,
+            "measured": measured,
             "tables": [{"caption": "Criticality ranking: the device or link whose attack costs "
                                    "the most accuracy first", "rows": rows}],
             "figures": _figures(d, ANALYSIS_FIGURES), "plan": _plan(d)}
@@ -139,6 +155,10 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
     table_file = d / "results.parquet"
     rows = (pq.read_table(table_file).to_pylist() if table_file.exists() else
             list(Journal(d / "results.jsonl", "trial").rows.values()))
+    spec = d / "campaign.json"
+    setup = json.loads(spec.read_text()) if spec.exists() else {}
+    measure, measured = _measured({**setup, "data": setup.get("data_used")})
+    word = "accuracy" if measure == "accuracy" else "agreement"
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["threat"], r.get("defence") or "none")].append(r)
@@ -148,15 +168,14 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
             "clean_accuracy", "accuracy", "availability", "detection_rate",
             "false_positive_rate", "max_defence_energy_j")}
         table.append({"threat": threat, "defence": defence, "trials": len(rs),
-                      "clean accuracy": mean["clean_accuracy"], "accuracy": mean["accuracy"],
+                      f"clean {word}": mean["clean_accuracy"], word: mean["accuracy"],
                       "availability": mean["availability"],
                       "detection rate": mean["detection_rate"],
                       "false positives": mean["false_positive_rate"],
                       "defence energy (mJ, busiest device)":
                           _scale(mean["max_defence_energy_j"], 1e3)})
-    spec = d / "campaign.json"
-    setup = json.loads(spec.read_text()) if spec.exists() else {}
     return {"kind": "campaign", "title": "Campaign: threats × defences", "where": where,
+            "measured": measured,
             "setup": setup, "tables": [{"caption": f"{len(rows)} trials, averaged per threat "
                                                    "and defence", "rows": table}],
             "figures": [], "plan": _plan(d)}
@@ -164,9 +183,10 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
 
 def _exploration(d: Path, where: str) -> dict[str, Any]:
     data = json.loads((d / "explore.json").read_text())
+    measure, measured = _measured(data)
     front = [{"#": r["point"], "recommended": "★" if r["recommended"] else "",
               "deployment": r["deployment"], "max energy/device (mJ)": r["energy_mj"],
-              "latency (ms)": r["latency_ms"], "accuracy lost": r["vulnerability"],
+              "latency (ms)": r["latency_ms"], LOSSES[measure]: r["vulnerability"],
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
     path = (d / rec["plan"]).resolve()
@@ -174,7 +194,7 @@ def _exploration(d: Path, where: str) -> dict[str, Any]:
         raise ConfigError(f"{d / 'explore.json'}: recommended plan {rec['plan']!r} is not "
                           f"inside {d}")
     return {"kind": "exploration", "title": "Security against energy: the Pareto front",
-            "where": where, "setup": data["spec"],
+            "where": where, "setup": data["spec"], "measured": measured,
             "counts": f"{data['evaluated']} of {data['space_size']} candidate deployments "
                       f"evaluated ({data['method']})",
             "tables": [{"caption": "Pareto front (every objective minimised)", "rows": front}],

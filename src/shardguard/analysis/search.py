@@ -30,6 +30,14 @@ from .explore import Candidate, ExploreSpec, Space, evaluate, init
 OBJECTIVES = ("energy_j", "latency_s", "vulnerability")
 LABELS = {"energy_j": "max energy per device (mJ/inference)", "latency_s": "latency (ms)",
           "vulnerability": "accuracy lost under the threats"}
+
+
+def labels(measure: str = "accuracy") -> dict[str, str]:
+    """The objectives' labels; without labels in the data, the loss is the share of
+    answers changed (silent data corruption), and the label says so."""
+    from .metrics import LOSSES
+
+    return {**LABELS, "vulnerability": f"{LOSSES[measure]} under the threats"}
 SCALE = {"energy_j": 1e3, "latency_s": 1e3, "vulnerability": 1.0}
 METHODS = ("auto", "exhaustive", "nsga2")
 
@@ -44,6 +52,8 @@ class Exploration:
     recommended: dict[str, Any]
     reason: str
     evaluated_now: int  # evaluated in this run; the rest came from the journal
+    measure: str = "accuracy"  # or "agreement": scored against the clean top-1 (no labels)
+    data: str = ""  # which data, as data.Data.describe() says
 
 
 class Evaluations:
@@ -118,7 +128,8 @@ def pareto_front(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda r: objectives(r))
 
 
-def recommend(front: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
+def recommend(front: list[dict[str, Any]],
+              measure: str = "accuracy") -> tuple[dict[str, Any], str]:
     """The front point nearest the ideal point, each objective scaled to [0, 1] over the
     front (a knee: no objective is given up much for the others)."""
     f = np.array([objectives(r) for r in front])
@@ -128,8 +139,8 @@ def recommend(front: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
     r = front[best]
     reason = (f"nearest the ideal point of the {len(front)}-point front (each objective "
               f"scaled to its range there): {r['energy_j'] * 1e3:.3f} mJ on the busiest "
-              f"device, {r['latency_s'] * 1e3:.2f} ms, {r['vulnerability']:.1%} accuracy "
-              "lost under the threats")
+              f"device, {r['latency_s'] * 1e3:.2f} ms, {r['vulnerability']:.1%} "
+              f"{labels(measure)['vulnerability']}")
     return r, reason
 
 
@@ -137,23 +148,26 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
                     processes: int = 0, ray: str | None = None) -> Exploration:
     from ..graph import trace
     from ..platform import load_platform
-    from ..zoo import load_model
     from .explore import make_space
+    from .subject import check_memory, load_subject, subject_data
 
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if budget < 1:
         raise ConfigError(f"budget must be at least 1, got {budget}")
-    loaded = load_model(spec.model, weights=spec.weights)
-    if loaded.input_shape is None:
-        raise ConfigError(f"{spec.model}: exploration needs a model with a known input shape")
+    loaded, shape = load_subject(spec)
+    data = subject_data(spec, loaded, shape)  # a bad dataset is refused here, in one line
     platform = load_platform(spec.platform)
-    space = make_space(spec, trace(loaded.module, loaded.input_shape), platform)
+    graph = trace(loaded.module, shape)
+    if ray is None:
+        check_memory(graph, min(spec.samples, len(data)), split_cores(processes)[0], "-n")
+    space = make_space(spec, graph, platform)
     size = space.size()
     if method == "auto":
         method = "exhaustive" if size <= budget else "nsga2"
-    claim(out, "spec.json", spec.model_dump(mode="json"),
-          ("model", "weights", "platform", "threats", "samples", "seed"))
+    claim(out, "spec.json", {**spec.model_dump(mode="json"), "data_used": data.describe()},
+          ("model", "weights", "platform", "threats", "samples", "seed", "input_shape",
+           "preprocess", "data_used"))
     processes, threads = split_cores(processes)
     backend = Backend(init, (spec.model_dump_json(), threads), processes=processes, ray=ray)
     total = size if method == "exhaustive" else budget
@@ -181,10 +195,11 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
         front = pareto_front(rows)
         if not front:
             raise ConfigError("no candidate fits the devices' memory: nothing to recommend")
-        recommended, reason = recommend(front)
+        recommended, reason = recommend(front, data.measure)
         levels = security_levels(space, _with_links(front, rows, platform), evaluations)
         bar.update(task, total=len(evaluations.asked), completed=len(evaluations.asked))
-    result = Exploration(spec, method, size, rows, front, recommended, reason, evaluations.new)
+    result = Exploration(spec, method, size, rows, front, recommended, reason, evaluations.new,
+                         data.measure, data.describe())
     from .front_figures import write_outputs
 
     write_outputs(result, levels, platform, out)

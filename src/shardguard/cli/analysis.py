@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from ._options import Force, Ray, refuse_overwrite
+from ._options import (
+    Classes,
+    DataDir,
+    Force,
+    InputShape,
+    PreprocessOption,
+    Ray,
+    count,
+    parse_shape,
+    refuse_overwrite,
+)
 from .app import app
 
 
@@ -16,18 +26,31 @@ def campaign(
     spec_file: Annotated[Path, typer.Argument(metavar="CAMPAIGN", help="Campaign YAML.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
                                          "there before is resumed.")] = Path("out/campaign"),
+    data: DataDir = None,
     ray: Ray = None,
 ) -> None:
     """Sweep threats × targets × intensities × strategies; one row per trial (CSV, Parquet).
+
+    The spec names the model (a zoo name, file.py:factory or .onnx, with input_shape for
+    the last two), the platform and the data (data:, or --data, which wins).
 
     Example: shardguard campaign examples/campaign.yaml -o out/campaign
 
     Example: shardguard campaign examples/campaign.yaml -o out/campaign --ray HEAD:6379
     """
-    from ..analysis.campaign import load_campaign, run_campaign
+    import json
 
-    rows = run_campaign(load_campaign(spec_file), output, ray=ray)
-    print(f"{len(rows)} trials in {output}/results.csv and results.parquet")
+    from ..analysis.campaign import load_campaign, run_campaign
+    from ..analysis.metrics import MEASURES
+
+    spec = load_campaign(spec_file)
+    if data is not None:
+        spec.data = data
+    rows = run_campaign(spec, output, ray=ray)
+    setup = json.loads((output / "campaign.json").read_text())
+    print(f"data: {setup['data_used']}")
+    print(f"{len(rows)} trials in {output}/results.csv and results.parquet; "
+          f"'accuracy' there is {MEASURES[setup['measure']]}")
 
 
 @app.command()
@@ -35,22 +58,30 @@ def analyze(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Results directory (resumed "
                                          "if it holds an earlier run).")] = Path("out/analysis"),
-    samples: Annotated[int, typer.Option("-n", help="Test images per trial.")] = 2000,
+    samples: Annotated[int, typer.Option("-n", help="Images per trial (the first N of the "
+                                                     "data).")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of every trial.")] = 0,
+    data: DataDir = None,
     ray: Ray = None,
 ) -> None:
     """Standard vulnerability analysis of a plan: figures, table and criticality ranking.
 
     Example: shardguard analyze plan.yaml -o out/analysis
+
+    Example: shardguard analyze plan.yaml -o out/analysis --data photos/ -n 200
     """
     from rich.console import Console
     from rich.table import Table
 
     from ..analysis.analyze import analyze as run
+    from ..analysis.metrics import LOSSES, MEASURES
 
-    result = run(plan_file, output, samples=samples, seed=seed, ray=ray)
-    table = Table("rank", "kind", "name", "accuracy lost", "worst availability", "attacks",
-                  title=f"criticality (clean accuracy {result.clean_accuracy:.2%})")
+    count("-n", samples)
+    result = run(plan_file, output, samples=samples, seed=seed, ray=ray, data=data)
+    print(f"data: {result.data}")
+    table = Table("rank", "kind", "name", LOSSES[result.measure], "worst availability",
+                  "attacks", title=f"criticality (clean: {MEASURES[result.measure]} "
+                                   f"{result.clean_accuracy:.2%})")
     for r in result.ranking:
         table.add_row(str(r["rank"]), r["kind"], r["name"], f"{r['accuracy_drop']:.2%}",
                       f"{r['availability']:.0%}", r["attacks"])
@@ -60,7 +91,8 @@ def analyze(
 
 @app.command()
 def explore(
-    model: Annotated[str, typer.Argument(help="A zoo model (shardguard zoo).")],
+    model: Annotated[str, typer.Argument(
+        help="Zoo name (see `shardguard zoo`), path/to/file.py:factory, or model.onnx.")],
     platform: Annotated[str, typer.Option("--platform", "-p",
                                           help="Built-in platform name or YAML file.")],
     threats: Annotated[Path, typer.Option(
@@ -91,6 +123,12 @@ def explore(
                                                "in the YAML).")] = 0,
     processes: Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
     = 0,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", "-w", help="State-dict file for the model.")] = None,
+    input_shape: InputShape = None,
+    preprocess: PreprocessOption = None,
+    classes: Classes = None,
+    data: DataDir = None,
     ray: Ray = None,
 ) -> None:
     """Find the deployments that trade security against energy per device: the Pareto front.
@@ -100,6 +138,9 @@ def explore(
     front.csv, a plan per front point, figures and explore.json to the output directory.
 
     Example: shardguard explore lenet5 -p rpi4x4-ethernet -t examples/threats.yaml --budget 200
+
+    Example: shardguard explore net.onnx --input-shape 3,224,224 --preprocess imagenet
+    -p rpi4x4-ethernet -t examples/threats.yaml --data photos/ -n 50 --budget 40
     """
     from rich.console import Console
     from rich.markup import escape
@@ -107,9 +148,14 @@ def explore(
 
     from .._config import read_yaml, validate
     from ..analysis.explore import ExploreSpec
-    from ..analysis.search import run_exploration
+    from ..analysis.search import labels, run_exploration
+    from ..data import parse_preprocess
     from ..errors import ConfigError
 
+    count("-n", samples)
+    count("--budget", budget)
+    count("--max-devices", max_devices)
+    count("--processes", processes, least=0)
     if guards not in ("both", "on", "off"):
         raise ConfigError(f"--guards must be both, on or off, got {guards!r}")
     scenario = read_yaml(threats)
@@ -121,11 +167,15 @@ def explore(
         "protections": _items(protections), "copies": _items(copies),
         "ends": _items(ends) if ends is not None else None,
         "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
-        "samples": samples, "seed": seed}, "explore")
+        "samples": samples, "seed": seed, "weights": str(weights) if weights else None,
+        "input_shape": list(parse_shape(input_shape)) if input_shape else None,
+        "preprocess": parse_preprocess(preprocess) if preprocess else None,
+        "classes": str(classes) if classes else None, "data": data}, "explore")
     result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
                              ray=ray)
+    print(f"data: {result.data}")
     table = Table("#", "deployment", "max energy/device (mJ)", "latency (ms)",
-                  "accuracy lost", title=f"Pareto front ({result.method}, "
+                  labels(result.measure)["vulnerability"], title=f"Pareto front ({result.method}, "
                   f"{len(result.rows)} of {result.space_size} candidates evaluated)")
     for i, r in enumerate(result.front):
         mark = " ★" if r["key"] == result.recommended["key"] else ""

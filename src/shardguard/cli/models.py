@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 
 from .._progress import log
-from ._options import DataDir, Force, Weights, parse_shape, refuse_overwrite
+from ._options import (
+    Classes,
+    DataDir,
+    Force,
+    InputShape,
+    PreprocessOption,
+    Weights,
+    count,
+    parse_shape,
+    refuse_overwrite,
+)
 from .app import app
 
 ModelRef = Annotated[str, typer.Argument(
@@ -30,7 +40,7 @@ def zoo() -> None:
         meta = checkpoints.read_meta(p) if (p := checkpoints.shipped(name)) else None
         trained = f"{meta.test_accuracy:.2%}" if meta else "random weights"
         if spec.pretrained is not None:
-            trained = f"pretrained ({spec.classes})"
+            trained = f"pretrained ({len(spec.classes) if spec.classes else '?'} classes)"
         table.add_row(name, "×".join(map(str, spec.input_shape)), trained, spec.description)
     from rich.console import Console
 
@@ -73,12 +83,14 @@ def train(
     from ..zoo.train import command_line, evaluate
     from ..zoo.train import train as run_training
 
+    count("--epochs", epochs)
     torch.manual_seed(seed)
     loaded = load_model(model, pretrained=False)  # zoo models are built under ``seed`` here
     out = output or Path("checkpoints") / f"{loaded.name}.pt"
     refuse_overwrite(out, force)
     recipe = ZOO[model].recipe if model in ZOO and ZOO[model].recipe else Recipe(epochs=8)
-    recipe = replace(recipe, epochs=epochs or recipe.epochs, lr=lr or recipe.lr)
+    recipe = replace(recipe, epochs=epochs if epochs is not None else recipe.epochs,
+                     lr=lr or recipe.lr)
     if model in ZOO:
         loaded.module = build(model, seed=seed)
     network = loaded.module
@@ -88,7 +100,7 @@ def train(
         network = failout_for(loaded, failout, strategy, platform, seed)
         log(f"failout {failout}: {strategy} over {', '.join(network.devices)} ({platform}), "
             f"at {len(split_tensors(network.compiled))} split tensor(s)")
-    train_split, test_split = load_fashion_mnist(data)
+    train_split, test_split = load_fashion_mnist(_idx_directory(data))
     run_training(network, train_split, test_split, recipe, seed=seed)
     accuracy = evaluate(loaded.module, test_split)
     meta = checkpoints.save(loaded.module, out, {
@@ -104,28 +116,52 @@ def train(
 def eval_(
     model: ModelRef,
     weights: Weights = None,
-    n: Annotated[int | None, typer.Option("-n", help="Evaluate on the first N test images.")]
+    n: Annotated[int | None, typer.Option("-n", help="Evaluate on the first N images.")]
     = None,
     data: DataDir = None,
+    input_shape: InputShape = None,
+    preprocess: PreprocessOption = None,
+    classes: Classes = None,
 ) -> None:
-    """Test-set accuracy of a model; checks it against the checkpoint's recorded accuracy.
+    """Accuracy of a model on a dataset (with its 95% interval); on the Fashion-MNIST test
+    set, checks it against the checkpoint's recorded accuracy.
 
     Example: shardguard eval resnet-small
+
+    Example: shardguard eval nets.py:make_net --input-shape 3,224,224 --preprocess imagenet
+    --data val/ -n 500
     """
-    from ..data import load_split
+    from collections import Counter
+
+    from ..analysis.metrics import rate
+    from ..data import open_data
     from ..errors import IntegrityError
     from ..zoo import load_model
-    from ..zoo.train import evaluate
+    from ..zoo.train import top1
 
+    count("-n", n)
     loaded = load_model(model, weights=weights)
-    test = load_split("test", data)
-    accuracy = evaluate(loaded.module, test, n=n)
-    count = len(test) if n is None else min(n, len(test))
-    print(f"{loaded.name}: test accuracy {accuracy:.4f} on {count} images")
-    if loaded.meta is not None and n is None:
-        recorded = loaded.meta.test_accuracy
+    dataset = open_data(data, model=loaded, preprocess=preprocess, classes=classes,
+                        input_shape=parse_shape(input_shape) if input_shape else None)
+    print(f"data: {dataset.describe()}")
+    total = len(dataset) if n is None else min(n, len(dataset))
+    predicted = top1(loaded.module, dataset.batches(n), total)
+    unscored = int((predicted < 0).sum())
+    labels = dataset.labels(n)
+    if unscored:
+        print(f"{unscored} of {total} outputs are not finite (NaN or inf): counted as wrong")
+    if labels is None:
+        common = ", ".join(f"{c} ×{k}" for c, k in Counter(predicted.tolist()).most_common(5))
+        print(f"{loaded.name}: no labels, so no accuracy; {total} images classified "
+              f"(most frequent classes: {common})")
+        return
+    right = int((predicted == labels).sum())
+    print(f"{loaded.name}: test accuracy {rate(right, total)} on {total} images")
+    if (loaded.meta is not None and n is None and dataset.source.kind == "idx"
+            and loaded.meta.dataset == "fashion-mnist"):
+        recorded, accuracy = loaded.meta.test_accuracy, right / total
         # Two images of slack: float summation order may differ between CPUs.
-        if abs(accuracy - recorded) > 2 / len(test) + 1e-9:
+        if abs(accuracy - recorded) > 2 / total + 1e-9:
             raise IntegrityError(f"{loaded.weights}: accuracy {accuracy:.4f} does not reproduce "
                                  f"the recorded {recorded:.4f}")
         log(f"reproduces the recorded accuracy {recorded:.4f}")
@@ -184,3 +220,13 @@ def predict(
         print(r.image)
         for rank, g in enumerate(r.top, start=1):
             print(f"  {rank}. {g.name} (class {g.index}): {g.p:.3f}")
+
+
+def _idx_directory(data: str | None) -> Path | None:
+    """Training reads a directory of IDX files with both splits (Fashion-MNIST's layout)."""
+    from ..errors import DataError
+
+    if data is not None and (data == "noise" or not Path(data).is_dir()):
+        raise DataError(f"--data {data}: training needs a directory of IDX files with the "
+                        "train and test splits")
+    return Path(data) if data is not None else None

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from ._options import DataDir, Force, parse_shape, refuse_overwrite
+from ._options import (
+    Classes,
+    DataDir,
+    Force,
+    InputShape,
+    PreprocessOption,
+    count,
+    parse_shape,
+    refuse_overwrite,
+)
 from .app import app
 from .models import ModelRef
 
@@ -59,10 +68,17 @@ def plan(
         help="Seal every link between stages: mac:hmac-sha256, mac:blake2b, aead:aes-128-gcm, "
              "aead:aes-256-gcm, aead:chacha20-poly1305, aead:ascon-128 (costed when "
              "planning).")] = "none",
-    input_shape: Annotated[str | None, typer.Option(
-        "--input-shape", help="C,H,W of one input (default: the zoo model's).")] = None,
+    stages: Annotated[int | None, typer.Option(
+        help="Pipeline: exactly this many stages, on as many devices (forces a split the "
+             "optimiser would not make).")] = None,
+    devices: Annotated[int | None, typer.Option(
+        help="Spread the plan over exactly this many devices: a pipeline's stages, or the "
+             "tiles or channel groups of a spatial or channel split.")] = None,
+    input_shape: InputShape = None,
     weights: Annotated[Path | None, typer.Option("--weights", "-w",
                                                     help="State-dict file for the model.")] = None,
+    preprocess: PreprocessOption = None,
+    classes: Classes = None,
     figure: Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")] = None,
     force: Force = False,
 ) -> None:
@@ -71,7 +87,13 @@ def plan(
     Example: shardguard plan resnet-small --platform rpi4x4-ethernet --strategy auto -o plan.yaml
 
     Example: shardguard plan lenet5 --platform mixed-wifi --protection aead:chacha20-poly1305
+
+    Example: shardguard plan resnet18 -p rpi4x4-ethernet --stages 2 -o plan.yaml
+
+    Paths the plan names (a model file, weights, a class list, a platform file) are
+    written relative to the plan's directory.
     """
+    from ..data import ClassList, parse_preprocess
     from ..errors import ConfigError, ModelError
     from ..graph import trace
     from ..partition import ModelRef as PlanModel
@@ -85,8 +107,14 @@ def plan(
     if objective not in ("latency", "throughput", "energy", "energy-total"):
         raise ConfigError(f"--objective {objective!r}: expected latency, throughput, energy "
                           "or energy-total")
-    if replicas < 1:
-        raise ConfigError(f"--replicas {replicas}: must be at least 1")
+    count("--replicas", replicas)
+    count("--stages", stages)
+    count("--devices", devices)
+    if stages is not None and devices is not None and stages != devices:
+        raise ConfigError(f"--stages {stages} and --devices {devices}: give one of them")
+    if stages is not None and strategy not in ("pipeline", "auto"):
+        raise ConfigError(f"--stages applies to pipelines; for a {strategy} split, give "
+                          "--devices")
     refuse_overwrite(output, force)
     if figure is not None:
         refuse_overwrite(figure, force)
@@ -97,10 +125,14 @@ def plan(
         raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
     graph = trace(loaded.module, shape)
     target = load_platform(platform)
-    ref = PlanModel(ref=model, weights=str(weights) if weights else None, input_shape=list(shape))
+    if classes is not None:
+        ClassList.from_file(classes)  # refuse a bad class list now
+    ref = PlanModel(ref=model, weights=str(weights) if weights else None, input_shape=list(shape),
+                    preprocess=parse_preprocess(preprocess) if preprocess else None,
+                    classes=str(classes) if classes else None)
     planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
                         objective=objective, replicas=replicas,  # type: ignore[arg-type]
-                        protection=protection)
+                        protection=protection, devices=devices or stages)
     planned.plan.save(output, force=force)
     show(stage_table(planned))
     print(summary_line(planned))
@@ -116,8 +148,7 @@ def plan(
 def check(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
     n: Annotated[int | None, typer.Option(
-        "-n", help="Inputs to compare (default: the whole Fashion-MNIST test set, or 8 random "
-                   "inputs for other input shapes).")] = None,
+        "-n", help="Images to compare (default: all the data holds).")] = None,
     data: DataDir = None,
 ) -> None:
     """Run a plan locally and compare it with the whole model; exit 1 on any mismatch.
@@ -126,18 +157,16 @@ def check(
     """
     import torch
 
-    from ..data import load_split
+    from ..data import plan_data
     from ..errors import PlanningError
     from ..partition import bind
     from ..runtime.local import LocalExecutor
     from ..runtime.local import check as compare
 
+    count("-n", n)
     bound = bind(plan_file)
-    shape = tuple(bound.plan.model.input_shape)
-    if shape == (1, 28, 28):
-        x, _ = load_split("test", data).tensors(n)
-    else:
-        x = torch.rand(n or 8, *shape, generator=torch.Generator().manual_seed(0))
+    dataset = plan_data(data, bound)
+    print(f"data: {dataset.describe()}")
     reference: Callable[[torch.Tensor], torch.Tensor] = bound.model.module
     against = "the whole model"
     if bound.model.ref.endswith(".onnx"):  # the original file, not ShardGuard's import of it
@@ -145,7 +174,7 @@ def check(
 
         reference = OnnxRuntimeModel(Path(bound.model.ref))
         against = f"onnxruntime running {bound.model.ref}"
-    result = compare(LocalExecutor(bound.compiled), reference, x)
+    result = compare(LocalExecutor(bound.compiled), reference, dataset.batches(n))
     print(f"{result.samples} inputs: max |difference| {result.max_abs_diff:.3g} "
           f"({result.relative:.2e} of the output range); same predicted class on "
           f"{result.same_class}/{result.samples}")

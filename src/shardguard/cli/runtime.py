@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ._options import DataDir, Force
+from ._options import DataDir, Force, count
 from .app import app
 
 keys_app = typer.Typer(help="CurveZMQ keys for the coordinator and the devices.",
@@ -88,8 +88,8 @@ def run(
     = False,
     check: Annotated[bool, typer.Option(
         "--check", help="Compare every output with the local executor.")] = False,
-    n: Annotated[int | None, typer.Option("-n", help="Test images to stream (default all).")]
-    = None,
+    n: Annotated[int | None, typer.Option("-n", help="Images to stream (default: all the "
+                                                     "data holds).")] = None,
     batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
     window: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
     deadline: Annotated[float, typer.Option(help="Seconds before a request is retried.")] = 10.0,
@@ -119,7 +119,7 @@ def run(
              "training images (0: off).")] = 0,
     data: DataDir = None,
 ) -> None:
-    """Deploy a plan to workers and stream the test set through it.
+    """Deploy a plan to workers and stream images (the test set by default) through it.
 
     Links whose plan entry sets a protection (mac:..., aead:...) are sealed, the
     coordinator's hops included. Exits non-zero when any request failed or --check
@@ -134,7 +134,8 @@ def run(
     import numpy as np
     import torch
 
-    from ..data import load_split
+    from ..analysis.metrics import rate
+    from ..data import plan_data
     from ..errors import IntegrityError, TransportError
     from ..partition import bind
     from ..runtime.cluster import Cluster
@@ -142,19 +143,20 @@ def run(
 
     if not spawn_local and not workers:
         raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
+    count("-n", n)
+    count("--guards", guards, least=0)
     bound = bind(plan_file)
-    shape = tuple(bound.plan.model.input_shape)
-    labels = None
-    if shape == (1, 28, 28):
-        x, y = load_split("test", data).tensors(n)
-        labels = y.numpy()
-    else:
-        x = torch.rand(n or 64, *shape, generator=torch.Generator().manual_seed(0))
+    dataset = plan_data(data, bound)
+    print(f"data: {dataset.describe()}")
+    x, y = dataset.images(n), dataset.labels(n)
+    labels = y.numpy() if y is not None else None
     bounds = None
     if guards:
         from ..defences.guards import profile_bounds
 
-        bounds = profile_bounds(bound.compiled, load_split("train", data).tensors(guards)[0])
+        bounds = profile_bounds(bound.compiled, dataset.train_images(guards))
+        print(f"guards: ranges profiled on {min(guards, len(dataset))} images, "
+              f"{dataset.training_note}")
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
@@ -168,8 +170,10 @@ def run(
           f"({result.samples} images, {len(result.errors)} failed, {result.resubmitted} "
           f"resubmitted, {result.duplicates} duplicates dropped)")
     if labels is not None and ok.any():
-        accuracy = float((result.outputs[ok].argmax(1) == labels[ok]).mean())
-        print(f"accuracy {accuracy:.4f} on {int(ok.sum())} answered images")
+        right = int((result.outputs[ok].argmax(1) == labels[ok]).sum())
+        print(f"accuracy {rate(right, int(ok.sum()))} on {int(ok.sum())} answered images")
+    elif labels is None:
+        print("no labels: no accuracy (--check compares every answer with the local executor)")
     pct = result.percentiles()
     if pct:
         print("latency " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in pct.items())

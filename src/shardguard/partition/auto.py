@@ -17,20 +17,32 @@ STRATEGIES = {"pipeline": plan_pipeline, "spatial": plan_spatial, "channel": pla
 
 def make_plan(graph: Graph, model: ModelRef, platform: Platform, *,
               strategy: Strategy = "pipeline", objective: Objective = "latency",
-              replicas: int = 1, protection: str = "none") -> Planned:
-    """Plan ``graph`` onto ``platform``; ``auto`` keeps the strategy with the best objective."""
+              replicas: int = 1, protection: str = "none",
+              devices: int | None = None) -> Planned:
+    """Plan ``graph`` onto ``platform``; ``auto`` keeps the strategy with the best objective.
+
+    ``devices``: spread the plan over exactly that many devices (a pipeline's stages, a
+    split's tiles or channel groups), even where one device would do better.
+    """
     from ..defences.seal import KEY_BYTES
 
     if protection != "none" and protection not in KEY_BYTES:
         raise ConfigError(f"unknown protection {protection!r} (known: none, "
                           f"{', '.join(KEY_BYTES)})")
+    if devices is not None and not 1 <= devices <= len(platform.names):
+        raise ConfigError(f"{devices} devices: platform {platform.name} has "
+                          f"{len(platform.names)}")
+    if devices == 1 and strategy in ("spatial", "channel"):
+        raise ConfigError(f"a {strategy} split needs at least 2 devices")
     if strategy == "auto":
         results: list[Planned] = []
         errors: list[str] = []
         for name, fn in STRATEGIES.items():
             try:
-                results.append(add_replicas(fn(graph, model, platform, objective, protection),
-                                            platform, replicas))
+                if devices == 1 and name != "pipeline":
+                    continue
+                results.append(add_replicas(fn(graph, model, platform, objective, protection,
+                                               devices), platform, replicas))
             except PlanningError as exc:
                 errors.append(f"{name}: {exc}")
         if not results:
@@ -39,5 +51,5 @@ def make_plan(graph: Graph, model: ModelRef, platform: Platform, *,
         return best
     if strategy not in STRATEGIES:
         raise PlanningError(f"unknown strategy {strategy!r} (pipeline, spatial, channel, auto)")
-    planned = STRATEGIES[strategy](graph, model, platform, objective, protection)
+    planned = STRATEGIES[strategy](graph, model, platform, objective, protection, devices)
     return add_replicas(planned, platform, replicas)

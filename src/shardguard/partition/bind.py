@@ -27,14 +27,9 @@ class Bound(Planned):
 def bind(plan: Plan | str | Path, *, build: bool = True) -> Bound:
     """Load what ``plan`` refers to and check it: nodes, devices, links and memory."""
     source = str(plan) if not isinstance(plan, Plan) else "plan"
-    here = Path(plan).parent if not isinstance(plan, Plan) else Path(".")
     if not isinstance(plan, Plan):
-        plan = load_plan(plan)
-    platform_ref: str | Path = plan.platform
-    if Path(plan.platform).suffix and not Path(plan.platform).exists() and \
-            (here / plan.platform).exists():  # a platform file beside the plan
-        platform_ref = here / plan.platform
-    platform = load_platform(platform_ref)
+        plan = load_plan(plan)  # its paths were relative to the plan file: now absolute
+    platform = load_platform(plan.platform)
     for stage in plan.stages:
         for device in [stage.device, *stage.replicas]:
             if device not in platform.devices:

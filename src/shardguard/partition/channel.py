@@ -80,9 +80,10 @@ def channel_segments(graph: Graph, devices: list[str], rates: list[float], leade
 
 
 def plan_channel(graph: Graph, model: ModelRef, platform: Platform, objective: Objective,
-                 protection: str = "none") -> Planned:
-    """The best channel plan over leader devices and which convolutions to split."""
-    devices = sorted(platform.names, key=lambda d: -platform.devices[d].mac_rate)
+                 protection: str = "none", count: int | None = None) -> Planned:
+    """The best channel plan over leader devices and which convolutions to split;
+    ``count``: split over exactly that many devices (the fastest)."""
+    devices = sorted(platform.names, key=lambda d: -platform.devices[d].mac_rate)[:count]
     rates = [platform.devices[d].mac_rate for d in devices]
     biggest = max((n.macs for n in graph.compute_nodes if n.kind == "conv"), default=0)
     best: Planned | None = None
@@ -96,7 +97,7 @@ def plan_channel(graph: Graph, model: ModelRef, platform: Platform, objective: O
             if best is None or planned.cost.objective(objective) < best.cost.objective(objective):
                 best = planned
     if best is None:  # nothing fits split this way: fall back to the pipeline plan
-        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection)
+        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection, count)
         planned.plan.strategy = "channel"
         return planned
     check_memory(best)

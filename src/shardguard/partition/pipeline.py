@@ -88,11 +88,12 @@ class PipelineSolution:
 
 def solve(graph: Graph, platform: Platform, objective: str, *, protection: str = "none",
           devices: list[str] | None = None, t: Tables | None = None,
-          start: int = 0) -> PipelineSolution:
+          start: int = 0, stages: int | None = None) -> PipelineSolution:
     """The optimal pipeline (cuts and devices) for ``objective`` on ``platform``.
 
     ``start`` > 0 plans only nodes after cut ``start`` (the rest of a split plan), with
-    the tensors live at that cut arriving across the medium.
+    the tensors live at that cut arriving across the medium. ``stages``: exactly that
+    many stages (on as many devices), else as many as is best.
     """
     t = t or tables(graph)
     names = devices or platform.names
@@ -162,8 +163,12 @@ def solve(graph: Graph, platform: Platform, objective: str, *, protection: str =
                 back[key][0][better] = d
                 back[key][1][better] = arg[better]
 
-    final = [(comb(v[n], edge(t.cut[n])), key) for key, v in best.items()]
-    value, key = min(final, key=lambda item: item[0])
+    final = [(comb(v[n], edge(t.cut[n])), key) for key, v in best.items()
+             if stages is None or bin(key[0]).count("1") == stages]
+    value, key = min(final, key=lambda item: item[0]) if final else (np.inf, (0, -1))
+    if not np.isfinite(value) and stages is not None:
+        raise PlanningError(f"no pipeline of {stages} stages fits the devices' memory "
+                            f"({nd} devices, {n - start} nodes to place)")
     if not np.isfinite(value):
         need = t.params[n] - t.params[start] + t.peak[start, n] + t.cut[start] + t.cut[n]
         largest = max(s.memory_bytes for s in specs)
@@ -190,9 +195,9 @@ def segments_for(graph: Graph, solution: PipelineSolution, prefix: str = "s",
 
 
 def plan_pipeline(graph: Graph, model: ModelRef, platform: Platform, objective: Objective,
-                  protection: str = "none") -> Planned:
-    """The optimal pipeline plan (see ``solve``)."""
-    solution = solve(graph, platform, objective, protection=protection)
+                  protection: str = "none", count: int | None = None) -> Planned:
+    """The optimal pipeline plan (see ``solve``); ``count``: exactly that many stages."""
+    solution = solve(graph, platform, objective, protection=protection, stages=count)
     planned = assemble_plan(graph, model, platform, "pipeline", objective,
                             segments_for(graph, solution), protection)
     check_memory(planned)

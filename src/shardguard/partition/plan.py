@@ -32,6 +32,10 @@ for people to read); ``protection`` is the part of ``links`` a person sets. The
 coordinator's hops are links like any other: ``input>S`` carries the input to a
 first stage, ``S>output`` a last stage's result (a plan file without them leaves
 them unprotected).
+
+File paths in a plan (a model file, weights, a class list, a platform file) are
+relative to the plan's directory (``_paths.py``), so a plan copied elsewhere with
+them still works; in memory, after ``load_plan``, they are absolute.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .._config import Config, dump_yaml, load_yaml
+from .._config import Config, dump_yaml, read_yaml, validate
+from .._paths import Kind, located, relocated
+from ..data.preprocess import Preprocess
 from ..errors import ConfigError
 
 PLAN_VERSION = 1
@@ -57,6 +63,8 @@ class ModelRef(Config):
     ref: str  # zoo name, path/to/file.py:factory, or .onnx file
     weights: str | None = None  # state-dict file; None: the shipped checkpoint, if any
     input_shape: list[int]  # C, H, W of one sample
+    preprocess: Preprocess | None = None  # images → input; None: the zoo's, else for_input
+    classes: str | None = None  # class-list file (image folders' labels); None: the zoo's
 
 
 class StageSpec(Config):
@@ -170,16 +178,31 @@ class Plan(Config):
             link.protection = protection
         return plan
 
-    def to_yaml(self) -> str:
-        return dump_yaml(self)
+    def to_yaml(self, base: Path | None = None) -> str:
+        """The plan as YAML; with ``base``, its file paths relative to that directory."""
+        if base is None:
+            return dump_yaml(self)
+        data = relocated(self.model_dump(mode="json"), base, PATHS)
+        return dump_yaml(Plan.model_validate(data))
 
     def save(self, path: Path, *, force: bool = False) -> None:
+        """Write the plan to ``path``, its file paths relative to the plan's directory."""
         if path.exists() and not force:
             raise ConfigError(f"{path}: already exists (use --force to overwrite)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_yaml())
+        path.write_text(self.to_yaml(path.parent))
+
+
+#: The fields of a plan that hold file paths, and what kind of reference each is.
+PATHS: dict[str, Kind] = {"model.ref": "model", "model.weights": "path",
+                          "model.classes": "path", "platform": "platform"}
 
 
 def load_plan(path: str | Path) -> Plan:
-    """Read and validate a plan file's structure (``bind`` checks it against model and platform)."""
-    return load_yaml(Plan, Path(path))
+    """Read and validate a plan file's structure (``bind`` checks it against model and
+    platform); its file paths, relative to the plan's directory, become absolute."""
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(data, dict):
+        data = located(data, path.parent, PATHS)
+    return validate(Plan, data, str(path))

@@ -54,12 +54,14 @@ def tile_stages(devices: list[str], rates: list[float], height: int, width: int,
 
 
 def plan_spatial(graph: Graph, model: ModelRef, platform: Platform, objective: Objective,
-                 protection: str = "none", max_candidates: int = 12) -> Planned:
-    """The best fused-tile plan found over prefix lengths and tile grids."""
+                 protection: str = "none", count: int | None = None,
+                 max_candidates: int = 12) -> Planned:
+    """The best fused-tile plan found over prefix lengths and tile grids; ``count``:
+    exactly that many tiles (devices) in the tiled prefix."""
     t = pipeline.tables(graph)
     ends = prefix_ends(graph, t)
     if not ends:  # nothing can be tiled: the pipeline plan is the spatial plan
-        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection)
+        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection, count)
         planned.plan.strategy = "spatial"
         return planned
     # keep the longest prefixes, and a spread of shorter ones
@@ -71,11 +73,11 @@ def plan_spatial(graph: Graph, model: ModelRef, platform: Platform, objective: O
     for e in candidates:
         last = graph.by_name[t.names[e - 1]]
         _, height, width = last.shape[1:]
-        for count in range(2, len(devices) + 1):
-            for rows, cols in grids(count):
+        for k in ([count] if count else range(2, len(devices) + 1)):
+            for rows, cols in grids(k):
                 if rows > height or cols > width:
                     continue
-                stages = tile_stages(devices[:count], rates[:count], height, width, rows, cols)
+                stages = tile_stages(devices[:k], rates[:k], height, width, rows, cols)
                 segments = [SegmentSpec(first=t.names[0], last=t.names[e - 1], split="spatial",
                                         stages=stages)]
                 if e < len(t.names):
@@ -90,7 +92,7 @@ def plan_spatial(graph: Graph, model: ModelRef, platform: Platform, objective: O
                                     < best.cost.objective(objective)):
                     best = planned
     if best is None:
-        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection)
+        planned = pipeline.plan_pipeline(graph, model, platform, objective, protection, count)
         planned.plan.strategy = "spatial"
         return planned
     check_memory(best)

@@ -10,7 +10,7 @@ would carry, and a stage's outputs exactly what its device would send.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -215,15 +215,17 @@ class CheckResult:
 
 @torch.no_grad()
 def check(executor: LocalExecutor, whole: Callable[[torch.Tensor], torch.Tensor],
-          x: torch.Tensor, batch_size: int = 500) -> CheckResult:
-    """Run ``x`` through the partitioned plan and through ``whole`` (the whole model, or
-    any reference such as onnxruntime running the original file); compare."""
-    diff, lo, hi, same = 0.0, float("inf"), float("-inf"), 0
-    for chunk in x.split(batch_size):
+          x: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 500) -> CheckResult:
+    """Run ``x`` (one tensor, or batches as a dataset streams them) through the
+    partitioned plan and through ``whole`` (the whole model, or any reference such as
+    onnxruntime running the original file); compare."""
+    diff, lo, hi, same, samples = 0.0, float("inf"), float("-inf"), 0, 0
+    for chunk in (x.split(batch_size) if isinstance(x, torch.Tensor) else x):
+        samples += len(chunk)
         ref = whole(chunk)
         got = executor(chunk)
         gap = (got - ref).abs().max()
         diff = max(diff, float("inf") if torch.isnan(gap) else float(gap))  # NaN: a failure
         lo, hi = min(lo, float(ref.min())), max(hi, float(ref.max()))
         same += int((got.argmax(1) == ref.argmax(1)).sum())
-    return CheckResult(len(x), diff, hi - lo, same)
+    return CheckResult(samples, diff, hi - lo, same)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import ClassList, Preprocess
 from ..errors import ModelError
 from . import checkpoints
 from ._registry import ZOO
@@ -27,6 +28,8 @@ class LoadedModel:
     input_shape: tuple[int, ...] | None  # (C, H, W), when known
     weights: Path | None
     meta: CheckpointMeta | None
+    preprocess: Preprocess | None = None  # declared by the zoo entry; None: not declared
+    classes: ClassList | None = None  # names (and WordNet ids) of its outputs, when known
 
     @property
     def name(self) -> str:
@@ -80,9 +83,11 @@ def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool 
     ``weights`` is a state-dict file to load instead of the shipped one. ``input_shape``
     (C, H, W) is needed for an ``.onnx`` file whose image size is symbolic.
     """
+    preprocess, classes = None, None
     if ref in ZOO:
         module = build(ref)
         input_shape = ZOO[ref].input_shape
+        preprocess, classes = ZOO[ref].preprocess, ZOO[ref].classes
         if weights is None and pretrained:
             spec = ZOO[ref]
             weights = spec.pretrained() if spec.pretrained else checkpoints.shipped(ref)
@@ -98,4 +103,4 @@ def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool 
     if path is not None:
         meta = checkpoints.load_state(module, path, label=ref)
     module.eval()
-    return LoadedModel(ref, module, input_shape, path, meta)
+    return LoadedModel(ref, module, input_shape, path, meta, preprocess, classes)

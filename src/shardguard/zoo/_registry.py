@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from ..data import CLASSES, PRESETS, ClassList, Preprocess
 from . import efficientnet, imagenet, small
-from .preprocess import Preprocessing
+from .classes import imagenet_class_list
+
+FASHION_MNIST = ClassList(CLASSES)
 
 
 @dataclass(frozen=True)
@@ -34,38 +38,46 @@ class ModelSpec:
     recipe: Recipe | None = None  # None: not trained (random weights only)
     tags: tuple[str, ...] = field(default_factory=tuple)
     pretrained: Callable[[], Path] | None = None  # finds weights trained elsewhere
-    preprocessing: Preprocessing | None = None  # how an image file becomes its input
-    classes: str | None = None  # the label set its outputs are ("imagenet")
+    preprocess: Preprocess | None = None  # stored images → input (None: for_input(shape))
+    classes: ClassList | None = None  # names (and WordNet ids) of the outputs, when known
 
 
 #: EfficientNet-Lite's evaluation transform: centre crop of 224/(224+32) of the shorter
 #: side, bicubic, and "inception-style" mean 127 / std 128 on 0-255 pixels, which the edge
 #: models use "for better post-quantization" (TensorFlow's efficientnet_lite_builder.py,
 #: MEAN_RGB and STDDEV_RGB; preprocessing.py, CROP_PADDING = 32).
-EFFICIENTNET_LITE = Preprocessing(resize=256, crop=224, mean=(127 / 255,) * 3,
-                                  std=(128 / 255,) * 3, interpolation="bicubic")
+EFFICIENTNET_LITE = Preprocess(resize=256, crop=224, channels=3, mean=[127 / 255] * 3,
+                               std=[128 / 255] * 3, interpolation="bicubic")
 
+
+# The Fashion-MNIST models: 28×28 grey in [0, 1], Fashion-MNIST's ten classes.
+_FASHION: dict[str, Any] = {"preprocess": PRESETS["fashion-mnist"], "classes": FASHION_MNIST}
 
 ZOO: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("lenet5", small.LeNet5, (1, 28, 28), "LeNet-5, 2 conv + 3 FC",
-                  Recipe(epochs=15, augment=False)),
+                  Recipe(epochs=15, augment=False), **_FASHION),
         ModelSpec("vgg-small", small.VGGSmall, (1, 28, 28), "VGG-style, 6 conv (32/64/128) + 2 FC",
-                  Recipe(epochs=8)),
+                  Recipe(epochs=8), **_FASHION),
         ModelSpec("resnet-small", small.ResNetSmall, (1, 28, 28),
-                  "CIFAR-style ResNet, 3 stages × 2 basic blocks (16/32/64)", Recipe(epochs=8)),
+                  "CIFAR-style ResNet, 3 stages × 2 basic blocks (16/32/64)", Recipe(epochs=8),
+                  **_FASHION),
         ModelSpec("mobilenetv2-small", small.MobileNetV2, (1, 28, 28),
-                  "MobileNetV2, inverted residuals with depthwise convs", Recipe(epochs=8)),
-        ModelSpec("resnet18", imagenet.resnet18, (3, 224, 224), "ResNet-18 (ImageNet size)"),
-        ModelSpec("resnet50", imagenet.resnet50, (3, 224, 224), "ResNet-50 (ImageNet size)"),
-        ModelSpec("vgg16", imagenet.vgg16, (3, 224, 224), "VGG-16 (ImageNet size)"),
+                  "MobileNetV2, inverted residuals with depthwise convs", Recipe(epochs=8),
+                  **_FASHION),
+        ModelSpec("resnet18", imagenet.resnet18, (3, 224, 224), "ResNet-18 (ImageNet size)",
+                  preprocess=PRESETS["imagenet"]),
+        ModelSpec("resnet50", imagenet.resnet50, (3, 224, 224), "ResNet-50 (ImageNet size)",
+                  preprocess=PRESETS["imagenet"]),
+        ModelSpec("vgg16", imagenet.vgg16, (3, 224, 224), "VGG-16 (ImageNet size)",
+                  preprocess=PRESETS["imagenet"]),
         ModelSpec("mobilenetv2", imagenet.mobilenetv2, (3, 224, 224),
-                  "MobileNetV2 1.0 (ImageNet size)"),
+                  "MobileNetV2 1.0 (ImageNet size)", preprocess=PRESETS["imagenet"]),
         ModelSpec("efficientnet-lite0", efficientnet.efficientnet_lite0, (3, 224, 224),
                   "EfficientNet-Lite0, pretrained on ImageNet (4.65 M parameters)",
-                  pretrained=efficientnet.pretrained_lite0, preprocessing=EFFICIENTNET_LITE,
-                  classes="imagenet"),
+                  pretrained=efficientnet.pretrained_lite0, preprocess=EFFICIENTNET_LITE,
+                  classes=imagenet_class_list()),
     )
 }
 

@@ -10,6 +10,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import ClassList
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -38,3 +40,10 @@ def class_names(label_set: str | None, count: int) -> list[str]:
     if label_set == "imagenet" and count == 1000:
         return [c.name for c in imagenet_classes()]
     return [f"class {i}" for i in range(count)]
+
+
+@functools.cache
+def imagenet_class_list() -> ClassList:
+    """The ImageNet-1k classes as a ``ClassList`` (names and WordNet ids, output order)."""
+    classes = imagenet_classes()
+    return ClassList(tuple(c.name for c in classes), tuple(c.wnid for c in classes))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,25 @@ def predict(module: nn.Module, split: Split, *, n: int | None = None,
     preds = [module(chunk).argmax(1) for chunk in x.split(batch_size)]
     module.train(was_training)
     return torch.cat(preds)
+
+
+@torch.no_grad()
+def top1(module: nn.Module, batches: Iterable[torch.Tensor],
+         total: int | None = None) -> torch.Tensor:
+    """Top-1 class of every input the batches hold, -1 where the output is not finite
+    (a NaN is never silently a class); with a progress bar when ``total`` is given."""
+    was_training = module.training
+    module.eval()
+    preds = []
+    with progress() as bar:
+        task = bar.add_task("inference", total=total, info="")
+        for x in batches:
+            out = module(x)
+            finite = torch.isfinite(out).all(1)
+            preds.append(torch.where(finite, out.argmax(1), -1))
+            bar.update(task, advance=len(x))
+    module.train(was_training)
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
