@@ -220,3 +220,45 @@ def test_an_adversarial_device_hurts_more_than_a_random_one_of_the_same_budget(s
     assert accuracy < noisy - 0.3
     with pytest.raises(ValueError, match="needs gradients"):
         _accuracy(planned, x, y, threat)
+
+
+class _Normalised(torch.nn.Module):
+    """A model that takes normalised inputs (mean 0.5, std 0.25) and undoes it first."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * 0.25 + 0.5)
+
+
+def test_an_eavesdropper_is_scored_on_pixels_whatever_the_models_normalisation(
+        train_split, test_split):
+    from shardguard.data import Preprocess
+    from shardguard.partition.build import assemble_plan, whole
+    from shardguard.threats.eavesdrop import eavesdrop
+
+    platform = load_platform("rpi4x4-ethernet")
+    pre = Preprocess(mean=[0.5], std=[0.25])
+    train_x, _ = train_split.tensors(1000)
+    test_x, _ = test_split.tensors(200)
+    scores = {}
+    for label, module, scale in (("pixels", load_model("lenet5").module, lambda x: x),
+                                 ("normalised", _Normalised(load_model("lenet5").module),
+                                  lambda x: (x - 0.5) / 0.25)):
+        graph = trace(module, (1, 28, 28))
+        names = [n.name for n in graph.compute_nodes]
+        cut = next(i for i, name in enumerate(names) if name.endswith("features_2"))  # pool1
+        planned = assemble_plan(graph, ModelRef(ref="lenet5", input_shape=[1, 28, 28]),
+                                platform, "manual", "latency",
+                                [whole(graph, 0, cut, "a", "pi1"),
+                                 whole(graph, cut + 1, len(names) - 1, "b", "pi2")])
+        scores[label] = eavesdrop(planned.compiled, "a>b", scale(train_x), scale(test_x),
+                                  epochs=2, pixels=pre.to_pixels if label != "pixels" else None)
+        if label == "normalised":  # scored on the normalised scale, as before: far off
+            unscaled = eavesdrop(planned.compiled, "a>b", scale(train_x), scale(test_x),
+                                 epochs=2)
+    assert abs(scores["normalised"].psnr_db - scores["pixels"].psnr_db) < 0.5
+    assert abs(scores["normalised"].ssim - scores["pixels"].ssim) < 0.02
+    assert unscaled.psnr_db < scores["pixels"].psnr_db - 3

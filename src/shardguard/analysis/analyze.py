@@ -92,7 +92,8 @@ def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4, train: in
         planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
                                 [whole(graph, 0, j - 1, "a", devices[0]),
                                  whole(graph, j, n - 1, "b", devices[1])])
-        rec = eavesdrop(planned.compiled, "a>b", train_x, test_x, epochs=epochs, seed=seed)
+        rec = eavesdrop(planned.compiled, "a>b", train_x, test_x, epochs=epochs, seed=seed,
+                        pixels=data.pixels)
         results.append({"cut_after": t.names[j - 1], "depth": float(t.macs[j] / t.macs[n]),
                         "psnr_db": rec.psnr_db, "ssim": rec.ssim,
                         "tensor": "x".join(map(str, rec.tensor_shape))})

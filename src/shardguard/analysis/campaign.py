@@ -208,7 +208,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
         train_x = _STATE["data"].train_images(
             profile_images(threat.train_samples, tuple(x.shape[1:])))
         rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
-                        seed=threat.seed)
+                        seed=threat.seed, pixels=_STATE["data"].pixels)
         extra = {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
         outcome = _outcome(bound, None, x)
     else:

@@ -113,6 +113,10 @@ class Data:
         return torch.cat([self._prepare(source, i, min(n, len(source), i + BATCH))
                           for i in range(0, min(n, len(source)), BATCH)])
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Preprocessed inputs back on the pixel scale, [0, 1] (noise is drawn there)."""
+        return self.preprocess.to_pixels(x) if self.preprocess is not None else x
+
     @property
     def training_note(self) -> str:
         return ("its training split" if self.training is not None else

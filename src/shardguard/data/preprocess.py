@@ -106,6 +106,14 @@ class Preprocess(Config):
                 c)[:, None, None]
         return x.contiguous()
 
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Undo the normalisation of (B, C, H, W) inputs: pixel values in [0, 1] again, the
+        scale on which reconstructions are scored (PSNR, SSIM)."""
+        c = x.shape[1]
+        mean = torch.tensor(self.mean, dtype=x.dtype).expand(c)[:, None, None]
+        std = torch.tensor(self.std, dtype=x.dtype).expand(c)[:, None, None]
+        return (x * std + mean).clamp(0.0, 1.0)
+
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = _resized(self.resize, x.shape[2], x.shape[3])
         if size == tuple(x.shape[2:]):

@@ -2,13 +2,16 @@
 
 The attacker records the tensors that cross a link for inputs it knows (the
 training split here), trains a decoder to map them back to the images, and then
-reconstructs unseen test images from what it overhears. Reported as PSNR (dB,
-images in [0, 1]) and SSIM (Wang et al., 2004: 7×7 Gaussian window, σ = 1.5,
+reconstructs unseen test images from what it overhears. The decoder rebuilds the
+image as pixels in [0, 1] — the model's input with its normalisation undone
+(``pixels``), so a model that takes ImageNet-normalised inputs is scored on the same
+scale as one that takes raw pixels. Reported as PSNR (dB, peak 1) and SSIM (Wang et al., 2004: 7×7 Gaussian window, σ = 1.5,
 C1 = 0.01², C2 = 0.03²), averaged over the test images. Simulation only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -105,10 +108,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: torch.Tensor,
-              *, epochs: int = 3, seed: int = 0) -> Reconstruction:
-    """Train a decoder on what ``link`` carries for ``train_x``; score it on ``test_x``."""
+              *, epochs: int = 3, seed: int = 0,
+              pixels: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Reconstruction:
+    """Train a decoder on what ``link`` carries for ``train_x``; score it on ``test_x``.
+
+    ``pixels`` maps model inputs back to pixels in [0, 1] (``Data.pixels``); without it
+    the inputs must already be pixels."""
     torch.manual_seed(seed)
     z_train, z_test = overheard(compiled, link, train_x), overheard(compiled, link, test_x)
+    if pixels is not None:
+        train_x, test_x = pixels(train_x), pixels(test_x)
     decoder = Decoder(z_train[:1], tuple(train_x.shape[1:]))  # type: ignore[arg-type]
     optimiser = torch.optim.Adam(decoder.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
