@@ -5,8 +5,9 @@ training split here), trains a decoder to map them back to the images, and then
 reconstructs unseen test images from what it overhears. The decoder rebuilds the
 image as pixels in [0, 1] — the model's input with its normalisation undone
 (``pixels``), so a model that takes ImageNet-normalised inputs is scored on the same
-scale as one that takes raw pixels. Reported as PSNR (dB, peak 1) and SSIM (Wang et al., 2004: 7×7 Gaussian window, σ = 1.5,
-C1 = 0.01², C2 = 0.03²), averaged over the test images. Simulation only.
+scale as one that takes raw pixels. Reported as PSNR (dB, peak 1) and SSIM (Wang et
+al., 2004: 7×7 Gaussian window, σ = 1.5, C1 = 0.01², C2 = 0.03²), averaged over the
+test images. Simulation only.
 """
 
 from __future__ import annotations
