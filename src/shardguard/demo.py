@@ -26,12 +26,36 @@ T = TypeVar("T")
 
 DEMO_MODEL = "resnet-small"
 DEMO_PLATFORM = "rpi4x4-ethernet"
-DISTRIBUTED_IMAGES = 2000
-ANALYSIS_IMAGES = 500
-DEFENCE_IMAGES = 300
 DEMO_PROTECTION = "aead:chacha20-poly1305"
-EXPLORE_BUDGET = 60  # candidates NSGA-II evaluates in the demo
-EXPLORE_IMAGES = 100
+
+
+@dataclass(frozen=True)
+class DemoSizes:
+    """How many images (and candidates) each step of the demo uses."""
+
+    evaluate: int | None  # test images evaluated (None: all of them)
+    check: int | None  # images the partitioned model is checked on (None: all of them)
+    distributed: int  # images run on the workers
+    analysis: int  # images per trial of the vulnerability analysis
+    defence: int  # images attacked, then defended
+    explore_budget: int  # candidates NSGA-II evaluates
+    explore_images: int  # held-out images per candidate
+
+
+#: The 28×28 demo model: about two minutes on a 2-core laptop.
+SMALL = DemoSizes(evaluate=None, check=None, distributed=2000, analysis=500, defence=300,
+                  explore_budget=60, explore_images=100)
+#: ImageNet-size inputs (224×224): one image costs what a few hundred 28×28 ones do, so
+#: every step uses fewer, and the analysis stays at the 200 images the issue asks for.
+LARGE = DemoSizes(evaluate=1000, check=200, distributed=200, analysis=200, defence=100,
+                  explore_budget=12, explore_images=50)
+
+
+def sizes_for(input_shape: tuple[int, ...]) -> DemoSizes:
+    """``LARGE`` for inputs bigger than 64×64 (one channel's worth), else ``SMALL``."""
+    return LARGE if int(np.prod(input_shape)) > 3 * 64 * 64 else SMALL
+
+
 EXPLORE_THREATS = [{"id": "L1", "target": "links", "ber": 1e-3, "bits": "exponent-high"},
                    {"id": "L4", "target": "links", "rate": 0.3}]
 
@@ -57,13 +81,18 @@ class _Steps:
     def __init__(self, total: int, summary: DemoSummary) -> None:
         self.total, self.done, self.summary = total, 0, summary
 
-    def run(self, title: str, fn: Callable[[], T]) -> T:
+    def run(self, key: str, title: str, fn: Callable[[], T]) -> T:
+        """Step ``key`` (its name in ``summary.steps``), announced as ``title``."""
         self.done += 1
         log(f"[{self.done}/{self.total}] {title}")
         start = time.perf_counter()
         result = fn()
-        self.summary.steps[title] = round(time.perf_counter() - start, 2)
+        self.summary.steps[key] = round(time.perf_counter() - start, 2)
         return result
+
+    def line(self) -> str:
+        return "times      " + ", ".join(f"{key} {seconds:.0f} s"
+                                         for key, seconds in self.summary.steps.items())
 
 
 def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MODEL,
@@ -87,24 +116,27 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
         loaded = load_model(model)
         return loaded, open_data(data, model=loaded)
 
-    loaded, test = steps.run(f"loading {model} and the data", load)
+    loaded, test = steps.run("load", f"loading {model} and the data", load)
     log(f"data: {test.describe()}")
-    predicted = steps.run(f"evaluating it on the {len(test)} images",
-                          lambda: top1(loaded.module, test.batches(), len(test)))
-    truth = test.labels()
-    right = int((predicted == truth).sum()) if truth is not None else 0
-    accuracy = right / len(test) if truth is not None else float("nan")
     assert loaded.input_shape is not None
-    graph = steps.run("tracing and profiling its graph",
+    sizes = sizes_for(loaded.input_shape)
+    evaluated = min(len(test), sizes.evaluate or len(test))
+    predicted = steps.run("evaluate", f"evaluating it on {evaluated} images",
+                          lambda: top1(loaded.module, test.batches(evaluated), evaluated))
+    truth = test.labels(evaluated)
+    right = int((predicted == truth).sum()) if truth is not None else 0
+    accuracy = right / evaluated if truth is not None else float("nan")
+    graph = steps.run("profile", "tracing and profiling its graph",
                       lambda: trace(loaded.module, loaded.input_shape, measure=True))
-    recorded = f" (recorded {loaded.meta.test_accuracy:.2%})" if loaded.meta else ""
+    recorded = (f" (recorded {loaded.meta.test_accuracy:.2%} on the whole test set)"
+                if loaded.meta else "")
     summary.lines += [
         f"model      {model}: {graph.total_macs / 1e6:.1f} M MACs, "
         f"{graph.total_params / 1e3:.1f} k parameters, {len(graph.compute_nodes)} graph nodes",
         f"data       {test.describe()}",
-        f"accuracy   {rate(right, len(test))}{recorded}" if truth is not None else
-        "accuracy   none to measure (no labels): attacks are scored by agreement with the "
-        "clean model's answers"]
+        f"accuracy   {rate(right, evaluated)} on {evaluated} images{recorded}"
+        if truth is not None else "accuracy   none to measure (no labels): attacks are "
+        "scored by agreement with the clean model's answers"]
     summary.facts.update(data=test.describe(), measure=test.measure)
 
     def plan_and_check() -> tuple[Any, Any]:
@@ -113,10 +145,11 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
                             target, strategy="pipeline", objective="throughput")
         planned.plan.save(out_dir / "plan.yaml", force=True)
         draw_plan(planned, out_dir / "plan.png")
-        return planned, check(LocalExecutor(planned.compiled), loaded.module, test.batches())
+        return planned, check(LocalExecutor(planned.compiled), loaded.module,
+                              test.batches(sizes.check))
 
-    planned, checked = steps.run(f"planning it onto {platform} and checking the partitioned "
-                                 "model on the test set", plan_and_check)
+    planned, checked = steps.run("plan+check", f"planning it onto {platform} and checking "
+                                 "the partitioned model on the test set", plan_and_check)
     cost = planned.cost
     summary.lines += [
         f"plan       {len(planned.compiled.programs)} pipeline stages on "
@@ -130,16 +163,16 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
         from .runtime.cluster import Cluster
 
         bound = bind(out_dir / "plan.yaml")
-        x = test.images(DISTRIBUTED_IMAGES)
+        x = test.images(sizes.distributed)
         with Cluster(bound, spawn_local=True) as c:
             result = c.stream(x.numpy(), batch=4)
         with_local = planned_outputs(bound, x)
-        y = test.labels(DISTRIBUTED_IMAGES)
+        y = test.labels(sizes.distributed)
         return result, with_local, (y.numpy() if y is not None else with_local.argmax(1))
 
     result, local_out, labels = steps.run(
-        f"running it on {len(cost.devices)} local worker processes (ZeroMQ, onnxruntime) and "
-        "checking every output", run_distributed)
+        "run", f"running it on {len(cost.devices)} local worker processes (ZeroMQ, "
+        "onnxruntime) and checking every output", run_distributed)
     answered = ~np.isnan(result.outputs).any(axis=1)
     same = int((result.outputs[answered].argmax(1) == local_out[answered].argmax(1)).sum())
     diff = float(np.abs(result.outputs[answered] - local_out[answered]).max())
@@ -156,9 +189,10 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
 
     from .analysis.analyze import analyze
 
-    analysis = steps.run("a short vulnerability analysis (bit flips, noise, crashes, per link)",
+    analysis = steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
+                         "crashes, per link)",
                          lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
-                                         samples=ANALYSIS_IMAGES, data=data))
+                                         samples=sizes.analysis, data=data))
     worst = analysis.ranking[0]
     by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
@@ -176,35 +210,37 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
             f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
                          l1_1e4_accuracy=by_class)
-    defence = steps.run("defending: the same attack on a link, unsealed and then sealed "
-                        f"with {DEMO_PROTECTION}", lambda: _defend(planned, graph, test,
-                                                                  out_dir, platform))
+    defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
+                        f"sealed with {DEMO_PROTECTION}",
+                        lambda: _defend(planned, test, out_dir, platform, sizes.defence))
     summary.lines += defence.pop("lines")
     summary.facts.update(defence)
-    summary.facts.update(model=model, test_accuracy=accuracy, macs=graph.total_macs,
-                         params=graph.total_params, platform=platform,
+    summary.facts.update(model=model, test_accuracy=accuracy, evaluated_images=evaluated,
+                         macs=graph.total_macs, params=graph.total_params, platform=platform,
                          stages=len(planned.compiled.programs), latency_s=cost.latency_s,
                          throughput=cost.throughput, check_same_class=checked.same_class,
                          check_max_abs_diff=checked.max_abs_diff)
-    exploration = steps.run("exploring deployments: security against energy per device "
-                            f"(NSGA-II, {EXPLORE_BUDGET} candidates)",
-                            lambda: _explore(model, platform, out_dir / "explore", data))
+    exploration = steps.run("explore", "exploring deployments: security against energy "
+                            f"per device (NSGA-II, {sizes.explore_budget} candidates)",
+                            lambda: _explore(model, platform, out_dir / "explore", data, sizes))
     summary.lines += exploration.pop("lines")
     summary.facts.update(exploration)
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
 
     from .analysis.report import write_report
 
-    report = steps.run("writing the report", lambda: write_report(out_dir,
+    report = steps.run("report", "writing the report", lambda: write_report(out_dir,
                                                                   out_dir / "report.html"))
     summary.lines.append(f"report     {report} (open it in a browser); numbers in "
                          f"{out_dir}/summary.json")
     summary.facts.update(report=str(report))
+    summary.lines.append(steps.line())
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 
 
-def _explore(model: str, platform: str, out: Path, data: str | None) -> dict[str, Any]:
+def _explore(model: str, platform: str, out: Path, data: str | None,
+             sizes: DemoSizes) -> dict[str, Any]:
     """NSGA-II over pipeline and spatial partitions of up to 3 devices, three protections
     and range guards, against bit flips and replays on every link."""
     from .analysis.explore import ExploreSpec
@@ -213,8 +249,8 @@ def _explore(model: str, platform: str, out: Path, data: str | None) -> dict[str
     spec = ExploreSpec(model=model, platform=platform, threats=EXPLORE_THREATS,
                        strategies=["pipeline", "spatial"], max_devices=3,
                        protections=["none", DEMO_PROTECTION, "aead:aes-128-gcm"], copies=[1],
-                       samples=EXPLORE_IMAGES, data=data)
-    result = run_exploration(spec, out, budget=EXPLORE_BUDGET, method="nsga2")
+                       samples=sizes.explore_images, data=data)
+    result = run_exploration(spec, out, budget=sizes.explore_budget, method="nsga2")
     levels = json.loads((out / "explore.json").read_text())["security_levels"]
     cost = {lv["protection"]: max(lv["crypto_per_device_j"].values(), default=0.0)
             for lv in levels}
@@ -235,7 +271,8 @@ def _explore(model: str, platform: str, out: Path, data: str | None) -> dict[str
         "recommended_vulnerability": rec["vulnerability"]}
 
 
-def _defend(planned: Any, graph: Any, test: Any, out_dir: Path, platform: str) -> dict[str, Any]:
+def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
+            images: int) -> dict[str, Any]:
     """An on-path attacker replays tensors on the first link; then the links are sealed."""
     from .defences.catalogue import parse_defence
     from .partition import bind
@@ -245,8 +282,8 @@ def _defend(planned: Any, graph: Any, test: Any, out_dir: Path, platform: str) -
 
     link = planned.plan.links[0]
     attacker = Replay(target=f"{link.src}>{link.dst}", rate=0.3, seed=0)
-    x = test.images(DEFENCE_IMAGES)
-    labels = test.labels(DEFENCE_IMAGES)
+    x = test.images(images)
+    labels = test.labels(images)
     y = labels.numpy() if labels is not None else planned_outputs(planned, x).argmax(1)
     planned.plan.with_protection(DEMO_PROTECTION).save(out_dir / "plan-sealed.yaml", force=True)
     results: dict[str, Any] = {}

@@ -16,14 +16,22 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the demo's results.")] =
     Path("out/demo"),
     data: DataDir = None,
+    model: Annotated[str, typer.Option(
+        "--model", "-m", help="A zoo model: resnet-small (28×28, about two minutes) or "
+        "efficientnet-lite0-fmnist (224×224, fewer images per step).")] = "resnet-small",
+    platform: Annotated[str, typer.Option(
+        "--platform", "-p", help="Built-in platform name or platform YAML.")]
+    = "rpi4x4-ethernet",
 ) -> None:
-    """Run ShardGuard end to end on the trained demo model and summarise what it found.
+    """Run ShardGuard end to end on a trained model and summarise what it found.
 
     Example: shardguard demo --out out/demo
+
+    Example: shardguard demo --model efficientnet-lite0-fmnist --out out/demo-224
     """
     from ..demo import run_demo
 
-    summary = run_demo(out, data)
+    summary = run_demo(out, data, model=model, platform=platform)
     print("\nShardGuard demo — summary")
     for line in summary.lines:
         print("  " + line)
