@@ -37,9 +37,6 @@ def onnx_lenet5(tmp_path_factory):
     return path
 
 
-# Until the ONNX importer is rewritten (issue 12, item 3: zoo/onnx_import.py, another
-# branch), onnx2torch cannot convert in a fresh process ("'function' object has no
-# attribute 'endswith'"); strict, so the mark must go once the importer lands.
 @pytest.mark.parametrize("kind", ["factory", "onnx"])
 def test_campaign_and_explore_run_a_model_file(tmp_path, kind, onnx_lenet5):
     if kind == "factory":
