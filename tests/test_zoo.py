@@ -23,11 +23,13 @@ def test_every_zoo_model_maps_its_input_to_class_logits(name):
     model = build(name).eval()
     with torch.no_grad():
         out = model(torch.rand(2, *ZOO[name].input_shape))
-    assert out.shape == (2, 10 if ZOO[name].input_shape[0] == 1 else 1000)
+    classes = ZOO[name].classes
+    assert out.shape == (2, len(classes) if classes is not None else 1000)
 
 
-def test_the_four_small_models_are_shipped_trained():
-    assert set(TRAINED) == set(MIN_ACCURACY)
+def test_the_four_small_models_and_one_head_are_shipped_trained():
+    assert set(TRAINED) == set(MIN_ACCURACY) | {"efficientnet-lite0-fmnist"}
+    assert all(checkpoints.shipped(name) is not None for name in TRAINED)
 
 
 @pytest.mark.parametrize("name", sorted(MIN_ACCURACY))

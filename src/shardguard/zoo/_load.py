@@ -74,6 +74,14 @@ def _from_file(ref: str) -> nn.Module:
     return module
 
 
+def backbone_state(name: str) -> dict[str, torch.Tensor]:
+    """The pretrained weights of zoo model ``name``, which a head checkpoint builds on."""
+    spec = ZOO.get(name)
+    if spec is None or spec.pretrained is None:
+        raise ModelError(f"{name}: not a zoo model with pretrained weights (a head's backbone)")
+    return checkpoints.read_state(spec.pretrained())
+
+
 def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool = True,
                input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """Load a model by reference, in eval mode.
@@ -101,6 +109,10 @@ def load_model(ref: str, *, weights: str | Path | None = None, pretrained: bool 
     meta = None
     path = Path(weights) if weights is not None else None
     if path is not None:
-        meta = checkpoints.load_state(module, path, label=ref)
+        head = checkpoints.read_meta(path)
+        base = backbone_state(head.backbone) if head and head.backbone else None
+        meta = checkpoints.load_state(module, path, label=ref, base=base)
+    elif ref in ZOO and ZOO[ref].backbone and pretrained:
+        raise ModelError(f"{ref}: its head is not shipped (train it: shardguard train {ref})")
     module.eval()
     return LoadedModel(ref, module, input_shape, path, meta, preprocess, classes)

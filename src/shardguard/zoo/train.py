@@ -123,3 +123,47 @@ def command_line() -> str:
     """The command that is running, as it would be typed (recorded in checkpoint metadata)."""
     argv = ["shardguard", *sys.argv[1:]]
     return " ".join(argv)
+
+
+@torch.no_grad()
+def head_inputs(module: nn.Module, head: str, batches: Iterable[torch.Tensor],
+                total: int | None = None) -> torch.Tensor:
+    """What layer ``head`` receives for every input: the frozen backbone's features."""
+    layer = module.get_submodule(head)
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
+    try:
+        top1(module, batches, total)
+    finally:
+        hook.remove()
+    return torch.cat(seen)
+
+
+def train_head(module: nn.Module, head: str, features: torch.Tensor, labels: torch.Tensor,
+               recipe: Recipe, *, seed: int = 0) -> float:
+    """Train layer ``head`` alone on the backbone's ``features`` (AdamW, cosine schedule);
+    the final training loss. The rest of ``module`` is untouched."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    layer = module.get_submodule(head)
+    steps = math.ceil(len(labels) / recipe.batch_size)
+    optimiser = torch.optim.AdamW(layer.parameters(), lr=recipe.lr,
+                                  weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, recipe.epochs * steps)
+    loss_fn = nn.CrossEntropyLoss()
+    total = math.nan
+    with progress() as bar:
+        task = bar.add_task("training the head", total=recipe.epochs, info="")
+        for epoch in range(1, recipe.epochs + 1):
+            total = 0.0
+            for idx in torch.randperm(len(labels), generator=generator).split(recipe.batch_size):
+                loss = loss_fn(layer(features[idx]), labels[idx])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                total += loss.item() * len(idx) / len(labels)
+            bar.update(task, advance=1, info=f"epoch {epoch}/{recipe.epochs} loss {total:.3f}")
+    if not math.isfinite(total):
+        raise FloatingPointError(f"training the head diverged (loss {total})")
+    return total
