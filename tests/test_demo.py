@@ -46,3 +46,18 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert set(summary["steps"]) == {"load", "evaluate", "profile", "plan+check", "run",
                                      "analyze", "defend", "explore", "report"}
     assert result.out.rstrip().splitlines()[-1].strip().startswith("times      load ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "resnet18"], "resnet18: has no trained weights"),
+    (["--model", "efficientnet-lite0"], "classes that are not Fashion-MNIST's"),
+    (["--platform", "nosuch"], "nosuch: no such platform"),
+])
+def test_the_demo_refuses_what_it_cannot_measure_before_it_starts(args, message, tmp_path):
+    result = run_cli("demo", *args, "--out", str(tmp_path / "demo"),
+                     env={"SHARDGUARD_QUIET": "0"})  # the steps' log shows how far it got
+    assert result.code != 0
+    lines = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "[1/9] loading" in result.err and "[2/9]" not in result.err
+    assert "Traceback" not in result.err

@@ -91,3 +91,15 @@ def test_a_224_cnn_goes_through_plan_check_run_analyze_explore(tmp_path):
 def test_its_onnx_export_is_planned_checked_against_onnxruntime_and_run(exported, tmp_path):
     _plan_check_run(str(exported), ["--preprocess", ONNX_PREPROCESS], tmp_path,
                     f"onnxruntime running {exported}")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--failout", "0.3"], "trains its head alone"),
+    (["--data", "noise"], "training needs a directory of IDX files"),
+])
+def test_training_a_head_refuses_what_it_cannot_do_in_one_line(args, message, tmp_path):
+    result = run_cli("train", MODEL, *args, "-o", str(tmp_path / "head.pt"))
+    assert result.code != 0
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0]
+    assert not (tmp_path / "head.pt").exists()

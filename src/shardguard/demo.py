@@ -51,8 +51,12 @@ LARGE = DemoSizes(evaluate=1000, check=200, distributed=200, analysis=200, defen
                   explore_budget=12, explore_images=50)
 
 
+#: Where the demo plans a large model unless told: boards too small for the whole of it.
+LARGE_PLATFORM = "rpi4x4-12mb"
+
+
 def sizes_for(input_shape: tuple[int, ...]) -> DemoSizes:
-    """``LARGE`` for inputs bigger than 64×64 (one channel's worth), else ``SMALL``."""
+    """``LARGE`` for inputs of more than 3×64×64 values, else ``SMALL``."""
     return LARGE if int(np.prod(input_shape)) > 3 * 64 * 64 else SMALL
 
 
@@ -96,7 +100,9 @@ class _Steps:
 
 
 def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MODEL,
-             platform: str = DEMO_PLATFORM) -> DemoSummary:
+             platform: str | None = None) -> DemoSummary:
+    """The demo on ``model`` (a trained zoo model) and ``platform`` (default:
+    ``DEMO_PLATFORM``, or ``LARGE_PLATFORM`` for an ImageNet-size model)."""
     from .analysis.metrics import rate
     from .analysis.plan_figure import draw_plan
     from .data import open_data
@@ -120,6 +126,9 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     log(f"data: {test.describe()}")
     assert loaded.input_shape is not None
     sizes = sizes_for(loaded.input_shape)
+    platform = platform or (LARGE_PLATFORM if sizes is LARGE else DEMO_PLATFORM)
+    load_platform(platform)  # a bad platform is refused now, not after the evaluation
+    _refuse_untrained(loaded, test)
     evaluated = min(len(test), sizes.evaluate or len(test))
     predicted = steps.run("evaluate", f"evaluating it on {evaluated} images",
                           lambda: top1(loaded.module, test.batches(evaluated), evaluated))
@@ -148,8 +157,9 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
         return planned, check(LocalExecutor(planned.compiled), loaded.module,
                               test.batches(sizes.check))
 
+    checked_n = min(len(test), sizes.check or len(test))
     planned, checked = steps.run("plan+check", f"planning it onto {platform} and checking "
-                                 "the partitioned model on the test set", plan_and_check)
+                                 f"the partitioned model on {checked_n} images", plan_and_check)
     cost = planned.cost
     summary.lines += [
         f"plan       {len(planned.compiled.programs)} pipeline stages on "
@@ -237,6 +247,21 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     summary.lines.append(steps.line())
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
     return summary
+
+
+def _refuse_untrained(loaded: Any, test: Any) -> None:
+    """The demo measures a trained model on data of its own classes."""
+    from .data import ClassList
+    from .errors import ConfigError
+    from .zoo._registry import FASHION_MNIST
+
+    if loaded.weights is None:
+        raise ConfigError(f"{loaded.ref}: has no trained weights; the demo needs a trained "
+                          "model (see `shardguard zoo`)")
+    classes: ClassList | None = loaded.classes
+    if test.source.kind == "idx" and classes is not None and classes != FASHION_MNIST:
+        raise ConfigError(f"{loaded.ref} classifies {len(classes)} classes that are not "
+                          "Fashion-MNIST's; give --data images of its own classes")
 
 
 def _explore(model: str, platform: str, out: Path, data: str | None,

@@ -19,9 +19,10 @@ def demo(
     model: Annotated[str, typer.Option(
         "--model", "-m", help="A zoo model: resnet-small (28×28, about two minutes) or "
         "efficientnet-lite0-fmnist (224×224, fewer images per step).")] = "resnet-small",
-    platform: Annotated[str, typer.Option(
-        "--platform", "-p", help="Built-in platform name or platform YAML.")]
-    = "rpi4x4-ethernet",
+    platform: Annotated[str | None, typer.Option(
+        "--platform", "-p", help="Built-in platform name or platform YAML (default: "
+        "rpi4x4-ethernet; rpi4x4-12mb for a 224×224 model, whose boards force a split).")]
+    = None,
 ) -> None:
     """Run ShardGuard end to end on a trained model and summarise what it found.
 

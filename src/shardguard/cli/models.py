@@ -71,7 +71,8 @@ def train(
     data: DataDir = None,
     force: Force = False,
 ) -> None:
-    """Train a model on Fashion-MNIST and write a checkpoint with its metadata.
+    """Train a model on Fashion-MNIST and write a checkpoint with its metadata. A model
+    with a pretrained backbone (efficientnet-lite0-fmnist) trains its head alone.
 
     Example: shardguard train lenet5 --epochs 15 -o lenet5.pt
 
@@ -82,6 +83,7 @@ def train(
     import torch
 
     from ..data import load_fashion_mnist
+    from ..errors import ConfigError
     from ..zoo import ZOO, Recipe, build, checkpoints, load_model
     from ..zoo.train import command_line, evaluate
     from ..zoo.train import train as run_training
@@ -97,7 +99,10 @@ def train(
     if model in ZOO:
         loaded.module = build(model, seed=seed)
     if recipe.head is not None:
-        _save_head(loaded, recipe, data, seed, out)
+        if failout:
+            raise ConfigError(f"--failout: {model} trains its head alone, on a frozen "
+                              "backbone; failout needs the whole network trained")
+        _save_head(loaded, recipe, _idx_directory(data), seed, out)
         return
     network = loaded.module
     if failout:
@@ -118,13 +123,14 @@ def train(
     print(f"{model}: test accuracy {meta.test_accuracy:.4f} → {out} (sha256 {meta.sha256[:12]}…)")
 
 
-def _save_head(loaded: LoadedModel, recipe: Recipe, data: str | None, seed: int,
+def _save_head(loaded: LoadedModel, recipe: Recipe, data: Path | None, seed: int,
                out: Path) -> None:
     """Train a zoo model's head on its frozen pretrained backbone; write the head alone."""
     import torch
 
     from ..analysis.metrics import rate
     from ..data import open_data
+    from ..errors import DataError, ModelError
     from ..zoo import ZOO, checkpoints
     from ..zoo._load import backbone_state
     from ..zoo.train import command_line, head_inputs, top1, train_head
@@ -132,11 +138,18 @@ def _save_head(loaded: LoadedModel, recipe: Recipe, data: str | None, seed: int,
     assert recipe.head is not None
     spec = ZOO[loaded.ref]
     assert spec.backbone is not None
-    loaded.module.load_state_dict({k: v for k, v in backbone_state(spec.backbone).items()
-                                   if not k.startswith(f"{recipe.head}.")}, strict=False)
+    fitted = loaded.module.load_state_dict(
+        {k: v for k, v in backbone_state(spec.backbone).items()
+         if not k.startswith(f"{recipe.head}.")}, strict=False)
+    if fitted.unexpected_keys or any(not k.startswith(f"{recipe.head}.")
+                                     for k in fitted.missing_keys):
+        raise ModelError(f"{spec.backbone}'s weights do not fit {loaded.ref} beyond its "
+                         f"head {recipe.head}")
     loaded.module.eval()
     train = open_data(data, model=loaded, split="train")
     test = open_data(data, model=loaded)
+    if not (train.labelled and test.labelled):
+        raise DataError(f"{train.source.name}: training a head needs labelled images")
     n = min(len(train), recipe.train_images or len(train))
     log(f"{loaded.ref}: head {recipe.head} on {spec.backbone}'s frozen features of the "
         f"first {n} images of {train.describe()}")
@@ -148,7 +161,8 @@ def _save_head(loaded: LoadedModel, recipe: Recipe, data: str | None, seed: int,
     truth = test.labels()
     assert truth is not None
     right = top1(loaded.module, test.batches(), len(test)).eq(truth)
-    first = {str(k): round(float(right[:k].float().mean()), 4) for k in (200, 500)}
+    first = {str(k): round(float(right[:k].float().mean()), 4) for k in (200, 500)
+             if k < len(right)}
     meta = checkpoints.save(loaded.module, out, {
         "model": loaded.ref, "dataset": "fashion-mnist",
         "test_accuracy": round(float(right.float().mean()), 4), "seed": seed,
@@ -210,6 +224,9 @@ def eval_(
         recorded = (meta.test_accuracy if total == len(dataset) else
                     meta.accuracy_on_first.get(str(total)))
         if recorded is None:
+            kept = ", ".join(["all", *meta.accuracy_on_first])
+            log(f"no accuracy recorded for the first {total} images (recorded: {kept}): "
+                "not checked")
             return
         accuracy = right / total
         # Two images of slack: float summation order may differ between CPUs.
