@@ -89,6 +89,7 @@ class SegmentBuilder:
         self.graph, self.nodes, self.split, self.where = graph, nodes, split, where
         self.inputs, self.outputs = inputs, outputs
         self.fx = {n.name: n for n in graph.module.graph.nodes}
+        self._inputs_of: dict[str, list[str]] = {}
         self.modules = dict(graph.module.named_modules())
         inside = set(nodes)
         self.produced = [t for t in outputs if t in inside]
@@ -104,7 +105,9 @@ class SegmentBuilder:
         return self.graph.by_name[name].shape[1:]
 
     def _tensor_inputs(self, name: str) -> list[str]:
-        return [a.name for a in self.fx[name].all_input_nodes]
+        if name not in self._inputs_of:  # asked for every node of every piece: keep them
+            self._inputs_of[name] = [a.name for a in self.fx[name].all_input_nodes]
+        return self._inputs_of[name]
 
     def _fail(self, message: str) -> PlanningError:
         return PlanningError(f"{self.where}: {message}")
@@ -190,8 +193,11 @@ class SegmentBuilder:
     def _peak(self, piece: Piece) -> int:
         """Peak bytes of live activations: received pieces, then each node's output in turn."""
         live = {t: regions.numel(r) * _bytes_per(self.graph, t) for t, r in piece.needs.items()}
-        uses = {t: sum(1 for n in self.nodes if t in self._tensor_inputs(n))
-                for t in [*live, *self.nodes]}
+        uses = dict.fromkeys([*live, *self.nodes], 0)  # how many of the nodes read each
+        for n in self.nodes:  # one pass: a count per tensor was quadratic in a segment's size
+            for u in set(self._tensor_inputs(n)):
+                if u in uses:
+                    uses[u] += 1
         peak = sum(live.values())
         for name in self.nodes:
             out_bytes = regions.numel(piece.computed[name]) * _bytes_per(self.graph, name)
