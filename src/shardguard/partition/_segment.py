@@ -185,9 +185,7 @@ class SegmentBuilder:
         for name in self.nodes:
             node = self.fx[name]
             if node.op == "call_module":
-                sliced = _slice_channels(self.modules[str(node.target)], *stage.channels)
-                total += sum(t.numel() * t.element_size()
-                             for t in [*sliced.parameters(), *sliced.buffers()])
+                total += _sliced_bytes(self.modules[str(node.target)], *stage.channels)
         return total
 
     def _peak(self, piece: Piece) -> int:
@@ -390,6 +388,19 @@ def assemble(pieces: list[tuple[T, Region]], target: Region,
 
 def assemble_tensors(pieces: list[tuple[torch.Tensor, Region]], target: Region) -> torch.Tensor:
     return assemble(pieces, target, lambda parts, dim: torch.cat(parts, dim), regions.crop)
+
+
+def _sliced_bytes(module: nn.Module, c0: int, c1: int) -> int:
+    """Bytes of ``_slice_channels(module, c0, c1)``'s weights and buffers, counted without
+    making it (planning weighs thousands of candidate groups; copying them was most of it)."""
+    n, fresh = c1 - c0, torch.empty(0).element_size()  # slices are made in the default dtype
+    if isinstance(module, nn.Conv2d):
+        per_channel = module.weight[0, 0].numel() * (1 if module.groups > 1 else module.in_channels)
+        return (n * per_channel + (n if module.bias is not None else 0)) * fresh
+    if isinstance(module, nn.BatchNorm2d):
+        floats = 2 * n * (int(module.affine) + int(module.track_running_stats))
+        return floats * fresh + (8 if module.track_running_stats else 0)  # + int64 count
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
