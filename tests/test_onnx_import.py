@@ -78,8 +78,8 @@ def plan_and_check_in_process(model: Path, strategy: str, out: Path,
     assert loaded.input_shape is not None
     graph = trace(loaded.module, loaded.input_shape)
     ref = ModelRef(ref=str(model), input_shape=list(loaded.input_shape))
-    planned = make_plan(graph, ref, load_platform(PLATFORM), strategy=strategy,  # type: ignore[arg-type]
-                        objective=objective)  # type: ignore[arg-type]
+    planned = make_plan(graph, ref, load_platform(PLATFORM),
+                        strategy=strategy, objective=objective)  # type: ignore[arg-type]
     planned.plan.save(plan)
     bound = bind(plan)  # as ``check`` reads it: from the file
     assert Path(bound.model.ref) == model  # compared with onnxruntime running the original
