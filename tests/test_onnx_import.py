@@ -3,14 +3,16 @@ import, plan under every strategy, match onnxruntime running the original file, 
 on workers; a node that cannot be imported is named in one line.
 
 Every user-facing path runs as a command in a fresh process (``run_cli``). The classics
-are 224×224 networks on 2 cores: all nine plan as a pipeline and are checked; a
-representative four split into tiles and channel groups in the default run, and all nine
-with ``SHARDGUARD_ALL_CLASSICS=1``.
+are 224×224 networks on 2 cores: all nine plan as a pipeline and are checked, and all
+nine split into tiles and into channel groups (each has a convolutional prefix that both
+strategies split) and are checked. Four of those eighteen splits run as ``shardguard
+plan`` and ``shardguard check`` commands; the other fourteen call the same library
+functions in this process, asserting the same, to spare two interpreters starting and
+importing torch for each.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -29,10 +31,10 @@ from .onnx_classics import CLASSICS, filled
 
 pytestmark = pytest.mark.slow
 
-ALL_CLASSICS = os.environ.get("SHARDGUARD_ALL_CLASSICS", "") not in ("", "0")
-#: Split in the default run: LRN, grouped convolutions and an asymmetric max-pool pad
-#: (alexnet); asymmetric pads, Caffe scale layers and count_include_pad=0 pooling
-#: (inception_v2); fire modules' concatenations (squeezenet); residual sums (resnet50).
+#: Split by commands in fresh processes: LRN, grouped convolutions and an asymmetric
+#: max-pool pad (alexnet); asymmetric pads, Caffe scale layers and count_include_pad=0
+#: pooling (inception_v2); fire modules' concatenations (squeezenet); residual sums
+#: (resnet50). The other classics are split in this process.
 REPRESENTATIVE = {("bvlc_alexnet", "spatial"), ("inception_v2", "spatial"),
                   ("squeezenet", "channel"), ("resnet50", "channel")}
 
@@ -62,6 +64,31 @@ def plan_and_check(model: Path, strategy: str, out: Path, objective: str = "late
     return yaml.safe_load(plan.read_text())
 
 
+def plan_and_check_in_process(model: Path, strategy: str, out: Path,
+                              objective: str = "latency") -> dict:
+    """``plan_and_check`` without the processes: the library calls that ``shardguard plan``
+    and ``shardguard check`` make (``cli/planning.py``), with the check's tolerance."""
+    from shardguard import load_platform, make_plan, trace
+    from shardguard.data import plan_data
+    from shardguard.partition import ModelRef, bind
+    from shardguard.runtime.local import LocalExecutor, check
+
+    plan = out / f"{model.stem}-{strategy}.yaml"
+    loaded = load_model(str(model))
+    assert loaded.input_shape is not None
+    graph = trace(loaded.module, loaded.input_shape)
+    ref = ModelRef(ref=str(model), input_shape=list(loaded.input_shape))
+    planned = make_plan(graph, ref, load_platform(PLATFORM),
+                        strategy=strategy, objective=objective)  # type: ignore[arg-type]
+    planned.plan.save(plan)
+    bound = bind(plan)  # as ``check`` reads it: from the file
+    assert Path(bound.model.ref) == model  # compared with onnxruntime running the original
+    result = check(LocalExecutor(bound.compiled), OnnxRuntimeModel(model),
+                   plan_data(None, bound).batches(2))
+    assert result.samples == 2 and result.ok(), result  # ok(): the tolerance ``check`` uses
+    return yaml.safe_load(plan.read_text())
+
+
 def splits(plan: dict) -> list[str]:
     return [s["split"] for s in plan["segments"]]
 
@@ -77,10 +104,9 @@ def test_every_classic_plans_as_a_pipeline_and_matches_onnxruntime(name, classic
 @pytest.mark.parametrize("strategy", ["spatial", "channel"])
 def test_classics_split_into_tiles_and_channel_groups_match_onnxruntime(
         name, strategy, classic, tmp_path):
-    if (name, strategy) not in REPRESENTATIVE and not ALL_CLASSICS:
-        pytest.skip("set SHARDGUARD_ALL_CLASSICS=1 to split every classic (about 4 minutes)")
-    plan = plan_and_check(classic(name), strategy, tmp_path, objective="throughput")
-    assert strategy in splits(plan)
+    run = plan_and_check if (name, strategy) in REPRESENTATIVE else plan_and_check_in_process
+    plan = run(classic(name), strategy, tmp_path, objective="throughput")
+    assert strategy in splits(plan)  # not the pipeline a strategy falls back to
 
 
 def test_an_imported_classic_runs_on_workers(classic, tmp_path):

@@ -238,3 +238,18 @@ def test_plan_with_a_missing_node_or_device_is_refused(tmp_path, rpi4):
     bad_node.write_text(text.replace(f"first: {first}", "first: no_such_node", 1))
     with pytest.raises(ConfigError, match="node 'no_such_node' is not in the model's graph"):
         bind(bad_node)
+
+
+@pytest.mark.parametrize("layer", [
+    torch.nn.Conv2d(8, 16, 3), torch.nn.Conv2d(8, 16, (3, 5), bias=False),
+    torch.nn.Conv2d(16, 16, 3, groups=16), torch.nn.BatchNorm2d(16),
+    torch.nn.BatchNorm2d(16, affine=False), torch.nn.BatchNorm2d(16, track_running_stats=False),
+    torch.nn.MaxPool2d(2), torch.nn.PReLU(16), torch.nn.Conv2d(8, 16, 3).double()],
+    ids=lambda m: type(m).__name__)
+def test_a_channel_group_is_costed_at_the_bytes_its_sliced_layers_hold(layer):
+    from shardguard.partition._segment import _slice_channels, _sliced_bytes
+
+    for c0, c1 in [(0, 16), (3, 9), (15, 16)]:
+        sliced = _slice_channels(layer, c0, c1)
+        held = sum(t.numel() * t.element_size() for t in [*sliced.parameters(), *sliced.buffers()])
+        assert _sliced_bytes(layer, c0, c1) == held

@@ -89,6 +89,7 @@ class SegmentBuilder:
         self.graph, self.nodes, self.split, self.where = graph, nodes, split, where
         self.inputs, self.outputs = inputs, outputs
         self.fx = {n.name: n for n in graph.module.graph.nodes}
+        self._inputs_of: dict[str, list[str]] = {}
         self.modules = dict(graph.module.named_modules())
         inside = set(nodes)
         self.produced = [t for t in outputs if t in inside]
@@ -104,7 +105,9 @@ class SegmentBuilder:
         return self.graph.by_name[name].shape[1:]
 
     def _tensor_inputs(self, name: str) -> list[str]:
-        return [a.name for a in self.fx[name].all_input_nodes]
+        if name not in self._inputs_of:  # asked for every node of every piece: keep them
+            self._inputs_of[name] = [a.name for a in self.fx[name].all_input_nodes]
+        return self._inputs_of[name]
 
     def _fail(self, message: str) -> PlanningError:
         return PlanningError(f"{self.where}: {message}")
@@ -182,16 +185,17 @@ class SegmentBuilder:
         for name in self.nodes:
             node = self.fx[name]
             if node.op == "call_module":
-                sliced = _slice_channels(self.modules[str(node.target)], *stage.channels)
-                total += sum(t.numel() * t.element_size()
-                             for t in [*sliced.parameters(), *sliced.buffers()])
+                total += _sliced_bytes(self.modules[str(node.target)], *stage.channels)
         return total
 
     def _peak(self, piece: Piece) -> int:
         """Peak bytes of live activations: received pieces, then each node's output in turn."""
         live = {t: regions.numel(r) * _bytes_per(self.graph, t) for t, r in piece.needs.items()}
-        uses = {t: sum(1 for n in self.nodes if t in self._tensor_inputs(n))
-                for t in [*live, *self.nodes]}
+        uses = dict.fromkeys([*live, *self.nodes], 0)  # how many of the nodes read each
+        for n in self.nodes:  # one pass: a count per tensor was quadratic in a segment's size
+            for u in set(self._tensor_inputs(n)):
+                if u in uses:
+                    uses[u] += 1
         peak = sum(live.values())
         for name in self.nodes:
             out_bytes = regions.numel(piece.computed[name]) * _bytes_per(self.graph, name)
@@ -384,6 +388,19 @@ def assemble(pieces: list[tuple[T, Region]], target: Region,
 
 def assemble_tensors(pieces: list[tuple[torch.Tensor, Region]], target: Region) -> torch.Tensor:
     return assemble(pieces, target, lambda parts, dim: torch.cat(parts, dim), regions.crop)
+
+
+def _sliced_bytes(module: nn.Module, c0: int, c1: int) -> int:
+    """Bytes of ``_slice_channels(module, c0, c1)``'s weights and buffers, counted without
+    making it (planning weighs thousands of candidate groups; copying them was most of it)."""
+    n, fresh = c1 - c0, torch.empty(0).element_size()  # slices are made in the default dtype
+    if isinstance(module, nn.Conv2d):
+        per_channel = module.weight[0, 0].numel() * (1 if module.groups > 1 else module.in_channels)
+        return (n * per_channel + (n if module.bias is not None else 0)) * fresh
+    if isinstance(module, nn.BatchNorm2d):
+        floats = 2 * n * (int(module.affine) + int(module.track_running_stats))
+        return floats * fresh + (8 if module.track_running_stats else 0)  # + int64 count
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:

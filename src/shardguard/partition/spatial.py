@@ -73,6 +73,9 @@ def plan_spatial(graph: Graph, model: ModelRef, platform: Platform, objective: O
     for e in candidates:
         last = graph.by_name[t.names[e - 1]]
         _, height, width = last.shape[1:]
+        # the pipeline after the prefix depends only on where the prefix ends: solve it once
+        rest = (pipeline.solve(graph, platform, objective, protection=protection, t=t, start=e)
+                if e < len(t.names) else None)
         for k in ([count] if count else range(2, len(devices) + 1)):
             for rows, cols in grids(k):
                 if rows > height or cols > width:
@@ -80,9 +83,7 @@ def plan_spatial(graph: Graph, model: ModelRef, platform: Platform, objective: O
                 stages = tile_stages(devices[:k], rates[:k], height, width, rows, cols)
                 segments = [SegmentSpec(first=t.names[0], last=t.names[e - 1], split="spatial",
                                         stages=stages)]
-                if e < len(t.names):
-                    rest = pipeline.solve(graph, platform, objective, protection=protection,
-                                          t=t, start=e)
+                if rest is not None:
                     segments += pipeline.segments_for(graph, rest)
                 planned = assemble_plan(graph, model, platform, "spatial", objective, segments,
                                         protection)
