@@ -133,3 +133,23 @@ def test_a_rerun_with_other_choices_in_the_same_directory_fronts_only_its_own_sp
     assert result.evaluated_now == 0  # every candidate of this space is in the journal
     assert len(result.rows) == result.space_size < 196
     assert all(set(r["links"].values()) <= {"aead:chacha20-poly1305"} for r in result.rows)
+
+
+TIGHT = """name: tight
+description: four Pi 4s with 200 kB for the model each; lenet5 needs 0.3 MB
+medium: ethernet-100m
+devices:
+""" + "".join(f"  - {{name: {d}, profile: raspberry-pi-4, memory_bytes: 2.0e+5}}\n"
+              for d in "abcd")
+
+
+def test_on_boards_too_small_for_the_model_a_tiny_budget_still_finds_a_fit(tmp_path):
+    (tmp_path / "tight.yaml").write_text(TIGHT)
+    (tmp_path / "threats.yaml").write_text("threats:\n  - {id: L4, target: links, rate: 0.3}\n")
+    result = run_cli("explore", "lenet5", "-p", str(tmp_path / "tight.yaml"), "-t",
+                     str(tmp_path / "threats.yaml"), "-n", "10", "--budget", "3",
+                     "--strategies", "pipeline", "--max-devices", "4", "--protections", "none",
+                     "--copies", "1", "--guards", "off", "-o", str(tmp_path / "out"))
+    assert result.code == 0, result.err[-2000:]  # was: no candidate fits the devices' memory
+    recommended = bind(tmp_path / "out" / "plans" / "recommended.yaml")
+    assert len(recommended.plan.segments) >= 2 and not recommended.cost.overflows()

@@ -31,7 +31,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -98,6 +98,9 @@ class Space:
     copies: tuple[int, ...]
     guards: tuple[bool, ...]
     ends: tuple[str, ...] = ("none",)  # choices for the coordinator's hops
+    #: Where no device holds the whole model: the memory-feasible pipelines the DP finds
+    #: for each device count, evaluated first so that a search starts from a fit.
+    seeds: tuple[Candidate, ...] = ()
 
     @property
     def links(self) -> int:  # protection variables: one per link of a pipeline at most
@@ -208,9 +211,35 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     picks = sorted({min(valid, key=lambda j: abs(t.macs[j] / total - q / (spec.cut_points + 1)))
                     for q in range(1, spec.cut_points + 1)}) if valid else []
     devices = tuple(platform.names)
-    return Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
-                 tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
-                 tuple(spec.guards), tuple(spec.ends or spec.protections))
+    space = Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
+                  tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
+                  tuple(spec.guards), tuple(spec.ends or spec.protections))
+    return _seeded(space, graph, platform, t) if "pipeline" in spec.strategies else space
+
+
+def _seeded(space: Space, graph: Any, platform: Any, t: Any) -> Space:
+    """``space`` with memory-feasible pipelines (cuts and devices from the DP, for each
+    device count) as cut points and seeds, when no device holds the whole model; cut
+    points spread by work alone rarely fit boards that are tight for memory."""
+    from ..partition.pipeline import solve
+
+    try:
+        solve(graph, platform, "energy", t=t, stages=1)
+        return space  # the model fits a device: the evenly spread cut points will do
+    except PlanningError:
+        pass
+    cuts, seeds = set(space.cut_points), []
+    for k in range(2, space.max_devices + 1):
+        try:
+            solution = solve(graph, platform, "energy", t=t, stages=k)
+        except PlanningError:
+            continue
+        inner = tuple(solution.cuts[1:-1])
+        cuts.update(inner)
+        seeds.append(space.candidate("pipeline", tuple(solution.devices), inner,
+                                     (space.protections[0],) * space.links, space.copies[0],
+                                     space.guards[0], space.ends[0]))
+    return replace(space, cut_points=tuple(sorted(cuts)), seeds=tuple(seeds))
 
 
 # -- evaluation, in a worker process ------------------------------------------------------

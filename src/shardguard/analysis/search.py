@@ -184,13 +184,16 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
             from pymoo.operators.sampling.rnd import IntegerRandomSampling
             from pymoo.optimize import minimize
 
-            algorithm = NSGA2(pop_size=min(40, budget), sampling=IntegerRandomSampling(),
-                              crossover=SBX(prob=0.9, eta=15, vtype=float,
-                                            repair=RoundingRepair()),
-                              mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
-                              eliminate_duplicates=True)
-            minimize(_problem(space, evaluations), algorithm, ("n_eval", budget),
-                     seed=spec.seed, verbose=False)
+            evaluations(list(space.seeds[:budget]))  # memory-feasible starts, if any
+            left = budget - len(evaluations.asked)
+            if left > 0:
+                algorithm = NSGA2(pop_size=min(40, left), sampling=IntegerRandomSampling(),
+                                  crossover=SBX(prob=0.9, eta=15, vtype=float,
+                                                repair=RoundingRepair()),
+                                  mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
+                                  eliminate_duplicates=True)
+                minimize(_problem(space, evaluations), algorithm, ("n_eval", left),
+                         seed=spec.seed, verbose=False)
         rows = evaluations.rows
         front = pareto_front(rows)
         if not front:
