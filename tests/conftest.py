@@ -36,6 +36,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def succeeded(result: Result, what: str) -> Result:
+    """``result``, after asserting the command exited 0 without a traceback."""
+    assert result.code == 0, f"{what}: {result.err[-3000:]}"
+    assert "Traceback" not in result.err, what
+    return result
+
+
 @functools.cache
 def planned(model: str = "resnet-small", strategy: str = "pipeline", *,
             objective: str = "throughput", replicas: int = 1,
