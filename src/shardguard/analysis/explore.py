@@ -37,6 +37,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from ..errors import ConfigError, PlanningError
+from ..protections import CATALOGUE
 from .subject import Subject, load_subject, model_ref, profile_images, subject_data
 
 PROTECTIONS = ("none", "mac:blake2b", "aead:chacha20-poly1305", "aead:aes-128-gcm")
@@ -184,13 +185,12 @@ def _unrank(index: int, items: list[str], k: int) -> list[str]:
 
 
 def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
-    from ..defences.seal import KEY_BYTES
     from ..partition.pipeline import tables
 
     for field, choices in (("protections", spec.protections), ("ends", spec.ends or [])):
         for p in choices:
-            if p != "none" and p not in KEY_BYTES:
-                raise ConfigError(f"{field}: unknown {p!r} (known: none, {', '.join(KEY_BYTES)})")
+            if p != "none" and p not in CATALOGUE:
+                raise ConfigError(f"{field}: unknown {p!r} (known: none, {', '.join(CATALOGUE)})")
     for s in spec.strategies:
         if s not in ("pipeline", "spatial", "channel"):
             raise ConfigError(f"strategies: unknown {s!r} (pipeline, spatial, channel)")

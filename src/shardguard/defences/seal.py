@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,44 +45,53 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import ConfigError, IntegrityError
+from ..errors import IntegrityError
+from ..protections import CATALOGUE, available, check_protection, protection
 
 try:  # optional: pip install 'shardguard[ascon]'
     import ascon as _ascon
 except ImportError:  # pragma: no cover - depends on the environment
     _ascon = None
 
-KEY_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
-             "aead:aes-256-gcm": 32, "aead:chacha20-poly1305": 32, "aead:ascon-128": 16}
-TAG_BYTES = {"mac:hmac-sha256": 32, "mac:blake2b": 32, "aead:aes-128-gcm": 16,
-             "aead:aes-256-gcm": 16, "aead:chacha20-poly1305": 16, "aead:ascon-128": 16}
-ALGORITHMS = tuple(a for a in KEY_BYTES if a != "aead:ascon-128" or _ascon is not None)
+# the catalogue's figures (``protections.py``), by name
+KEY_BYTES = {name: p.key_bytes for name, p in CATALOGUE.items()}
+TAG_BYTES = {name: p.tag_bytes for name, p in CATALOGUE.items()}
+ALGORITHMS = available()
 HEADER_AUTH = "auth:blake2b-128"  # the header tag every data message carries
 HEADER_TAG_BYTES = 16
 HEADER_TAG_KEY_BYTES = 32
 
 Buffer = bytes | bytearray | memoryview
+TagFunction = Callable[[bytes, bytes, int, Sequence[Buffer]], bytes]
 
 
 def check_algorithm(algorithm: str) -> None:
-    if algorithm not in ALGORITHMS:
-        hint = " (pip install 'shardguard[ascon]')" if algorithm == "aead:ascon-128" else ""
-        raise ConfigError(f"unknown protection {algorithm!r}{hint} "
-                          f"(known: none, {', '.join(ALGORITHMS)})")
+    check_protection(algorithm, installed=True)
 
 
 def is_mac(algorithm: str) -> bool:
-    return algorithm.startswith("mac:")
+    """Whether ``algorithm`` leaves tensor frames as they are and adds a tag frame."""
+    return protection(algorithm).tag_frame
 
 
 def sealed_frames(algorithm: str, tensors: int) -> int:
     """How many frames follow the header when ``tensors`` frames are sealed."""
-    return tensors + 1 if is_mac(algorithm) else tensors
+    return protection(algorithm).frames(tensors)
 
 
 def sealed_size(algorithm: str, nbytes: int) -> int:
     """The size of one sealed tensor frame holding ``nbytes`` (the MAC's tag has its own)."""
-    return nbytes if is_mac(algorithm) else nbytes + TAG_BYTES[algorithm]
+    return protection(algorithm).frame_bytes(nbytes)
+
+
+def tag_function(algorithm: str) -> TagFunction:
+    """The tag of a tag-frame protection: the built-in MACs here, any other from the module
+    the catalogue names (its ``tag(key, header, seq, frames)``)."""
+    entry = protection(algorithm)
+    if entry.module == __name__:
+        return lambda key, header, seq, frames: _mac(algorithm, key, header, seq, frames)
+    tag: TagFunction = importlib.import_module(entry.module).tag
+    return tag
 
 
 def x25519_pair() -> tuple[X25519PrivateKey, bytes]:
@@ -105,6 +115,8 @@ def link_key(secret: bytes, link: str, algorithm: str, salt: bytes = b"") -> byt
     if algorithm != HEADER_AUTH:
         check_algorithm(algorithm)
     size = HEADER_TAG_KEY_BYTES if algorithm == HEADER_AUTH else KEY_BYTES[algorithm]
+    if not size:
+        return b""  # a keyless check (it detects accidents, not attackers)
     info = f"shardguard link {link} {algorithm}".encode()
     return HKDF(hashes.SHA256(), size, salt or None, info).derive(secret)
 
@@ -204,12 +216,13 @@ class Sealer:
         self.algorithm, self.key = algorithm, key
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
+        self.tag = tag_function(algorithm) if is_mac(algorithm) else None
         self.buffers = BufferPool()
 
     def seal(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
         """The frames to send after ``header``: sealed tensor frames (and a MAC's tag frame)."""
-        if is_mac(self.algorithm):
-            return [*frames, _mac(self.algorithm, self.key, header, seq, frames)]
+        if self.tag is not None:
+            return [*frames, self.tag(self.key, header, seq, frames)]
         out: list[Buffer] = []
         for i, frame in enumerate(frames):
             view = memoryview(frame).cast("B")
@@ -285,6 +298,7 @@ class Opener:
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
         self.window = ReplayWindow(window)
+        self.tag = tag_function(algorithm) if is_mac(algorithm) else None
         self.buffers = BufferPool()
 
     def open(self, header: bytes, seq: int, frames: Sequence[Buffer],
@@ -299,12 +313,9 @@ class Opener:
         if not frames:
             raise IntegrityError("a sealed message carries at least one frame")
         self.window.check(seq)
-        if is_mac(self.algorithm):
-            if not frames:
-                raise IntegrityError("sealed message has no tag frame")
+        if self.tag is not None:
             *data, tag = frames
-            if not hmac.compare_digest(bytes(tag), _mac(self.algorithm, self.key, header, seq,
-                                                        data)):
+            if not hmac.compare_digest(bytes(tag), self.tag(self.key, header, seq, data)):
                 raise IntegrityError("authentication tag does not match")
             self.window.accept(seq)
             return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError, PlanningError
 from ..graph import Graph
 from ..platform import Platform
+from ..protections import check_protection
 from .build import Planned
 from .channel import plan_channel
 from .pipeline import plan_pipeline
@@ -24,11 +25,8 @@ def make_plan(graph: Graph, model: ModelRef, platform: Platform, *,
     ``devices``: spread the plan over exactly that many devices (a pipeline's stages, a
     split's tiles or channel groups), even where one device would do better.
     """
-    from ..defences.seal import KEY_BYTES
-
-    if protection != "none" and protection not in KEY_BYTES:
-        raise ConfigError(f"unknown protection {protection!r} (known: none, "
-                          f"{', '.join(KEY_BYTES)})")
+    if protection != "none":
+        check_protection(protection)
     if devices is not None and not 1 <= devices <= len(platform.names):
         raise ConfigError(f"{devices} devices: platform {platform.name} has "
                           f"{len(platform.names)}")

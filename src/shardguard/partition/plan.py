@@ -49,6 +49,7 @@ from .._config import Config, dump_yaml, read_yaml, validate
 from .._paths import Kind, located, relocated
 from ..data.preprocess import Preprocess
 from ..errors import ConfigError
+from ..protections import CATALOGUE
 
 PLAN_VERSION = 1
 Split = Literal["none", "spatial", "channel"]
@@ -117,11 +118,9 @@ class LinkSpec(Config):
     @field_validator("protection")
     @classmethod
     def _known(cls, value: str) -> str:
-        from ..defences.seal import KEY_BYTES  # every name, installed or not
-
-        if value != "none" and value not in KEY_BYTES:
+        if value != "none" and value not in CATALOGUE:  # every name, installed or not
             raise ValueError(f"unknown protection {value!r} (known: none, "
-                             f"{', '.join(KEY_BYTES)})")
+                             f"{', '.join(CATALOGUE)})")
         return value
 
 
