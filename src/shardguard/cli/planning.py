@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..protections import names
 from ._options import (
     Classes,
     DataDir,
@@ -65,8 +66,7 @@ def plan(
         help="latency, throughput, energy (max per device) or energy-total.")] = "latency",
     replicas: Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")] = 1,
     protection: Annotated[str, typer.Option(
-        help="Seal every link between stages: mac:hmac-sha256, mac:blake2b, aead:aes-128-gcm, "
-             "aead:aes-256-gcm, aead:chacha20-poly1305, aead:ascon-128 (costed when "
+        help=f"Seal every link between stages: {', '.join(names())} (costed when "
              "planning).")] = "none",
     stages: Annotated[int | None, typer.Option(
         help="Pipeline: exactly this many stages, on as many devices (forces a split the "
