@@ -62,6 +62,8 @@ CATALOGUE: dict[str, Protection] = {p.name: p for p in (
     Protection("aead:chacha20-poly1305", key_bytes=32, tag_bytes=16, tag_frame=False),
     Protection("aead:ascon-128", key_bytes=16, tag_bytes=16, tag_frame=False,
                requires="ascon"),
+    Protection("check:crc32", key_bytes=0, tag_bytes=4, tag_frame=True,
+               module="shardguard.defences.crc32", authenticates=False),
 )}
 
 
