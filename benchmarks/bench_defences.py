@@ -1,7 +1,7 @@
 """Defence costs per device per inference: crypto for every protection, and every defence
 of the catalogue (seal, vote, Freivalds, guards, digest), on every built-in platform.
 
-Cost-model figures (``platform/cost.py``) from each device's sourced cycles per
+Cost-model figures (``partition/cost.py``) from each device's sourced cycles per
 byte (``platform/profiles.yaml``): nothing here is timed, so no target; the rows
 are recorded so a change in the model or the figures shows up in review.
 """
@@ -14,9 +14,9 @@ from shardguard import load_model, load_platform, make_plan, trace
 from shardguard.defences.seal import ALGORITHMS
 from shardguard.errors import ConfigError
 from shardguard.partition import compile_plan
+from shardguard.partition.cost import estimate
 from shardguard.partition.plan import ModelRef
 from shardguard.platform import builtin_platforms
-from shardguard.platform.cost import estimate
 
 MODEL = "resnet-small"
 

@@ -9,7 +9,7 @@ import yaml
 
 from shardguard import load_platform
 from shardguard.analysis.campaign import plan_targets
-from shardguard.platform.cost import estimate
+from shardguard.partition.cost import estimate
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor

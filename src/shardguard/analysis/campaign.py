@@ -176,7 +176,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
 
     from ..defences.catalogue import parse_defence
-    from ..platform.cost import estimate
+    from ..partition.cost import estimate
     from ..threats.attacks import adversarial_device, adversarial_link
     from ..threats.spec import (
         Adversarial,

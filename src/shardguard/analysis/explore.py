@@ -274,9 +274,9 @@ def build(c: Candidate) -> Any:
     from ..partition.build import assemble_plan, whole
     from ..partition.channel import plan_channel
     from ..partition.compile import compile_plan
+    from ..partition.cost import estimate
     from ..partition.replicas import add_replicas
     from ..partition.spatial import plan_spatial
-    from ..platform.cost import estimate
 
     spec, graph, platform = _STATE["spec"], _STATE["graph"], _STATE["platform"]
     ref = model_ref(spec, _STATE["shape"])

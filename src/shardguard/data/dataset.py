@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -41,8 +41,19 @@ from .sources import (
     npz_source,
 )
 
-if TYPE_CHECKING:
-    from ..zoo import LoadedModel
+
+class Declares(Protocol):
+    """What data needs of a model (a zoo ``LoadedModel`` has it): its name, input shape,
+    preprocessing and classes, any of which it may leave out."""
+
+    @property
+    def ref(self) -> str: ...
+    @property
+    def input_shape(self) -> tuple[int, ...] | None: ...
+    @property
+    def preprocess(self) -> Preprocess | None: ...
+    @property
+    def classes(self) -> ClassList | None: ...
 
 Measure = Literal["accuracy", "agreement"]
 BATCH = 256  # images preprocessed at a time: 256 × 3 × 224 × 224 float32 is 154 MB
@@ -150,7 +161,7 @@ class Data:
                 "(--preprocess, or preprocess: in a spec)")
 
 
-def open_data(data: str | Path | None = None, *, model: LoadedModel | None = None,
+def open_data(data: str | Path | None = None, *, model: Declares | None = None,
               input_shape: Sequence[int] | None = None,
               preprocess: Preprocess | str | dict[str, Any] | None = None,
               classes: ClassList | str | Path | None = None,
@@ -204,7 +215,7 @@ def _has_training(path: Path | None) -> bool:
 
 
 def _preprocessing(explicit: Preprocess | str | dict[str, Any] | None,
-                   model: LoadedModel | None, shape: tuple[int, ...]) -> tuple[Preprocess, str]:
+                   model: Declares | None, shape: tuple[int, ...]) -> tuple[Preprocess, str]:
     if explicit is not None:
         return parse_preprocess(explicit), ""
     declared = getattr(model, "preprocess", None) if model is not None else None

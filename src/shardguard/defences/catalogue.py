@@ -80,7 +80,7 @@ class Defence:
 
     def energy_j(self, compiled: CompiledPlan, platform: Platform) -> dict[str, float]:
         """Per device, joules per inference this defence adds (cost model)."""
-        from ..platform.cost import estimate
+        from ..partition.cost import estimate
 
         extra = {d: 0.0 for d in compiled.plan.devices_used()}
         if self.kind == "seal":

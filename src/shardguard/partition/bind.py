@@ -8,10 +8,10 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..graph import Graph, trace
 from ..platform import Platform, load_platform
-from ..platform.cost import PlanCost, estimate
 from ..zoo import LoadedModel, load_model
 from .build import Planned, check_memory
 from .compile import CompiledPlan, compile_plan
+from .cost import PlanCost, estimate
 from .plan import Plan, load_plan
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ..errors import PlanningError
 from ..graph import Graph
 from ..platform import Platform
-from ..platform.cost import PlanCost, estimate
 from .compile import CompiledPlan, compile_plan
+from .cost import PlanCost, estimate
 from .plan import LinkSpec, ModelRef, Objective, Plan, SegmentSpec, StageSpec, Strategy
 
 

@@ -3,7 +3,7 @@
 A pipeline plan cuts the graph's nodes (in topological order) into stages and
 puts each stage on its own device. Every tensor live at a cut (a residual
 branch, say) travels on that cut's link. The DP finds, exactly under the cost
-model (``platform/cost.py``), the cuts and the device of every stage that
+model (``partition/cost.py``), the cuts and the device of every stage that
 minimise the objective, with every stage fitting its device's memory:
 
 * ``latency``      Σ stage time + Σ link time (source and sink included)
@@ -27,8 +27,8 @@ import numpy as np
 from ..errors import PlanningError
 from ..graph import Graph
 from ..platform import Platform
-from ..platform.cost import algorithm
 from .build import Planned, assemble_plan, check_memory, whole
+from .cost import algorithm
 from .plan import ModelRef, Objective, SegmentSpec
 
 SUM_OBJECTIVES = ("latency", "energy-total")

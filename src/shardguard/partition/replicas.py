@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import PlanningError
 from ..platform import Platform
-from ..platform.cost import estimate
 from .build import Planned, check_memory
+from .cost import estimate
 
 
 def add_replicas(planned: Planned, platform: Platform, copies: int) -> Planned:

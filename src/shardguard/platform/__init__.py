@@ -1,4 +1,5 @@
-"""Platforms (devices, links, sourced figures) and the cost model.
+"""Platforms: devices, links and their sourced figures (the cost model that prices a plan on
+one is ``partition/cost.py``).
 
     p = load_platform("rpi4x4-ethernet")
     p.devices["pi1"].mac_rate, p.devices["pi1"].sources["mac_rate"]

@@ -20,8 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..errors import PlanningError
-from ..partition.compile import INPUT, OUTPUT, CompiledPlan, Transfer
-from ._model import Platform
+from ..platform import Platform
+from .compile import INPUT, OUTPUT, CompiledPlan, Transfer
 
 SOURCE = "source"  # where inputs come from and outputs go: across the platform's medium
 
