@@ -62,7 +62,7 @@ def defence_energy_per_device() -> list[dict[str, Any]]:
     from shardguard.defences.catalogue import parse_defence
     from shardguard.defences.guards import profile_bounds
     from shardguard.errors import PlanningError
-    from shardguard.runtime.local import LocalExecutor
+    from shardguard.local import LocalExecutor
 
     graph = trace(load_model(MODEL).module, (1, 28, 28))
     x = load_split("test").tensors(16)[0]

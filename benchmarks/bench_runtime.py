@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from shardguard.runtime import wire
+from shardguard.protocol import wire
 
 SIZES = [64 * 1024, 512 * 1024, 2 * 2**20, 8 * 2**20]
 ROUNDS = 11

@@ -21,7 +21,7 @@ SAMPLES, PER_INFERENCE, VALUE = 1000, 200, 1.0e4
 
 def _neuron_faults(c: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> Any:
     """One fault per sample on a link's tensor (a local-executor interceptor)."""
-    from shardguard.runtime.local import Interceptor
+    from shardguard.hooks import Interceptor
 
     class NeuronFaults(Interceptor):
         def on_link(self, transfer: Any, value: torch.Tensor, traffic: Any) -> torch.Tensor:
@@ -39,10 +39,10 @@ def fault_injection_vs_pytorchfi() -> list[dict[str, Any]]:
 
     from shardguard.data import load_split
     from shardguard.graph import trace
+    from shardguard.local import LocalExecutor
     from shardguard.partition import ModelRef
     from shardguard.partition.build import assemble_plan, whole
     from shardguard.platform import load_platform
-    from shardguard.runtime.local import LocalExecutor
     from shardguard.zoo import load_model
 
     torch.set_num_threads(2)

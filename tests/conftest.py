@@ -69,7 +69,7 @@ def reference(bound: Any, x: Any) -> Any:
     """What the local executor answers for ``x`` (numpy in, numpy out)."""
     import torch
 
-    from shardguard.runtime.local import LocalExecutor
+    from shardguard.local import LocalExecutor
 
     with torch.no_grad():
         return LocalExecutor(bound.compiled)(torch.from_numpy(x)).numpy()

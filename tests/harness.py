@@ -21,10 +21,10 @@ import msgpack
 import numpy as np
 import zmq
 
+from shardguard.protocol.control import COORDINATOR, INPUT, OUTPUT, Deploy
 from shardguard.runtime import keys as keyring
 from shardguard.runtime.export import export_plan
 from shardguard.runtime.linksec import LinkSecurity
-from shardguard.runtime.protocol import COORDINATOR, INPUT, OUTPUT, Deploy
 
 
 def rss(pid: int) -> int:

@@ -15,8 +15,8 @@ from shardguard import bind, load_platform
 from shardguard.defences.catalogue import parse_defence
 from shardguard.defences.crc32 import tag
 from shardguard.errors import ConfigError
+from shardguard.local import LocalExecutor
 from shardguard.runtime.cluster import Cluster
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import BitFlips
 

@@ -8,8 +8,8 @@ import torch
 
 from shardguard import bind
 from shardguard.defences.guards import profile_bounds
+from shardguard.local import LocalExecutor
 from shardguard.runtime.cluster import Cluster
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import BitFlips, Crash, Replay
 

@@ -10,8 +10,8 @@ import torch
 from shardguard import load_model, load_platform, make_plan, trace
 from shardguard.defences.failout import failout, split_tensors
 from shardguard.errors import ConfigError
+from shardguard.local import LocalExecutor
 from shardguard.partition.plan import ModelRef
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Crash
 

@@ -10,9 +10,9 @@ from torch import nn
 
 from shardguard import bind
 from shardguard.defences.freivalds import Freivalds, checked_plan
+from shardguard.local import LocalExecutor
 from shardguard.runtime.cluster import Cluster
 from shardguard.runtime.export import export_plan
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Compromised
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from shardguard.defences.guards import RangeGuard, profile_bounds
-from shardguard.runtime.local import LocalExecutor
+from shardguard.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
 

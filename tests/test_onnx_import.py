@@ -70,8 +70,8 @@ def plan_and_check_in_process(model: Path, strategy: str, out: Path,
     and ``shardguard check`` make (``cli/planning.py``), with the check's tolerance."""
     from shardguard import load_platform, make_plan, trace
     from shardguard.data import plan_data
+    from shardguard.local import LocalExecutor, check
     from shardguard.partition import ModelRef, bind
-    from shardguard.runtime.local import LocalExecutor, check
 
     plan = out / f"{model.stem}-{strategy}.yaml"
     loaded = load_model(str(model))

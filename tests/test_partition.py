@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from shardguard import trace
 from shardguard.errors import ConfigError, PlanningError
+from shardguard.local import LocalExecutor, check
 from shardguard.partition import ModelRef, bind, compile_plan, load_plan, make_plan
 from shardguard.partition.build import assemble_plan, whole
 from shardguard.partition.cost import estimate
 from shardguard.partition.pipeline import solve, tables
 from shardguard.platform import load_platform
-from shardguard.runtime.local import LocalExecutor, check
 
 from .random_cnn import random_cnns, random_platforms
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from shardguard.local import LocalExecutor
 from shardguard.partition import bind
-from shardguard.runtime.local import LocalExecutor
-from shardguard.threats.distributed import run_under_threat
+from shardguard.runtime.threatened import run_under_threat
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
 

@@ -7,7 +7,7 @@ import torch
 
 from shardguard.defences.redundancy import Vote
 from shardguard.errors import ConfigError
-from shardguard.runtime.local import LocalExecutor
+from shardguard.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import Compromised, Crash
 

@@ -16,7 +16,7 @@ import pytest
 import zmq
 
 from shardguard.defences.seal import ALGORITHMS, Opener, Sealer
-from shardguard.runtime import wire
+from shardguard.protocol import wire
 from shardguard.runtime.linksec import LinkSecurity, Rejected
 from shardguard.runtime.relay import LinkModel, Relay
 from shardguard.threats.distributed import RelayAttacker

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardguard.graph import trace
+from shardguard.local import LocalExecutor
 from shardguard.partition import ModelRef, make_plan
 from shardguard.platform import load_platform
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.bits import flip_at, flip_bits
 from shardguard.threats.local import ThreatInterceptor, weight_flips
 from shardguard.threats.spec import parse_threat

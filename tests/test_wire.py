@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shardguard.errors import MalformedMessage
-from shardguard.runtime import wire
-from shardguard.runtime.wire import (
+from shardguard.protocol import wire
+from shardguard.protocol.wire import (
     DTYPES,
     FLAG_DEGRADED,
     FLAG_SEALED,

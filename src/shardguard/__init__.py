@@ -40,16 +40,16 @@ _LAZY = {
     "Plan": "shardguard.partition", "ModelRef": "shardguard.partition",
     "make_plan": "shardguard.partition", "bind": "shardguard.partition",
     "load_plan": "shardguard.partition",
-    "LocalExecutor": "shardguard.runtime.local",
+    "LocalExecutor": "shardguard.local",
     "cluster": "shardguard.runtime.cluster", "Cluster": "shardguard.runtime.cluster",
 }
 
 if TYPE_CHECKING:
     from .graph import Graph, Node, trace
+    from .local import LocalExecutor
     from .partition import ModelRef, Plan, bind, load_plan, make_plan
     from .platform import Platform, load_platform
     from .runtime.cluster import Cluster, cluster
-    from .runtime.local import LocalExecutor
     from .zoo import load_model
 
 

@@ -67,7 +67,7 @@ EXPLORE_THREATS = [{"id": "L1", "target": "links", "ber": 1e-3, "bits": "exponen
 def planned_outputs(bound: Any, x: Any) -> np.ndarray:
     import torch
 
-    from .runtime.local import LocalExecutor
+    from .local import LocalExecutor
 
     with torch.no_grad():
         return LocalExecutor(bound.compiled)(x).numpy()
@@ -107,9 +107,9 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     from .analysis.plan_figure import draw_plan
     from .data import open_data
     from .graph import trace
+    from .local import LocalExecutor, check
     from .partition import ModelRef, make_plan
     from .platform import load_platform
-    from .runtime.local import LocalExecutor, check
     from .zoo import load_model
     from .zoo.train import top1
 
@@ -302,7 +302,7 @@ def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
     from .defences.catalogue import parse_defence
     from .partition import bind
     from .platform import load_platform
-    from .threats.distributed import run_under_threat
+    from .runtime.threatened import run_under_threat
     from .threats.spec import Replay
 
     link = planned.plan.links[0]

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
+from shardguard.defences.ballots import MAX_OPEN
 from shardguard.partition import bind
-from shardguard.runtime import wire
+from shardguard.protocol import wire
 from shardguard.runtime._dataplane import DONE_MEMORY, MAX_PENDING
-from shardguard.runtime._voting import MAX_OPEN
 from shardguard.runtime.linksec import MAX_SUSPECTS, Inbox, LinkSecurity
 from shardguard.runtime.worker import MAX_HELLOS
 

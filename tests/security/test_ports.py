@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 import zmq
 
+from shardguard.protocol.wire import WIRE_VERSION
 from shardguard.runtime.cluster import Cluster
-from shardguard.runtime.wire import WIRE_VERSION
 
 from .conftest import PROTECTIONS, push, sink_address, wrong
 from .tools import Tap, fuzz

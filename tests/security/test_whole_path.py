@@ -9,9 +9,9 @@ import yaml
 
 from shardguard import load_platform
 from shardguard.analysis.campaign import plan_targets
+from shardguard.local import LocalExecutor
 from shardguard.partition.cost import estimate
 from shardguard.runtime.cluster import Cluster
-from shardguard.runtime.local import LocalExecutor
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import BitFlips
 

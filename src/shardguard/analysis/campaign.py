@@ -155,8 +155,8 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     import torch
 
     from ..data import plan_data
+    from ..local import LocalExecutor
     from ..partition import bind
-    from ..runtime.local import LocalExecutor
 
     torch.set_num_threads(threads)
     _STATE.update(bound={}, clean={}, deadline_s=deadline_s)
@@ -249,7 +249,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
 def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0) -> Any:
     import torch
 
-    from ..runtime.local import LocalExecutor
+    from ..local import LocalExecutor
     from ..threats.local import ThreatInterceptor, weight_flips
     from ..threats.spec import WeightFlips
 

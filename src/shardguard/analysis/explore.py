@@ -341,7 +341,7 @@ def _vulnerability(planned: Any, c: Candidate) -> float:
     from ..defences.guards import RangeGuard, profile_bounds
     from ..defences.redundancy import Vote
     from ..defences.sealed import SealedLinks
-    from ..runtime.local import LocalExecutor
+    from ..local import LocalExecutor
     from ..threats.local import ThreatInterceptor
     from .metrics import measure
 

@@ -159,9 +159,9 @@ def check(
 
     from ..data import plan_data
     from ..errors import PlanningError
+    from ..local import LocalExecutor
+    from ..local import check as compare
     from ..partition import bind
-    from ..runtime.local import LocalExecutor
-    from ..runtime.local import check as compare
 
     count("-n", n)
     bound = bind(plan_file)

@@ -137,9 +137,9 @@ def run(
     from ..analysis.metrics import rate
     from ..data import plan_data
     from ..errors import IntegrityError, TransportError
+    from ..local import LocalExecutor
     from ..partition import bind
     from ..runtime.cluster import Cluster
-    from ..runtime.local import LocalExecutor
 
     if not spawn_local and not workers:
         raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..hooks import Interceptor
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan
 from ..platform import Platform
-from ..runtime.local import Interceptor
 
 KINDS = ("none", "seal", "vote", "freivalds", "guard", "digest")
 

@@ -58,10 +58,10 @@ import torch
 from torch import fx, nn
 
 from ..errors import ConfigError
+from ..hooks import Redundant, Traffic
 from ..partition import regions
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
-from ..runtime._freivalds import SUFFIX, Pool, Verifier, fails
-from ..runtime.local import Redundant, Traffic
+from .verifier import SUFFIX, Pool, Verifier, fails
 
 AFFINE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -230,7 +230,7 @@ def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
     claims) to ``S~check``; the verifier stage, on another device
     (``assign_verifiers``), receives ``S``'s inputs from
     their producers as well, recomputes the rest of ``S`` from the claims, checks
-    them (``runtime/_freivalds.py``) and sends ``S``'s outputs on. The prover also
+    them (``defences/verifier.py``) and sends ``S``'s outputs on. The prover also
     sends its own outputs to the verifiers of its consumers (and, for the last stage,
     to the coordinator), so that what a verifier forwards is itself held to what the
     prover computed: a device that lies only as a verifier is caught downstream.

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from ..hooks import Interceptor, Traffic
+from ..local import LocalExecutor
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, Transfer
-from ..runtime.local import Interceptor, LocalExecutor, Traffic
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]  # tensor id → (low, high) per channel
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..hooks import Redundant, Traffic
 from ..partition.compile import StageProgram
-from ..runtime._voting import samples_agree
-from ..runtime.local import Redundant, Traffic
+from .ballots import samples_agree
 
 
 class Vote(Redundant):

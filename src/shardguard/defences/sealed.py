@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..hooks import Interceptor, Traffic
 from ..partition.compile import Transfer
-from ..runtime.local import Interceptor, Traffic
 
 POLICIES = ("retry", "drop")
 

@@ -1,8 +1,9 @@
 """A worker's data path for one deployment: receive, check, run stages, route what they send.
 
 Each message is opened by the deployment's ``Inbox`` (header tag, replay window,
-seal), checked against the plan's routes, clipped by range guards (M5), voted on
-when its stage is voted (M4), and gathered with the other pieces of its request;
+seal), checked against the plan's routes, passed to the hooks (``hooks.WorkerHook``:
+the defences' and, on request, the threats' worker halves), voted on when its stage
+is voted (M4), and gathered with the other pieces of its request;
 when a stage has every input it runs (checking a Freivalds prover's claims, M4, if it
 is a verifier) and its outputs go to the next stages' devices (through a relay where
 the coordinator put one on the link). Every table here is bounded.
@@ -12,18 +13,18 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import wire
+from ..defences.ballots import VoteFailed, copy_link, role
+from ..hooks import WorkerHook
+from ..protocol import wire
+from ..protocol.control import COORDINATOR, OUTPUT, Alarm
 from ._deployment import Deployment, Stage
-from ._faults import Faults
-from ._voting import VoteFailed, copy_link, role
 from .linksec import Suspect
-from .protocol import COORDINATOR, OUTPUT, Alarm
 
 DONE_MEMORY = 8192  # (request, stage) pairs remembered to drop duplicates
 MAX_PENDING = 4096  # requests waiting for more pieces
@@ -42,16 +43,16 @@ class Counters:
     send_failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    clipped: int = 0  # values the range guards clipped (M5)
-    flagged: int = 0  # samples with a clipped value
     bytes_per_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 class DataPlane:
     def __init__(self, name: str, deployment: Deployment, transmit: Transmit,
-                 alarm: Callable[[Alarm], None], faults: Faults | None = None) -> None:
+                 alarm: Callable[[Alarm], None], hooks: Sequence[WorkerHook] = ()) -> None:
         self.name, self.d, self.transmit, self.alarm = name, deployment, transmit, alarm
-        self.faults = faults
+        self.hooks = [*deployment.hooks, *hooks]
+        for hook in hooks:
+            hook.on_load(s.stored for s in deployment.stages.values())
         self.counters = Counters()
         # (request, stage) → (first piece's arrival, pieces so far, route)
         self.pending: OrderedDict[tuple[int, str], tuple[float, dict[str, np.ndarray],
@@ -74,8 +75,8 @@ class DataPlane:
         if header.flags & wire.FLAG_DEGRADED:
             _remember(self.degraded, header.req)
         size = sum(a.nbytes for a in arrays.values())
-        if self.d.guards:
-            arrays = {name: self._guard(name, a) for name, a in arrays.items()}
+        for hook in self.hooks:
+            arrays = hook.on_receive(header.link, arrays)
         self.counters.bytes_in += size
         self.counters.bytes_per_link[header.link] += size
         self.receive(header.req, header.link, arrays, dict(header.route))
@@ -96,19 +97,10 @@ class DataPlane:
         _remember(self.degraded, header.req)
         self.deliver(header.req, header.link, zeros, dict(header.route))
 
-    def _guard(self, name: str, x: np.ndarray) -> np.ndarray:
-        """M5: clip to the clean per-channel range; count what was out of it."""
-        bounds = self.d.guards.get(name)
-        if bounds is None or x.ndim < 2 or bounds[0].shape != (x.shape[1],):
-            return x
-        shape = (1, -1, *[1] * (x.ndim - 2))
-        low, high = bounds[0].reshape(shape), bounds[1].reshape(shape)
-        bad = ~np.isfinite(x) | (x < low) | (x > high)
-        if not bad.any():
-            return x
-        self.counters.clipped += int(bad.sum())
-        self.counters.flagged += int(bad.reshape(len(x), -1).any(1).sum())
-        return np.clip(np.nan_to_num(x, nan=0.0), low, high)
+    def add(self, hook: WorkerHook) -> None:
+        """Add a hook to the running deployment (it sees the stored models now)."""
+        self.hooks.append(hook)
+        hook.on_load(s.stored for s in self.d.stages.values())
 
     def receive(self, req: int, link: str, arrays: dict[str, np.ndarray],
                 route: dict[str, str]) -> None:
@@ -158,16 +150,17 @@ class DataPlane:
         except Exception:  # onnxruntime's own error types; the worker keeps serving
             self.d.inbox.count("stage-failed", None)
             return
-        if self.faults is not None:
-            self.faults.straggle(time.perf_counter() - start)
-        stage.compute_s += time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        stage.compute_s += elapsed
         stage.runs += 1
         self.counters.processed += 1
         if stage.check is not None and not self._verified(stage, req, feeds, outputs, route):
             return
         outputs = [np.asarray(o, dtype=np.float32) for o in outputs]
-        if self.faults is not None:
-            outputs = [self.faults.corrupt(stage.name, o) for o in outputs]
+        start = time.perf_counter()
+        for hook in self.hooks:  # a straggler's delay counts as the stage's own time
+            outputs = hook.on_stage(stage.name, outputs, elapsed)
+        stage.compute_s += time.perf_counter() - start
         groups: dict[str, list[tuple[str, np.ndarray]]] = defaultdict(list)
         for port, value in zip(stage.outputs, outputs):
             groups[port.link].append((port.tensor, value))
@@ -216,8 +209,8 @@ class DataPlane:
         flags = wire.FLAG_DEGRADED if req in self.degraded else 0
         frames = self.d.security.encode(req, self.seq[link], link, route, arrays, flags,
                                         receiver=receiver)
-        if self.faults is not None:
-            frames = self.faults.garble(frames)
+        for hook in self.hooks:
+            frames = hook.on_send(frames)
         if not self.transmit(address, frames):
             self.counters.send_failed += 1
             return
@@ -241,11 +234,12 @@ class DataPlane:
                 "expired": c.expired, "send_failed": c.send_failed,
                 "rejected": dict(inbox.rejected),
                 "rejected_by_link": {k: dict(v) for k, v in inbox.rejected_by_link.items()},
-                "clipped": c.clipped, "flagged": c.flagged, "bytes_in": c.bytes_in,
+                "clipped": 0, "flagged": 0, "bytes_in": c.bytes_in,
                 "bytes_out": c.bytes_out, "bytes_per_link": dict(c.bytes_per_link),
                 "pending": len(self.pending), "tables": self.tables(),
                 "stages": {s.name: {"runs": s.runs, "compute_s": s.compute_s}
-                           for s in self.d.stages.values()}}
+                           for s in self.d.stages.values()},
+                **{k: v for hook in self.hooks for k, v in hook.counters().items()}}
 
     def tables(self) -> dict[str, int]:
         """The size of every table that grows with traffic (each has a bound)."""

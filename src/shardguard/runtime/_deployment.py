@@ -14,20 +14,20 @@ before onnxruntime sees the model.
 
 from __future__ import annotations
 
-import hashlib
+import importlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from ..defences.ballots import Ballots, copy_link, copy_of
+from ..defences.verifier import Verifier
+from ..defences.workers import stored_intact, worker_hooks
 from ..errors import MalformedMessage
-from . import wire
-from ._freivalds import Verifier
-from ._voting import Ballots, copy_link, copy_of
+from ..hooks import WorkerHook
+from ..protocol import wire
+from ..protocol.control import COORDINATOR, OUTPUT, Behave, Deploy, Port
 from .linksec import Inbox, LinkSecurity
-from .protocol import COORDINATOR, OUTPUT, Deploy, Port
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Deployment:
     stages: dict[str, Stage]
     schema: dict[str, wire.Expected]  # link -> what this worker accepts on it
     inbox: Inbox
-    guards: dict[str, tuple[np.ndarray, np.ndarray]]  # tensor -> per-channel range (M5)
+    hooks: list[WorkerHook]  # the defences' worker halves (``defences/workers.py``)
     ballots: Ballots
     by_link: dict[str, Stage] = field(default_factory=dict)
 
@@ -67,6 +67,10 @@ class Deployment:
     @property
     def vote(self) -> dict[str, int]:
         return dict(self.message.vote)
+
+    def verify(self) -> dict[str, bool]:
+        """Each stored stage model against the digest it was deployed with (M7)."""
+        return {s.name: stored_intact(s.stored, s.sha256) for s in self.stages.values()}
 
     def route_ok(self, header: wire.Header, me: str) -> bool:
         """Every stage in the route on one of its plan's devices, and this device a receiver.
@@ -121,9 +125,8 @@ def build(message: Deploy, security: LinkSecurity, threads: int = 1) -> Deployme
             tensors[copy_link(link, j)] = tensors[link]
     schema = {link: wire.Expected(t, message.max_batch, security.sealed(link))
               for link, t in tensors.items()}
-    guards = {name: (np.asarray(low, np.float32), np.asarray(high, np.float32))
-              for name, (low, high) in message.guards.items()}
-    deployment = Deployment(message, stages, schema, Inbox(security), guards, Ballots(vote))
+    deployment = Deployment(message, stages, schema, Inbox(security), worker_hooks(message),
+                            Ballots(vote))
     deployment.by_link = {p.link: s for s in stages.values() for p in s.inputs}
     return deployment
 
@@ -173,6 +176,10 @@ def _node_tensors(node: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from _tensors(g, here)
 
 
-def digest_ok(stage: Stage) -> bool:
-    """M7: whether the stored model still matches the digest it was deployed with."""
-    return hashlib.sha256(stage.stored).hexdigest() == stage.sha256
+def fault_injection() -> Callable[[Behave], WorkerHook]:
+    """What makes a worker's hook from a ``behave`` message: the threats' worker half (D3,
+    D4, D5 at rest, a faulty wire). Loaded only for a worker started with
+    ``--allow-fault-injection``: without the flag no code that corrupts outputs is loaded."""
+    faults: Callable[[Behave], WorkerHook] = importlib.import_module(
+        "shardguard.threats.faults").Faults
+    return faults

@@ -31,18 +31,18 @@ import zmq
 import zmq.utils.monitor
 
 from .._progress import progress
+from ..defences.ballots import Ballots, VoteFailed, copy_link, samples_agree
+from ..defences.verifier import SUFFIX, Verifier
 from ..errors import AuthenticationError, ConfigError, MalformedMessage, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan
 from ..partition.regions import crop, full
+from ..protocol import wire
+from ..protocol.control import COORDINATOR, POLICIES, Alarm, Behave, Deploy
 from . import keys as keyring
-from . import wire
-from ._freivalds import SUFFIX, Verifier
 from ._sockets import push_socket
-from ._voting import Ballots, VoteFailed, copy_link, samples_agree
 from .export import export_plan
 from .linksec import Inbox, LinkSecurity
-from .protocol import COORDINATOR, POLICIES, Alarm, Behave, Deploy
 from .relay import LinkModel, Relay, Tamper
 
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ModelError
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from .protocol import Port, StageArtifact
+from ..protocol.control import Port, StageArtifact
 
 
 def _port(prefix: str, i: int, t: Transfer) -> Port:

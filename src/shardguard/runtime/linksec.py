@@ -43,8 +43,8 @@ import numpy as np
 
 from ..defences.seal import HEADER_TAG_BYTES, LinkKeys, ReplayWindow, check_algorithm
 from ..errors import ConfigError, IntegrityError, MalformedMessage
-from . import wire
-from .protocol import COORDINATOR, INPUT, OUTPUT
+from ..protocol import wire
+from ..protocol.control import COORDINATOR, INPUT, OUTPUT
 
 REASONS = {
     "malformed": "not a message of the protocol (header, frames, shapes)",

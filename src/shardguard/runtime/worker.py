@@ -12,7 +12,7 @@ Every data message must carry the header tag of a member of the deployed plan
 serving. Imports only numpy, onnx, onnxruntime, pyzmq, msgpack, cryptography: it
 runs where torch does not.
 
-Control messages (``protocol.py``): ``hello`` (fresh X25519 keys for the next
+Control messages (``protocol/control.py``): ``hello`` (fresh X25519 keys for the next
 deployment of the coordinator that asks; the running one is not touched),
 ``deploy`` (validated whole and built before it replaces the running deployment:
 a bad one leaves it serving), ``stats`` (counters since the last deploy), ``verify``
@@ -40,13 +40,13 @@ import zmq.utils.monitor
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import ConfigError, MalformedMessage, ShardGuardError
+from ..hooks import WorkerHook
+from ..protocol.control import Alarm, Behave, Deploy, parse_control
 from ._dataplane import DataPlane
-from ._deployment import Deployment, build, digest_ok
-from ._faults import Faults
+from ._deployment import Deployment, build, fault_injection
 from ._sockets import push_socket
 from .keys import load_pair
 from .linksec import LinkSecurity
-from .protocol import Alarm, Behave, Deploy, parse_control
 
 MAX_CONTROL_BYTES = 512 * 2**20
 MAX_DATA_BYTES = 256 * 2**20
@@ -104,7 +104,9 @@ class Worker:
         self.hellos: OrderedDict[bytes, LinkSecurity] = OrderedDict()  # keys for next deploy
         self.plane: DataPlane | None = None  # the running deployment's data path
         self.coordinator: bytes | None = None  # control identity that deployed us: alarms go there
-        self.faults: Faults | None = None
+        # behave: a hook made from the message, kept across deployments; None: refused
+        self.injector = fault_injection() if allow_fault_injection else None
+        self.injected: WorkerHook | None = None
         self.out: dict[str, zmq.Socket[Any]] = {}
         self.unplanned = 0  # data messages received with nothing deployed
         self.logged: Counter[str] = Counter()
@@ -147,8 +149,7 @@ class Worker:
             stats["tables"]["hellos"] = len(self.hellos)
             return {"ok": True, **stats, "unplanned": self.unplanned, "rss": _rss_bytes()}
         if kind == "verify":  # M7 on demand: each stored model against its deployed digest
-            stages = plane.d.stages.values() if plane is not None else []
-            return {"ok": True, "stages": {s.name: digest_ok(s) for s in stages}}
+            return {"ok": True, "stages": plane.d.verify() if plane is not None else {}}
         if kind == "behave":
             return self.behave(typed)
         self.running = False  # shutdown
@@ -168,7 +169,7 @@ class Worker:
             raise
         del self.hellos[identity]
         self.plane = DataPlane(self.name, deployment, self.transmit, self.send_alarm,
-                               self.faults)
+                               [self.injected] if self.injected is not None else [])
         self.coordinator = identity
         for address in set(self.out) - addresses:  # the previous deployment's peers
             self.out.pop(address).close(linger=0)
@@ -190,14 +191,16 @@ class Worker:
         return targets
 
     def behave(self, behave: Behave) -> dict[str, Any]:
-        if not self.allow_fault_injection:
+        if self.injector is None:
             self.log("refused a behave message: started without --allow-fault-injection")
             return {"ok": False, "error": "fault injection is off on this worker (start it "
                                           "with --allow-fault-injection to allow behave)"}
-        self.faults = Faults(behave)
+        hook = self.injector(behave)
         if self.plane is not None:
-            self.plane.faults = self.faults
-            self.faults.flip_stored(s.stored for s in self.plane.d.stages.values())
+            if self.injected in self.plane.hooks:
+                self.plane.hooks.remove(self.injected)
+            self.plane.add(hook)
+        self.injected = hook
         self.log(f"fault injection: {behave}")
         return {"ok": True}
 

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ..hooks import Interceptor, Traffic
+from ..local import LocalExecutor, Outcome
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from ..runtime.local import Interceptor, LocalExecutor, Outcome, Traffic
 from .local import device_matches, link_matches
 from .spec import Adversarial, Compromised
 

@@ -1,39 +1,27 @@
-"""Threats acting for real on worker processes and on the bytes that cross the wire.
+"""L1–L4 for real: an on-path attacker in a link's relay, on the bytes that cross the wire.
 
-    result = run_under_threat(bound, threat, x)      # a StreamResult from real workers
+    Cluster(bound, spawn_local=True, attackers=[BitFlips(target="s0>s1", ber=1e-4)])
 
-* D1 crash: the device's worker is killed with SIGKILL while requests stream.
-* D2 outage: SIGSTOP, then SIGCONT after ``seconds``.
-* D3 straggler: the worker sleeps (k−1)× its compute time after each stage.
-* D4 compromised (random, zero, scale, sign): the worker alters what it sends.
-* L1–L4: an on-path attacker in the link's relay (the coordinator's hops included)
-  rewrites, drops or replays the tensor frames it sees — with the same code the local executor uses
-  (``ThreatInterceptor``), so simulation and reality differ only in what is random.
-
-D4 ``adversarial`` and L5 need gradients, D5 and L6 change stored state or train a
-model; they stay in the local executor (their rows say ``execution: local``).
+The coordinator puts a relay on each attacked link (the coordinator's hops included);
+``RelayAttacker`` is its hook: it rewrites, drops or replays the tensor frames it
+sees, with the same code the local executor uses (``ThreatInterceptor``), so
+simulation and reality differ only in what is random. ``runtime/threatened.py``
+runs every threat that can act on real workers.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import signal
-import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..partition.bind import Bound
+from ..hooks import Traffic
 from ..partition.compile import Transfer
-from ..runtime import wire
-from ..runtime.cluster import Cluster, StreamResult
-from ..runtime.local import Traffic
+from ..protocol import wire
 from .local import ThreatInterceptor
-from .spec import Compromised, Crash, Outage, Straggler, Threat, simulation_only
+from .spec import Threat
 
 
 class RelayAttacker:
@@ -74,39 +62,3 @@ class RelayAttacker:
         if any(bool(lost.any()) for lost in traffic.lost.values()):
             return None  # the message is lost whole
         return [out]
-
-
-def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_request: int = 0,
-                     deadline_s: float = 5.0, max_attempts: int = 1, window: int = 16,
-                     **cluster: Any) -> StreamResult:
-    """Stream ``x`` (one image per request) through spawned workers while ``threat`` acts."""
-    if simulation_only(threat):
-        raise ConfigError(f"{threat.id} cannot act on real workers; use the local executor")
-    link_threats = [threat] if threat.on_link else []
-    with Cluster(bound, spawn_local=True, deadline_s=deadline_s, max_attempts=max_attempts,
-                 window=window, attackers=link_threats,
-                 fault_injection=isinstance(threat, (Straggler, Compromised)), **cluster) as c:
-        devices = [d for d in c.handles if threat.target in ("every", d)]
-        if isinstance(threat, Straggler):
-            for d in devices:
-                c.behave(d, slow=threat.factor)
-        elif isinstance(threat, Compromised):
-            for d in devices:
-                c.behave(d, corrupt=threat.mode, factor=threat.factor, seed=threat.seed)
-        hook = None
-        if isinstance(threat, (Crash, Outage)):
-            pids = [c.handles[d].process.pid for d in devices  # type: ignore[union-attr]
-                    if c.handles[d].process is not None]
-
-            def hook(index: int) -> None:
-                if index != at_request:
-                    return
-                for pid in pids:
-                    os.kill(pid, signal.SIGKILL if isinstance(threat, Crash) else signal.SIGSTOP)
-                if isinstance(threat, Outage):
-                    timer = threading.Timer(threat.seconds,
-                                            lambda: [os.kill(p, signal.SIGCONT) for p in pids])
-                    timer.daemon = True
-                    timer.start()
-
-        return c.stream(np.asarray(x, dtype=np.float32), show_progress=False, on_request=hook)

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..hooks import Interceptor, Traffic
+from ..local import LocalExecutor
 from ..partition.compile import CompiledPlan, Transfer
-from ..runtime.local import Interceptor, LocalExecutor, Traffic
 from .local import link_matches
 
 

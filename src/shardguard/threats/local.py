@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from ..hooks import Interceptor, Traffic
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
-from ..runtime.local import Interceptor, Traffic
 from .bits import bit_positions, flip_at, flip_bits
+from .faults import compromise
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
 
@@ -55,16 +56,11 @@ class ThreatInterceptor(Interceptor):
         return outputs
 
     def _compromise(self, t: Compromised, x: torch.Tensor) -> torch.Tensor:
-        if t.mode == "zero":
-            return torch.zeros_like(x)
-        if t.mode == "scale":
-            return x * t.factor
-        if t.mode == "sign":
-            return -x
-        if t.mode == "random":
-            std = x.detach().std() if x.numel() > 1 else torch.tensor(1.0)
-            return torch.randn(x.shape, generator=self.generator) * std
-        raise ValueError("D4 adversarial needs gradients: use attacks.adversarial_device")
+        """D4, as a compromised worker does it (``faults.compromise``)."""
+        if t.mode == "adversarial":
+            raise ValueError("D4 adversarial needs gradients: use attacks.adversarial_device")
+        wrong = compromise(x.detach().cpu().numpy(), t.mode, t.factor, self.rng)
+        return torch.from_numpy(wrong).to(x.dtype)
 
     # -- links ------------------------------------------------------------------------------
     def on_link(self, transfer: Transfer, value: torch.Tensor,

@@ -4,40 +4,21 @@
     logits = ex(x)                       # (B, classes), equal to the whole model's output
 
 Stages run in plan order; every transfer between stages passes through the
-executor, so threats and defences (issues' interceptors) see exactly what a link
+executor, so threats and defences (``hooks.py``' interceptors) see exactly what a link
 would carry, and a stage's outputs exactly what its device would send.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
-from ..partition._segment import assemble_tensors
-from ..partition.compile import OUTPUT, CompiledPlan, StageProgram, Transfer
-from ..partition.regions import crop, full
-
-
-class Interceptor:
-    """Sees, and may change, what stages send and what links carry (threats, defences).
-
-    ``on_stage`` gets a stage's outputs (the tensors its device sends) and returns them,
-    changed or not, or ``None`` when the device produced nothing (it crashed).
-    ``on_link`` gets one transfer's tensor as it crosses the link and returns it,
-    changed or not, or ``None`` when the message was lost. Either may also mark
-    single samples lost with ``Traffic.drop``. Both pass values through unchanged
-    unless a subclass overrides them.
-    """
-
-    def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
-                 traffic: Traffic) -> list[torch.Tensor] | None:
-        return outputs
-
-    def on_link(self, transfer: Transfer, value: torch.Tensor,
-                traffic: Traffic) -> torch.Tensor | None:
-        return value
+from .hooks import Interceptor, Redundant, Traffic
+from .partition._segment import assemble_tensors
+from .partition.compile import OUTPUT, CompiledPlan, StageProgram, Transfer
+from .partition.regions import crop, full
 
 
 def _on_stage(hooks: Sequence[Interceptor], program: StageProgram,
@@ -47,48 +28,6 @@ def _on_stage(hooks: Sequence[Interceptor], program: StageProgram,
             break
         outputs = hook.on_stage(program, outputs, traffic)
     return outputs
-
-
-class Redundant(Interceptor):
-    """Checks chosen stages by what several devices send (M4: voting, Freivalds checks).
-
-    For a stage it ``covers``, the executor calls ``compute`` once (what a device
-    sends: the outputs, and for a verified stage its claimed intermediates too), lets
-    every other interceptor act as if each of ``devices(program)`` had sent it (so a
-    compromised device spoils only its own copy), then calls ``combine`` with the
-    copies (``None`` for a copy whose device produced nothing).
-    """
-
-    def covers(self, program: StageProgram) -> bool:
-        return False
-
-    def compute(self, program: StageProgram, args: list[torch.Tensor]) -> list[torch.Tensor]:
-        """What each copy's device sends for the stage (by default, its outputs)."""
-        assert program.module is not None
-        return list(program.module(*args))
-
-    def devices(self, program: StageProgram) -> list[str]:
-        return [program.device]
-
-    def combine(self, program: StageProgram, args: list[torch.Tensor],
-                copies: list[list[torch.Tensor] | None],
-                traffic: Traffic) -> list[torch.Tensor] | None:
-        """The stage's outputs from the copies (and the stage's inputs ``args``)."""
-        return next((c for c in copies if c is not None), None)
-
-
-@dataclass
-class Traffic:
-    """Per-batch state that interceptors may read and mark: which samples are lost."""
-
-    batch: int
-    lost: dict[str, torch.Tensor]  # transfer id → (B,) bool: that sample's piece did not arrive
-    notes: dict[object, torch.Tensor] = field(default_factory=dict)  # interceptors' own state
-
-    def drop(self, transfer: Transfer, samples: torch.Tensor) -> None:
-        """Mark ``samples`` (a (B,) bool mask) of ``transfer`` as lost."""
-        none = torch.zeros(self.batch, dtype=torch.bool)
-        self.lost[transfer.id] = self.lost.get(transfer.id, none) | samples
 
 
 @dataclass

@@ -145,7 +145,7 @@ class StageArtifact:
     onnx: bytes
     inputs: tuple[Port, ...]
     outputs: tuple[Port, ...]
-    check: Mapping[str, Any] | None = None  # a Freivalds verifier's pool (``_freivalds.py``)
+    check: Mapping[str, Any] | None = None  # a Freivalds verifier's pool (``defences/verifier.py``)
 
     @property
     def digest(self) -> str:

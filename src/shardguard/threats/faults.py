@@ -1,0 +1,71 @@
+"""Fault injection on a worker (threat experiments): D3 straggling, D4 wrong outputs, D5 bit
+flips at rest, and a faulty wire, as one ``WorkerHook`` built from a ``behave`` message.
+
+A worker loads this module only when it was started with ``--allow-fault-injection``
+(``runtime/_deployment.py``, ``fault_injection``); without the flag a ``behave``
+message is refused and no code that corrupts outputs is loaded at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..hooks import WorkerHook
+from ..protocol.control import Behave
+
+
+def compromise(x: np.ndarray, mode: str, factor: float, rng: np.random.Generator) -> np.ndarray:
+    """D4: what a compromised device sends instead of a stage's output ``x``."""
+    if mode == "zero":
+        return np.zeros_like(x)
+    if mode == "scale":
+        return x * np.float32(factor)
+    if mode == "sign":
+        return -x
+    if mode == "random":  # Gaussian noise as large as the tensor's own spread
+        spread = float(x.std()) if x.size > 1 else 1.0
+        return (rng.standard_normal(x.shape) * (spread or 1.0)).astype(np.float32)
+    raise ConfigError(f"D4 mode {mode!r} cannot act on a worker (zero, scale, sign, random)")
+
+
+class Faults(WorkerHook):
+    """One ``behave`` message's faults, acting on what the worker computes and sends."""
+
+    def __init__(self, behave: Behave) -> None:
+        self.behave = behave
+        if behave.corrupt is not None:
+            compromise(np.zeros(2, np.float32), behave.corrupt, 1.0, np.random.default_rng())
+        # D4 random: fresh noise for every message, from this worker's own stream
+        self.rng = np.random.default_rng(behave.seed)
+
+    def on_stage(self, stage: str, outputs: list[np.ndarray],
+                 elapsed_s: float) -> list[np.ndarray]:
+        b = self.behave
+        if b.slow > 1.0:  # D3: take ``slow``× as long as the stage did
+            time.sleep(elapsed_s * (b.slow - 1.0))
+        if b.corrupt is None or (b.stages is not None and stage not in b.stages):
+            return outputs
+        return [compromise(o, b.corrupt, b.factor, self.rng) for o in outputs]
+
+    def on_send(self, frames: list[Any]) -> list[Any]:
+        """A faulty wire: one bit of the last tensor frame flips after sealing (the header
+        and its tag arrive intact, so the receiver sees an altered payload)."""
+        if not self.behave.garble_wire or len(frames) < 3:
+            return frames
+        payload = bytearray(frames[-2])
+        payload[len(payload) // 2] ^= 0x10
+        return [*frames[:-2], payload, frames[-1]]
+
+    def on_load(self, stored: Iterable[bytearray]) -> None:
+        """D5 at rest: ``flip_stored`` bits flip in each stored model, seen at the next load."""
+        if not self.behave.flip_stored:
+            return
+        rng = np.random.default_rng(self.behave.seed)
+        for model in stored:
+            for bit in rng.integers(0, len(model) * 8, self.behave.flip_stored):
+                model[bit // 8] ^= 1 << (bit % 8)
