@@ -194,3 +194,17 @@ def test_the_worker_command_refuses_behave_unless_started_with_the_flag(plans, t
                 proc.kill()
                 proc.wait()
                 proc.stdout.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_without_the_flag_no_fault_injection_code_is_loaded(flag):
+    """Not just refused: the code that corrupts outputs is not in a worker started without it."""
+    code = ("import os, sys; from shardguard.runtime.worker import Worker; "
+            f"Worker('pi1', 'tcp://127.0.0.1:0', None, insecure=True, "
+            f"allow_fault_injection={flag}); "
+            "print(sorted(m for m in sys.modules if m.startswith('shardguard.threats'))); "
+            "sys.stdout.flush(); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == ("['shardguard.threats', 'shardguard.threats.faults']" if flag
+                           else "[]")
