@@ -117,9 +117,35 @@ def _device_of(compiled: CompiledPlan, stage: str) -> str:
 
 def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
     """Cost of ``compiled`` on ``platform`` for one inference (one sample)."""
-    plan = compiled.plan
+    devices = _placed(compiled, platform)
+    transfers, crypto_of = _transfers(compiled, platform, devices)
+    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate
+                     for p in compiled.programs}
+    for p in compiled.programs:
+        dev = devices[p.device]
+        spec = platform.devices[p.device]
+        dev.compute_s += stage_compute[p.name]
+        dev.crypto_s += crypto_of[p.name]
+        dev.compute_j += spec.active_power_w * stage_compute[p.name]
+        dev.crypto_j += spec.active_power_w * crypto_of[p.name]
+    latency, finish, start_s = _critical_path(compiled, transfers, stage_compute, crypto_of)
+    # streaming period: the busiest device or link
+    link_busy: dict[object, float] = defaultdict(float)
+    for tc in transfers:
+        if tc.src_device == tc.dst_device:
+            continue
+        key = "medium" if platform.medium.shared else (tc.src_device, tc.dst_device)
+        link_busy[key] += tc.occupancy_s
+    period = max([d.busy_s for d in devices.values()] + list(link_busy.values()))
+    for name, dev in devices.items():
+        dev.idle_j = platform.devices[name].idle_power_w * max(0.0, period - dev.busy_s)
+    return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s)
+
+
+def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:
+    """Each used device with its stages, standby replicas and their memory."""
     devices: dict[str, DeviceCost] = {}
-    for name in plan.devices_used():
+    for name in compiled.plan.devices_used():
         if name not in platform.devices:
             raise PlanningError(f"plan uses device {name!r}, not in platform {platform.name}")
         devices[name] = DeviceCost(name, [], [], memory_limit=platform.devices[name].memory_bytes)
@@ -129,8 +155,14 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
         for r in p.replicas:
             devices[r].replicas.append(p.name)
             devices[r].memory_bytes += p.memory_bytes
+    return devices
 
-    # one message per (src stage, dst stage) and request: latency once, bytes summed
+
+def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, DeviceCost]
+               ) -> tuple[list[TransferCost], dict[str, float]]:
+    """One message per (src stage, dst stage) and request (latency once, bytes summed), with
+    the radio energy each end pays; and per stage, its seconds sealing and opening."""
+    plan = compiled.plan
     transfers: list[TransferCost] = []
     crypto_of: dict[str, float] = defaultdict(float)  # stage → seal/open seconds
     for (src_stage, dst_stage), group in compiled.links().items():
@@ -157,18 +189,14 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
         if dst != SOURCE:
             devices[dst].radio_j += link.rx_j_per_byte * nbytes
             devices[dst].bytes_received += nbytes
+    return transfers, crypto_of
 
-    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate
-                     for p in compiled.programs}
-    for p in compiled.programs:
-        dev = devices[p.device]
-        spec = platform.devices[p.device]
-        dev.compute_s += stage_compute[p.name]
-        dev.crypto_s += crypto_of[p.name]
-        dev.compute_j += spec.active_power_w * stage_compute[p.name]
-        dev.crypto_j += spec.active_power_w * crypto_of[p.name]
 
-    # critical path of one request; a device runs one stage at a time
+def _critical_path(compiled: CompiledPlan, transfers: list[TransferCost],
+                   stage_compute: dict[str, float], crypto_of: dict[str, float]
+                   ) -> tuple[float, dict[str, float], dict[str, float]]:
+    """One request's latency, each stage's finish and start; a device runs one stage at a
+    time."""
     by_dst: dict[str, list[TransferCost]] = defaultdict(list)
     for tc in transfers:
         by_dst[tc.dst].append(tc)
@@ -181,15 +209,4 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
         finish[p.name] = start_s[p.name] + stage_compute[p.name] + crypto_of[p.name]
         free[p.device] = finish[p.name]
     latency = max(finish[tc.src] + tc.seconds for tc in by_dst[OUTPUT])
-
-    # streaming period: the busiest device or link
-    link_busy: dict[object, float] = defaultdict(float)
-    for tc in transfers:
-        if tc.src_device == tc.dst_device:
-            continue
-        key = "medium" if platform.medium.shared else (tc.src_device, tc.dst_device)
-        link_busy[key] += tc.occupancy_s
-    period = max([d.busy_s for d in devices.values()] + list(link_busy.values()))
-    for name, dev in devices.items():
-        dev.idle_j = platform.devices[name].idle_power_w * max(0.0, period - dev.busy_s)
-    return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s)
+    return latency, finish, start_s
