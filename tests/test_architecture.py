@@ -85,3 +85,36 @@ def test_packages_import_only_from_lower_layers_counting_imports_inside_function
 def test_the_check_sees_imports_inside_functions():
     inside = [w for _, _, w in imports() if w.endswith("(in a function)")]
     assert any(w.startswith("cli/") for w in inside)  # commands import what they run lazily
+
+
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def test_every_source_file_fits_in_one_read():
+    long = {str(p.relative_to(ROOT)): n for p in ROOT.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES}
+    assert long == {}, f"over {MAX_FILE_LINES} lines: split by concept"
+
+
+def test_every_function_fits_on_a_screen():
+    long = {}
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = lines
+    assert long == {}, f"over {MAX_FUNCTION_LINES} lines (def to last line)"
+
+
+def test_the_worker_names_no_defence_or_threat():
+    """The worker moves, routes and collects messages; what defends or attacks them are hooks."""
+    classes = {node.name for package in ("defences", "threats")
+               for path in (ROOT / package).glob("*.py")
+               for node in ast.parse(path.read_text()).body if isinstance(node, ast.ClassDef)}
+    worker = ast.parse((ROOT / "runtime" / "worker.py").read_text())
+    used = {n.id for n in ast.walk(worker) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(worker) if isinstance(n, ast.Attribute)}
+    assert used & classes == set()
+    assert not [where for _, unit, where in imports()
+                if where.startswith("runtime/worker.py") and unit in ("defences", "threats")]
