@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pyarrow as pa
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,6 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from ..partition.bind import bind  # noqa: E402
 from .campaign import Trial, execute, plan_targets  # noqa: E402
 from .metrics import LOSSES, MEASURES  # noqa: E402
+from .rows import table  # noqa: E402
 from .subject import profile_images  # noqa: E402
 
 BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -60,6 +62,10 @@ class Analysis:
     reconstruction: list[dict[str, Any]]  # L6 by cut depth
     measure: str = "accuracy"  # or "agreement": scored against the clean top-1 (no labels)
     data: str = ""  # which data, as data.Data.describe() says
+
+    def table(self) -> pa.Table:
+        """``rows`` (every trial) as an Arrow table; ``.to_pandas()`` gives a DataFrame."""
+        return table(self.rows)
 
 
 def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4, train: int = 4000,

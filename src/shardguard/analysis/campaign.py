@@ -45,6 +45,7 @@ from pydantic import Field
 from .._progress import progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
+from .rows import Rows, columns, table
 from .subject import (
     Subject,
     check_memory,
@@ -306,8 +307,9 @@ def _outage(bound: Any, threat: Any, x: Any, deadline_s: float) -> Any:
     return outcome
 
 
-def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> list[dict[str, Any]]:
-    """Run every trial not already in ``out/results.jsonl``; return all rows."""
+def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> Rows:
+    """Run every trial not already in ``out/results.jsonl``; return all rows (``.table()``:
+    as an Arrow table)."""
     from ..graph import trace
     from ..partition import load_plan, make_plan
     from ..platform import load_platform
@@ -357,7 +359,7 @@ def plan_targets(plan: Any) -> dict[str, list[str]]:
 
 def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, processes: int,
             out: Path, description: str = "campaign", deadline_s: float = 10.0,
-            ray: str | None = None, data: str | None = None) -> list[dict[str, Any]]:
+            ray: str | None = None, data: str | None = None) -> Rows:
     """Run the trials not already in ``out/results.jsonl`` on a process pool (or a Ray
     cluster: ``analysis/backend.py``); all rows."""
     from .backend import Backend, Journal, split_cores
@@ -374,7 +376,7 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
         for _, row in backend.map(run_trial, todo):
             journal.add(row)
             bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
-    rows = [journal.rows[t.key] for t in trials]  # this sweep's, not whatever else is there
+    rows = Rows(journal.rows[t.key] for t in trials)  # this sweep's, not whatever else is there
     write_tables(rows, out)
     return rows
 
@@ -382,16 +384,13 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
 def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
     import csv
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param_"), k))
     with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=columns(rows))
         writer.writeheader()
         writer.writerows(rows)
-    table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
-    pq.write_table(table, out / "results.parquet")
+    pq.write_table(table(rows), out / "results.parquet")
 
 
 def load_campaign(path: str | Path) -> CampaignSpec:

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .._progress import progress
 from ..errors import ConfigError
 from .backend import Backend, Journal, claim, split_cores
 from .explore import Candidate, ExploreSpec, Space, evaluate, init
+from .rows import table
 
 OBJECTIVES = ("energy_j", "latency_s", "vulnerability")
 LABELS = {"energy_j": "max energy per device (mJ/inference)", "latency_s": "latency (ms)",
@@ -54,6 +56,10 @@ class Exploration:
     evaluated_now: int  # evaluated in this run; the rest came from the journal
     measure: str = "accuracy"  # or "agreement": scored against the clean top-1 (no labels)
     data: str = ""  # which data, as data.Data.describe() says
+
+    def table(self) -> pa.Table:
+        """``rows`` (every candidate evaluated) as an Arrow table (``.to_pandas()``)."""
+        return table(self.rows)
 
 
 class Evaluations:

@@ -6,11 +6,11 @@
     bound = bind("plan.yaml")          # model, graph, platform, compiled programs, cost
 """
 
-from .auto import STRATEGIES, make_plan
+from .auto import STRATEGIES, make_plan, plan
 from .bind import Bound, bind
 from .build import Planned
 from .compile import CompiledPlan, StageProgram, Transfer, compile_plan
 from .plan import ModelRef, Plan, load_plan
 
 __all__ = ["STRATEGIES", "Bound", "CompiledPlan", "ModelRef", "Plan", "Planned", "StageProgram",
-           "Transfer", "bind", "compile_plan", "load_plan", "make_plan"]
+           "Transfer", "bind", "compile_plan", "load_plan", "make_plan", "plan"]

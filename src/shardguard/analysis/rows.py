@@ -1,0 +1,33 @@
+"""Result rows as a table: every sweep's results (campaign, analysis, exploration) as Arrow.
+
+    found = sg.explore(spec, Path("out/explore"))
+    found.table().to_pandas()                  # a DataFrame, when pandas is installed
+
+Columns are the union of the rows' keys (``param_*`` last); a column a few rows leave
+empty is null there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+Row = dict[str, Any]
+
+
+def columns(rows: list[Row]) -> list[str]:
+    return sorted({k for r in rows for k in r}, key=lambda k: (k.startswith("param_"), k))
+
+
+def table(rows: list[Row]) -> pa.Table:
+    """``rows`` as an Arrow table (``.to_pandas()`` gives a DataFrame)."""
+    names = columns(rows)
+    return pa.Table.from_pylist([{c: r.get(c) for c in names} for r in rows])
+
+
+class Rows(list[Row]):
+    """A sweep's rows (a list of dicts, as before) that also give themselves as a table."""
+
+    def table(self) -> pa.Table:
+        return table(self)
