@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MalformedMessage
 from ..partition.bind import Bound
 from ..partition.compile import Transfer
 from ..runtime import wire
@@ -45,7 +45,7 @@ class RelayAttacker:
     def __call__(self, frames: list[bytes]) -> list[list[bytes]] | None:
         try:
             header = wire.parse_header(frames[0])
-        except wire.MalformedMessage:
+        except MalformedMessage:
             return [frames]  # not a data message it understands: pass it on
         src, _, dst = header.link.partition(">")
         traffic = Traffic(header.tensors[0].shape[0] if header.tensors else 1, {})
@@ -104,8 +104,11 @@ def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_re
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL if isinstance(threat, Crash) else signal.SIGSTOP)
                 if isinstance(threat, Outage):
-                    timer = threading.Timer(threat.seconds,
-                                            lambda: [os.kill(p, signal.SIGCONT) for p in pids])
+                    def resume() -> None:
+                        for p in pids:
+                            os.kill(p, signal.SIGCONT)
+
+                    timer = threading.Timer(threat.seconds, resume)
                     timer.daemon = True
                     timer.start()
 
