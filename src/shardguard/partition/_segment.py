@@ -13,7 +13,7 @@ import copy
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import fx, nn
@@ -225,7 +225,7 @@ class SegmentBuilder:
             conv = self.modules[str(self.fx[self.nodes[0]].target)]
             source = self._tensor_inputs(self.nodes[0])[0]
             need = full[source] if conv.groups == 1 else ((c0, c1), *full[source][1:])
-            needs = {source: need}
+            needs: dict[str, Region] = {source: need}
             for t, r in passing.items():
                 needs[t] = regions.hull([needs[t], r]) if t in needs else r
             macs = self.graph.by_name[self.nodes[0]].macs * (c1 - c0) // channels
@@ -235,8 +235,9 @@ class SegmentBuilder:
         if stage.rows[1] > height or stage.cols[1] > width:
             raise self._fail(f"stage {stage.name}: tile rows {stage.rows} cols {stage.cols} "
                              f"beyond the {height}×{width} output of {last}")
-        computed = {last: (full[last][0], tuple(stage.rows), tuple(stage.cols))}
-        needs: dict[str, Region] = {}
+        (r0, r1), (k0, k1) = stage.rows, stage.cols  # each a [start, stop) pair
+        computed = {last: (full[last][0], (r0, r1), (k0, k1))}
+        needs = {}
         inside = set(self.nodes)
         for name in reversed(self.nodes):
             if name not in computed:
@@ -300,7 +301,8 @@ class SegmentBuilder:
             if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: own channels
                 source = self._tensor_inputs(name)[0]
                 x, have = env[source]
-                want = (tuple(stage.channels), *have[1:])
+                c0, c1 = stage.channels
+                want = ((c0, c1), *have[1:])
                 root.add_module(name, module)
                 return g.call_module(name, (_crop_node(g, x, have, want),))
         elif self.split == "spatial" and module is not None and self.local_kind(name) == "window":
@@ -335,16 +337,16 @@ class SegmentBuilder:
         kwargs = fx.node.map_arg(node.kwargs, arg)
         if module is not None:
             root.add_module(name, module)
-            return g.call_module(name, args, kwargs)  # type: ignore[arg-type]
+            return g.call_module(name, args, kwargs)
         if node.op == "get_attr":
-            value = self.graph.module
+            attr: Any = self.graph.module  # a tensor at the end of the dotted path
             for part in str(node.target).split("."):
-                value = getattr(value, part)
-            root.register_buffer(name, copy.deepcopy(value))
+                attr = getattr(attr, part)
+            root.register_buffer(name, copy.deepcopy(attr))
             return g.get_attr(name)
         if node.op == "call_method":
-            return g.call_method(str(node.target), args, kwargs)  # type: ignore[arg-type]
-        return g.call_function(node.target, args, kwargs)  # type: ignore[arg-type]
+            return g.call_method(str(node.target), args, kwargs)
+        return g.call_function(node.target, args, kwargs)
 
 
 def _bytes_per(graph: Graph, name: str) -> int:
@@ -408,12 +410,16 @@ def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         depthwise = module.groups > 1
         n = c1 - c0
-        conv = nn.Conv2d(n if depthwise else module.in_channels, n, module.kernel_size,
-                         module.stride, module.padding, module.dilation,
-                         groups=n if depthwise else 1, bias=module.bias is not None,
+        # torch types a conv's geometry as tuple[int, ...]; a Conv2d's are pairs
+        kernel, stride, dilation = (cast(tuple[int, int], size) for size in
+                                    (module.kernel_size, module.stride, module.dilation))
+        padding = cast("str | tuple[int, int]", module.padding)
+        conv = nn.Conv2d(n if depthwise else module.in_channels, n, kernel, stride, padding,
+                         dilation, groups=n if depthwise else 1, bias=module.bias is not None,
                          padding_mode=module.padding_mode)
         conv.weight.data.copy_(module.weight.data[c0:c1])
         if module.bias is not None:
+            assert conv.bias is not None  # made with bias=True just above
             conv.bias.data.copy_(module.bias.data[c0:c1])
         return conv
     if isinstance(module, nn.BatchNorm2d):
@@ -424,6 +430,7 @@ def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
             if src is not None:
                 getattr(bn, key).data.copy_(src.data[c0:c1])
         if module.num_batches_tracked is not None:
+            assert bn.num_batches_tracked is not None  # made with the same track_running_stats
             bn.num_batches_tracked.copy_(module.num_batches_tracked)
         return bn.eval()
     return copy.deepcopy(module)
