@@ -108,7 +108,7 @@ class DataPlane:
             return x
         self.counters.clipped += int(bad.sum())
         self.counters.flagged += int(bad.reshape(len(x), -1).any(1).sum())
-        return np.clip(np.nan_to_num(x, nan=0.0), low, high)
+        return np.asarray(np.clip(np.nan_to_num(x, nan=0.0), low, high))
 
     def receive(self, req: int, link: str, arrays: dict[str, np.ndarray],
                 route: dict[str, str]) -> None:
