@@ -55,8 +55,8 @@ WITNESS_TOLERANCE = 1e-4  # a verified output against its prover's (as votes com
 class Handle:
     device: str
     control: str
-    socket: zmq.Socket
-    monitor: zmq.Socket
+    socket: zmq.Socket[Any]
+    monitor: zmq.Socket[Any]
     data: str = ""
     process: subprocess.Popen[str] | None = None
     alive: bool = True
@@ -177,7 +177,7 @@ class Cluster:
         self.keys = keys
         self.ctx = zmq.Context()
         self.handles: dict[str, Handle] = {}
-        self.pushes: dict[str, zmq.Socket] = {}
+        self.pushes: dict[str, zmq.Socket[Any]] = {}
         self.relays: list[Relay] = []
         # request ids start at a random point: a forger cannot guess live ones
         self.next_req = int.from_bytes(os.urandom(6), "big")
@@ -343,6 +343,7 @@ class Cluster:
             except Exception:  # noqa: BLE001 - a relay's failure must not block the cleanup
                 pass
         deadline = time.monotonic() + 3.0
+        sock: zmq.Socket[Any] | None
         for handle in self.handles.values():
             if handle.process is not None:
                 try:
@@ -412,11 +413,13 @@ class Cluster:
         corrupt=zero|scale|sign|random (stages=[...]: only in what those of its stages send),
         flip_stored=n (D5 at rest: n bit flips in each stored stage model), garble_wire=True
         (one bit of every message it sends flips after sealing, as on a faulty link)."""
-        message = Behave(**{k: tuple(v) if k == "stages" else v for k, v in behaviour.items()})
+        fields: dict[str, Any] = {k: tuple(v) if k == "stages" else v
+                                  for k, v in behaviour.items()}
+        message = Behave(**fields)
         self.call(device, message.to_wire())
 
     # -- data -------------------------------------------------------------------------------
-    def _push(self, address: str) -> zmq.Socket:
+    def _push(self, address: str) -> zmq.Socket[Any]:
         if address not in self.pushes:
             self.pushes[address] = push_socket(self.ctx, address, hwm=10_000)
         return self.pushes[address]
@@ -520,6 +523,7 @@ class Cluster:
         first_submit: dict[int, float] = {}
         errors: dict[int, str] = {}
         inflight: dict[int, _Request] = {}
+        r: _Request | None  # a request being sent, or the one a message answers (if in flight)
         finished: set[int] = set()
         resubmitted = duplicates = alarms = 0
         rejected: list[dict[str, Any]] = []
