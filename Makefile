@@ -1,5 +1,5 @@
-# ShardGuard: `make demo` runs the main job, `make test` the test suite, `make bench` the
-# benchmarks. Each first creates .venv and installs everything (scripts/setup.sh).
+# ShardGuard: `make demo` runs the main job, `make test` ruff, mypy and the test suite,
+# `make bench` the benchmarks. Each first creates .venv and installs everything (scripts/setup.sh).
 # PyTorch is pinned to the CPU build; override with e.g. `make demo TORCH=torch==2.12.0`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,6 +23,8 @@ demo: setup dataset
 	$(BIN)/shardguard demo
 
 test: setup dataset chromium
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q
 
 bench: setup dataset

@@ -8,7 +8,7 @@ names the file and the field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -59,4 +59,5 @@ def load_yaml(cls: type[C], path: Path) -> C:
 
 def dump_yaml(obj: BaseModel) -> str:
     data = obj.model_dump(mode="json", exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    # PyYAML is untyped; with no stream, safe_dump returns the document as a str
+    return cast(str, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))

@@ -116,6 +116,7 @@ class LocalExecutor:
         redundant = next((h for h in self.interceptors
                           if isinstance(h, Redundant) and h.covers(program)), None)
         if redundant is None:
+            assert program.module is not None  # __init__ built every stage
             return _on_stage(self.interceptors, program, list(program.module(*args)), traffic)
         computed = redundant.compute(program, args)
         others = [h for h in self.interceptors if h is not redundant]
@@ -159,7 +160,7 @@ def check(executor: LocalExecutor, whole: Callable[[torch.Tensor], torch.Tensor]
     partitioned plan and through ``whole`` (the whole model, or any reference such as
     onnxruntime running the original file); compare."""
     diff, lo, hi, same, samples = 0.0, float("inf"), float("-inf"), 0, 0
-    for chunk in (x.split(batch_size) if isinstance(x, torch.Tensor) else x):
+    for chunk in (torch.split(x, batch_size) if isinstance(x, torch.Tensor) else x):
         samples += len(chunk)
         ref = whole(chunk)
         got = executor(chunk)

@@ -282,7 +282,7 @@ def _bounds(bound: Any) -> Any:
 
 def _false_positives(strategy: str, defence: Any, bound: Any, x: Any) -> float:
     """Share of clean samples the defence flags (no threat), once per plan and defence."""
-    cache = _STATE.setdefault("fpr", {})
+    cache: dict[tuple[str, str], float] = _STATE.setdefault("fpr", {})
     if (strategy, defence.name) not in cache:
         _outcome(bound, None, x, defence)
         cache[(strategy, defence.name)] = float(defence.flagged(len(x)).float().mean())
@@ -332,7 +332,8 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> Rows:
                                  "data_used": data.describe(), "measure": data.measure},
           ("model", "weights", "platform", "objective", "samples", "deadline_s", "input_shape",
            "preprocess", "data_used"))
-    plan_files, targets = {}, {}
+    plan_files: dict[str, str] = {}
+    targets: dict[str, dict[str, list[str]]] = {}
     for strategy in spec.strategies:
         for k in replicas:
             key = plan_key(strategy, k)

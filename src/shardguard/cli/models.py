@@ -99,7 +99,8 @@ def train(
     loaded = load_model(model, pretrained=False)  # zoo models are built under ``seed`` here
     out = output or Path("checkpoints") / f"{loaded.name}.pt"
     refuse_overwrite(out, force)
-    recipe = ZOO[model].recipe if model in ZOO and ZOO[model].recipe else Recipe(epochs=8)
+    zoo_recipe = ZOO[model].recipe if model in ZOO else None  # None: no recipe to follow
+    recipe = zoo_recipe or Recipe(epochs=8)
     recipe = replace(recipe, epochs=epochs if epochs is not None else recipe.epochs,
                      lr=lr or recipe.lr)
     if model in ZOO:

@@ -84,7 +84,8 @@ class DropPieces(nn.Module):
         for device, region in self.pieces:
             rows = torch.nonzero(lost == device).flatten()
             if len(rows):
-                keep[(rows, *(slice(a, b) for a, b in region))] = 0
+                index: tuple[torch.Tensor | slice, ...] = (rows, *(slice(a, b) for a, b in region))
+                keep[index] = 0
         return x * keep
 
 

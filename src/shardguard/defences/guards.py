@@ -44,7 +44,7 @@ def profile_bounds(compiled: CompiledPlan, x: torch.Tensor) -> Bounds:
     """Per-channel min and max of every link tensor over clean inputs ``x``."""
     recorder = _Recorder()
     executor = LocalExecutor(compiled, [recorder])
-    for chunk in x.split(1000):
+    for chunk in torch.split(x, 1000):
         executor.run(chunk)
     return {k: (recorder.low[k], recorder.high[k]) for k in recorder.low}
 

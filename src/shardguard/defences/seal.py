@@ -353,7 +353,7 @@ def _aead(algorithm: str, key: bytes) -> Any:
 
 def _mac(algorithm: str, key: bytes, header: bytes, seq: int, frames: Sequence[Buffer]) -> bytes:
     if algorithm == "mac:hmac-sha256":
-        mac: Any = hmac.new(key, digestmod=hashlib.sha256)
+        mac: hmac.HMAC | hashlib.blake2b = hmac.new(key, digestmod=hashlib.sha256)
     else:
         mac = hashlib.blake2b(key=key, digest_size=32)
     mac.update(struct.pack(">IQI", len(header), seq, len(frames)))

@@ -41,7 +41,7 @@ them still works; in memory, after ``load_plan``, they are absolute.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -51,7 +51,7 @@ from ..data.preprocess import Preprocess
 from ..errors import ConfigError
 from ..protections import CATALOGUE
 
-PLAN_VERSION = 1
+PLAN_VERSION: Final = 1
 Split = Literal["none", "spatial", "channel"]
 Strategy = Literal["pipeline", "spatial", "channel", "auto", "manual"]
 Objective = Literal["latency", "throughput", "energy", "energy-total"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -99,7 +99,7 @@ def _link(where: str, value: object) -> str:
     return text
 
 
-def _fields(where: str, m: object, required: set[str], optional: set[str] = frozenset()
+def _fields(where: str, m: object, required: Set[str], optional: Set[str] = frozenset()
             ) -> Mapping[str, Any]:
     if not isinstance(m, dict):
         raise _fail(where, "is not a map")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import msgpack
 import numpy as np
@@ -57,7 +57,8 @@ _SPEC_KEYS = frozenset({"name", "dtype", "shape"})
 # Fixed byte order on the wire, whatever the host's.
 _WIRE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 # dtype -> its name, for the hot path (``dtype.name`` costs microseconds per call)
-_NAME_OF = {np.dtype(name).newbyteorder(order): name for name in DTYPES for order in "<>="}
+_ORDERS: tuple[Literal["<", ">", "="], ...] = ("<", ">", "=")
+_NAME_OF = {np.dtype(name).newbyteorder(order): name for name in DTYPES for order in _ORDERS}
 
 
 class _HasBuffer(Protocol):
@@ -126,7 +127,7 @@ def frame_nbytes(frame: Frame) -> int:
 
 def encode(req: int, seq: int, link: str, route: Mapping[str, str],
            arrays: Sequence[tuple[str, npt.NDArray[Any]]], flags: int = 0
-           ) -> list[bytes | memoryview]:
+           ) -> list[bytes | bytearray | memoryview]:
     """Frames for one message: header bytes, then a memoryview of each array.
 
     An array is copied only if it is not already C-contiguous little-endian; otherwise
@@ -135,10 +136,11 @@ def encode(req: int, seq: int, link: str, route: Mapping[str, str],
     everything else.
     """
     specs = []
-    frames: list[bytes | memoryview] = [b""]
+    # bytearray too: a sealing layer may replace the tensor frames with its own buffers
+    frames: list[bytes | bytearray | memoryview] = [b""]
     for name, array in arrays:
         dtype = getattr(array, "dtype", None)
-        kind = _NAME_OF.get(dtype) if isinstance(array, np.ndarray) else None
+        kind = _NAME_OF.get(array.dtype) if isinstance(array, np.ndarray) else None
         if kind is None:
             raise MalformedMessage(f"tensor {name!r}: not an ndarray of {sorted(DTYPES)}")
         if not array.flags.c_contiguous or dtype != _WIRE_DTYPE[kind]:

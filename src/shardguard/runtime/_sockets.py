@@ -14,7 +14,7 @@ def push_socket(ctx: zmq.Context[Any], address: str, hwm: int = 1000) -> zmq.Soc
     (``zmq.Again`` with NOBLOCK) instead of piling up: the caller counts it, and the
     coordinator's deadline resubmits the request.
     """
-    sock = ctx.socket(zmq.PUSH)
+    sock: zmq.Socket[Any] = ctx.socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.IMMEDIATE, 1)

@@ -38,8 +38,11 @@ def export_program(program: StageProgram, opset: int = 17, extra_outputs: int = 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(program.module, args, buffer, input_names=in_names,
-                              output_names=out_names, opset_version=opset, dynamo=False,
+            # torch types ``f`` as a path; the TorchScript exporter (dynamo=False) also
+            # writes to a file-like object
+            torch.onnx.export(program.module, args, buffer,  # type: ignore[arg-type]
+                              input_names=in_names, output_names=out_names,
+                              opset_version=opset, dynamo=False,
                               dynamic_axes={n: {0: "batch"} for n in in_names + out_names})
     except Exception as exc:  # the exporter raises many types for unsupported ops
         raise ModelError(f"stage {program.name}: ONNX export failed ({exc})") from exc

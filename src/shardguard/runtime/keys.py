@@ -31,9 +31,9 @@ def generate(directory: Path, devices: list[str], *, force: bool = False) -> lis
     for name in [COORDINATOR, *devices]:
         for suffix in (".key", ".key_secret"):
             (directory / f"{name}{suffix}").unlink(missing_ok=True)
-        public, secret = zmq.auth.create_certificates(str(directory), name)
-        Path(secret).chmod(0o600)
-        written += [Path(public), Path(secret)]
+        public_file, secret_file = zmq.auth.create_certificates(str(directory), name)
+        Path(secret_file).chmod(0o600)
+        written += [Path(public_file), Path(secret_file)]
     authorized = directory / "authorized"
     authorized.mkdir(exist_ok=True)
     shutil.copy(directory / f"{COORDINATOR}.key", authorized / f"{COORDINATOR}.key")

@@ -37,7 +37,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class LinkSecurity:
         receiver = receiver or end(link.split(">", 1)[1], route)
         sealed = wire.FLAG_SEALED if algorithm is not None else 0
         frames = wire.encode(req, seq, link, route, arrays, flags | sealed)
-        header = frames[0]
+        header = cast(bytes, frames[0])  # wire.encode puts the msgpack header first, as bytes
         if algorithm is not None:
             frames[1:] = self.keys.sealer(link, algorithm, receiver).seal(header, seq, frames[1:])
         frames.append(self.keys.header_auth(link, self.name, receiver).tag(header))

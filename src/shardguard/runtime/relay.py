@@ -177,7 +177,7 @@ class Relay:
             push.connect(self.downstream)
             wake.bind(wake_addr)
             inner.connect(wake_addr)
-            self._address = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self._address = pull.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             for s in sockets:
                 s.close(linger=0)
@@ -310,7 +310,7 @@ class Relay:
 
 
 def _socket(ctx: zmq.Context[Any], kind: int, opened: list[zmq.Socket[Any]]) -> zmq.Socket[Any]:
-    sock = ctx.socket(kind)
+    sock: zmq.Socket[Any] = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     opened.append(sock)
     return sock

@@ -267,11 +267,11 @@ class Worker:
             if self.data in events:
                 for _ in range(64):  # drain a burst, then look at control again
                     try:
-                        frames = self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK)
+                        parts = self.data.recv_multipart(copy=False, flags=zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     try:
-                        self.handle_data(frames)
+                        self.handle_data(parts)
                     except Exception as exc:  # noqa: BLE001 - a bug must not stop the device
                         if self.plane is not None:
                             self.plane.d.inbox.count("internal-error", None)

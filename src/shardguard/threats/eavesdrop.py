@@ -53,7 +53,7 @@ def overheard(compiled: CompiledPlan, link: str, x: torch.Tensor) -> torch.Tenso
     recorder = _Recorder(link)
     executor = LocalExecutor(compiled, [recorder])
     parts = []
-    for chunk in x.split(500):
+    for chunk in torch.split(x, 500):
         recorder.seen.clear()
         executor.run(chunk)
         if not recorder.seen:
@@ -124,10 +124,10 @@ def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: 
     optimiser = torch.optim.Adam(decoder.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        for idx in torch.randperm(len(z_train), generator=generator).split(128):
+        for idx in torch.split(torch.randperm(len(z_train), generator=generator), 128):
             loss = F.mse_loss(decoder(z_train[idx]), train_x[idx])
             optimiser.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
             optimiser.step()
     with torch.no_grad():
         rebuilt = decoder(z_test)

@@ -39,7 +39,7 @@ def predict(module: nn.Module, split: Split, *, n: int | None = None,
     was_training = module.training
     module.eval()
     x, _ = split.tensors(n)
-    preds = [module(chunk).argmax(1) for chunk in x.split(batch_size)]
+    preds = [module(chunk).argmax(1) for chunk in torch.split(x, batch_size)]
     module.train(was_training)
     return torch.cat(preds)
 
@@ -156,7 +156,8 @@ def train_head(module: nn.Module, head: str, features: torch.Tensor, labels: tor
         task = bar.add_task("training the head", total=recipe.epochs, info="")
         for epoch in range(1, recipe.epochs + 1):
             total = 0.0
-            for idx in torch.randperm(len(labels), generator=generator).split(recipe.batch_size):
+            for idx in torch.split(torch.randperm(len(labels), generator=generator),
+                                   recipe.batch_size):
                 loss = loss_fn(layer(features[idx]), labels[idx])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
