@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -71,12 +71,16 @@ def slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         depthwise = module.groups > 1
         n = c1 - c0
-        conv = nn.Conv2d(n if depthwise else module.in_channels, n, module.kernel_size,
-                         module.stride, module.padding, module.dilation,
-                         groups=n if depthwise else 1, bias=module.bias is not None,
+        # torch types a conv's geometry as tuple[int, ...]; a Conv2d's are pairs
+        kernel, stride, dilation = (cast(tuple[int, int], size) for size in
+                                    (module.kernel_size, module.stride, module.dilation))
+        padding = cast("str | tuple[int, int]", module.padding)
+        conv = nn.Conv2d(n if depthwise else module.in_channels, n, kernel, stride, padding,
+                         dilation, groups=n if depthwise else 1, bias=module.bias is not None,
                          padding_mode=module.padding_mode)
         conv.weight.data.copy_(module.weight.data[c0:c1])
         if module.bias is not None:
+            assert conv.bias is not None  # made with bias=True just above
             conv.bias.data.copy_(module.bias.data[c0:c1])
         return conv
     if isinstance(module, nn.BatchNorm2d):
@@ -87,6 +91,7 @@ def slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
             if src is not None:
                 getattr(bn, key).data.copy_(src.data[c0:c1])
         if module.num_batches_tracked is not None:
+            assert bn.num_batches_tracked is not None  # made with the same track_running_stats
             bn.num_batches_tracked.copy_(module.num_batches_tracked)
         return bn.eval()
     return copy.deepcopy(module)

@@ -197,7 +197,7 @@ class SegmentBuilder:
             conv = self.modules[str(self.fx[self.nodes[0]].target)]
             source = self._tensor_inputs(self.nodes[0])[0]
             need = full[source] if conv.groups == 1 else ((c0, c1), *full[source][1:])
-            needs = {source: need}
+            needs: dict[str, Region] = {source: need}
             for t, r in passing.items():
                 needs[t] = regions.hull([needs[t], r]) if t in needs else r
             macs = self.graph.by_name[self.nodes[0]].macs * (c1 - c0) // channels
@@ -207,8 +207,9 @@ class SegmentBuilder:
         if stage.rows[1] > height or stage.cols[1] > width:
             raise self._fail(f"stage {stage.name}: tile rows {stage.rows} cols {stage.cols} "
                              f"beyond the {height}×{width} output of {last}")
-        computed = {last: (full[last][0], tuple(stage.rows), tuple(stage.cols))}
-        needs: dict[str, Region] = {}
+        (r0, r1), (k0, k1) = stage.rows, stage.cols  # each a [start, stop) pair
+        computed = {last: (full[last][0], (r0, r1), (k0, k1))}
+        needs = {}
         inside = set(self.nodes)
         for name in reversed(self.nodes):
             if name not in computed:
@@ -272,7 +273,8 @@ class SegmentBuilder:
             if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: own channels
                 source = self._tensor_inputs(name)[0]
                 x, have = env[source]
-                want = (tuple(stage.channels), *have[1:])
+                c0, c1 = stage.channels
+                want = ((c0, c1), *have[1:])
                 root.add_module(name, module)
                 return g.call_module(name, (_crop_node(g, x, have, want),))
         elif self.split == "spatial" and module is not None and self.local_kind(name) == "window":
@@ -307,16 +309,16 @@ class SegmentBuilder:
         kwargs = fx.node.map_arg(node.kwargs, arg)
         if module is not None:
             root.add_module(name, module)
-            return g.call_module(name, args, kwargs)  # type: ignore[arg-type]
+            return g.call_module(name, args, kwargs)
         if node.op == "get_attr":
-            value = self.graph.module
+            attr: Any = self.graph.module  # a tensor at the end of the dotted path
             for part in str(node.target).split("."):
-                value = getattr(value, part)
-            root.register_buffer(name, copy.deepcopy(value))
+                attr = getattr(attr, part)
+            root.register_buffer(name, copy.deepcopy(attr))
             return g.get_attr(name)
         if node.op == "call_method":
-            return g.call_method(str(node.target), args, kwargs)  # type: ignore[arg-type]
-        return g.call_function(node.target, args, kwargs)  # type: ignore[arg-type]
+            return g.call_method(str(node.target), args, kwargs)
+        return g.call_function(node.target, args, kwargs)
 
 
 def _bytes_per(graph: Graph, name: str) -> int:

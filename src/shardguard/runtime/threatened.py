@@ -56,8 +56,11 @@ def run_under_threat(bound: Bound, threat: Threat, x: np.ndarray | Any, *, at_re
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL if isinstance(threat, Crash) else signal.SIGSTOP)
                 if isinstance(threat, Outage):
-                    timer = threading.Timer(threat.seconds,
-                                            lambda: [os.kill(p, signal.SIGCONT) for p in pids])
+                    def resume() -> None:
+                        for p in pids:
+                            os.kill(p, signal.SIGCONT)
+
+                    timer = threading.Timer(threat.seconds, resume)
                     timer.daemon = True
                     timer.start()
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..errors import MalformedMessage
 from ..hooks import Traffic
 from ..partition.compile import Transfer
 from ..protocol import wire
@@ -33,7 +34,7 @@ class RelayAttacker:
     def __call__(self, frames: list[bytes]) -> list[list[bytes]] | None:
         try:
             header = wire.parse_header(frames[0])
-        except wire.MalformedMessage:
+        except MalformedMessage:
             return [frames]  # not a data message it understands: pass it on
         src, _, dst = header.link.partition(">")
         traffic = Traffic(header.tensors[0].shape[0] if header.tensors else 1, {})
