@@ -56,7 +56,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 # the catalogue's figures (``protections.py``), by name
 KEY_BYTES = {name: p.key_bytes for name, p in CATALOGUE.items()}
 TAG_BYTES = {name: p.tag_bytes for name, p in CATALOGUE.items()}
-ALGORITHMS = available()
+# the seals that authenticate (a keyless check such as check:crc32 is not among them)
+ALGORITHMS = tuple(name for name in available() if CATALOGUE[name].authenticates)
 HEADER_AUTH = "auth:blake2b-128"  # the header tag every data message carries
 HEADER_TAG_BYTES = 16
 HEADER_TAG_KEY_BYTES = 32
