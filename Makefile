@@ -23,7 +23,7 @@ demo: setup dataset
 	$(BIN)/shardguard demo
 
 test: setup dataset chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: setup dataset
 	@# PyTorchFI is for the comparison benchmark only: kept out of the package's environment
