@@ -7,10 +7,11 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,7 @@ from shardguard.data import Split, load_split
 
 REPO = Path(__file__).resolve().parents[1]
 PLATFORM = "rpi4x4-ethernet"
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +58,21 @@ def planned(model: str = "resnet-small", strategy: str = "pipeline", *,
     return make_plan(graph, ModelRef(ref=model, weights=weights, input_shape=[1, 28, 28]),
                      load_platform(PLATFORM), strategy=strategy,  # type: ignore[arg-type]
                      objective=objective, replicas=replicas)  # type: ignore[arg-type]
+
+
+def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0,
+               interval: float = 0.05) -> T:
+    """``probe()``, asked again every ``interval`` s until ``done`` holds for what it returned
+    or ``timeout`` s have passed; the last answer either way, for the test to assert on.
+
+    For what a test used to sleep a fixed time for: it returns as soon as the worker got
+    there, and waits longer than the sleep did on a busy machine."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > end:
+            return value
+        time.sleep(interval)
 
 
 def write_plan(tmp_path: Path, of: Any, protection: str = "none", name: str = "plan") -> Path:
