@@ -25,7 +25,7 @@ demo: setup dataset
 test: setup dataset chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 bench: setup dataset
 	@# PyTorchFI is for the comparison benchmark only: kept out of the package's environment

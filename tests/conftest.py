@@ -7,10 +7,11 @@ import functools
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,6 +19,7 @@ from shardguard.data import Split, load_split
 
 REPO = Path(__file__).resolve().parents[1]
 PLATFORM = "rpi4x4-ethernet"
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,6 +58,21 @@ def planned(model: str = "resnet-small", strategy: str = "pipeline", *,
     return make_plan(graph, ModelRef(ref=model, weights=weights, input_shape=[1, 28, 28]),
                      load_platform(PLATFORM), strategy=strategy,  # type: ignore[arg-type]
                      objective=objective, replicas=replicas)  # type: ignore[arg-type]
+
+
+def eventually(probe: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0,
+               interval: float = 0.05) -> T:
+    """``probe()``, asked again every ``interval`` s until ``done`` holds for what it returned
+    or ``timeout`` s have passed; the last answer either way, for the test to assert on.
+
+    For what a test used to sleep a fixed time for: it returns as soon as the worker got
+    there, and waits longer than the sleep did on a busy machine."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value) or time.monotonic() > end:
+            return value
+        time.sleep(interval)
 
 
 def write_plan(tmp_path: Path, of: Any, protection: str = "none", name: str = "plan") -> Path:
@@ -107,3 +124,43 @@ def zmq_context() -> Iterator[Any]:
     left_open = [s for s in opened if not s.closed]
     context.destroy(linger=0)
     assert not left_open, f"{len(left_open)} ZeroMQ socket(s) left open: {left_open}"
+
+
+# -- running in parallel (make test: pytest -n 2 --dist loadgroup) ---------------------------
+
+#: The longest tests, started first so that the two workers finish together instead of one
+#: of them starting a ten-minute test near the end (seconds: one run with -n 2 on a busy
+#: 2-core machine, 2026-12-04). Groups (xdist_group) are handed out before single tests.
+SLOWEST_FIRST = (
+    "test_large_cnn.py::test_a_224_cnn_goes_through_plan_check_run_analyze",  # 1025
+    "test_any_model.py::test_imagenet_size_models",  # 577
+    "test_analyze.py::test_analysis_writes_figures_and_ranks_devices_and_links",  # 522
+    "test_demo.py::test_demo_runs_end_to_end_and_summarises",  # about 2.5 min alone
+    "test_large_cnn.py::",
+    "test_campaign.py::test_defences_are_a_campaign_dimension",  # 124
+    "test_datasets.py::test_an_npz_copy_of_the_test_set",  # 99
+    "test_any_model.py::test_campaign_and_explore_run_a_model_file",  # 87
+    "test_partition.py::test_zoo_models_plan_and_check_exactly_under_every_strategy",
+    "test_freivalds.py::",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, put the longest tests first (a stable sort: the rest keep their order)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # each worker collects, in the same order
+        return
+
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(SLOWEST_FIRST) if prefix in item.nodeid),
+                    len(SLOWEST_FIRST))
+    items.sort(key=rank)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker, torch gets this worker's share of the cores: two workers with
+    two threads each on two cores spend their time waiting for each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

@@ -73,12 +73,19 @@ def test_a_model_file_without_an_input_shape_is_refused_in_one_line(tmp_path):
     assert len(lines) == 1 and "input_shape" in lines[0]
 
 
+# Each model's eval, resnet18's plan → check → run → analyze, and its campaign and
+# exploration are separate tests, so that parallel workers share them (they were one test,
+# the second longest of the suite).
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "resnet50", "vgg16", "mobilenetv2"])
+def test_imagenet_size_models_evaluate_without_a_traceback(model):
+    result = run_cli("eval", model, "-n", "2")
+    succeeded(result, f"eval {model}")
+    assert "on 2 images" in result.out and "224×224" in result.out
+
+
 @pytest.mark.slow
 def test_imagenet_size_models_go_through_every_command_without_a_traceback(tmp_path):
-    for model in ("resnet18", "resnet50", "vgg16", "mobilenetv2"):
-        result = run_cli("eval", model, "-n", "2")
-        succeeded(result, f"eval {model}")
-        assert "on 2 images" in result.out and "224×224" in result.out
     plan = tmp_path / "plan.yaml"
     succeeded(run_cli("plan", "resnet18", "-p", "rpi4x4-ethernet", "--stages", "2", "-o",
                    str(plan)), "plan")
@@ -87,6 +94,10 @@ def test_imagenet_size_models_go_through_every_command_without_a_traceback(tmp_p
     analysis = run_cli("analyze", str(plan), "-n", "2", "-o", str(tmp_path / "analysis"))
     succeeded(analysis, "analyze")
     assert "criticality" in analysis.out
+
+
+@pytest.mark.slow
+def test_imagenet_size_models_go_through_campaign_and_explore_without_a_traceback(tmp_path):
     spec = tmp_path / "campaign.yaml"
     spec.write_text("model: resnet18\nplatform: rpi4x4-ethernet\nsamples: 2\nthreats:\n"
                     "  - {id: D1, target: devices}\n")

@@ -17,6 +17,9 @@ from shardguard.partition import bind
 from .conftest import run_cli
 
 pytestmark = pytest.mark.timeout(900)
+#: The tests that read the exhaustive search run on one xdist worker (make test runs
+#: ``--dist loadgroup``), which makes it once.
+EXHAUSTIVE = pytest.mark.xdist_group("explore-exhaustive")
 
 # Small enough to enumerate (196 candidates), rich enough for a front of several points:
 # splitting resnet-small lowers the busiest device's energy but adds latency and a link
@@ -39,6 +42,7 @@ def _points(front):
     return sorted(tuple(round(v, 9) for v in objectives(r)) for r in front)
 
 
+@EXHAUSTIVE
 def test_the_front_is_mutually_non_dominated_and_dominates_every_other_candidate(exhaustive):
     _, result = exhaustive
     assert result.space_size == len(result.rows) == 196  # every candidate, once
@@ -52,6 +56,7 @@ def test_the_front_is_mutually_non_dominated_and_dominates_every_other_candidate
         assert np.any(np.all(front <= f, axis=1)), r["describe"]
 
 
+@EXHAUSTIVE
 def test_nsga2_finds_the_same_front_as_exhaustive_search(exhaustive, tmp_path):
     _, full = exhaustive
     searched = run_exploration(ExploreSpec.model_validate(SMALL), tmp_path, budget=300,
@@ -60,6 +65,7 @@ def test_nsga2_finds_the_same_front_as_exhaustive_search(exhaustive, tmp_path):
     assert len(searched.rows) < len(full.rows)  # it did not simply enumerate the space
 
 
+@EXHAUSTIVE
 def test_energy_per_device_rises_with_the_protection_on_its_links(exhaustive):
     _, result = exhaustive
     for r in result.front:
@@ -80,6 +86,7 @@ def test_energy_per_device_rises_with_the_protection_on_its_links(exhaustive):
     assert all(sealed[d] > plain[d] for d in plain)
 
 
+@EXHAUSTIVE
 def test_an_interrupted_exploration_resumes_and_front_plans_are_valid(exhaustive, tmp_path):
     out, full = exhaustive
     journal = (out / "evaluations.jsonl").read_text().splitlines()
@@ -123,6 +130,7 @@ def test_cli_explore_prints_the_front_and_names_bad_input(tmp_path):
     assert bad.code == 1 and "not available in explorations" in bad.err
 
 
+@EXHAUSTIVE
 def test_a_rerun_with_other_choices_in_the_same_directory_fronts_only_its_own_space(
         exhaustive, tmp_path):
     out, _ = exhaustive

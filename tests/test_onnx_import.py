@@ -39,6 +39,12 @@ REPRESENTATIVE = {("bvlc_alexnet", "spatial"), ("inception_v2", "spatial"),
                   ("squeezenet", "channel"), ("resnet50", "channel")}
 
 
+#: The classics as parameters, each classic's tests on one xdist worker (make test runs
+#: ``--dist loadgroup``), which fills its weights once.
+BY_CLASSIC = [pytest.param(name, marks=pytest.mark.xdist_group(f"classic-{name}"))
+              for name in CLASSICS]
+
+
 @pytest.fixture(scope="session")
 def classic(tmp_path_factory):
     """``classic(name)``: the classic's file with seeded random weights, made once."""
@@ -93,14 +99,14 @@ def splits(plan: dict) -> list[str]:
     return [s["split"] for s in plan["segments"]]
 
 
-@pytest.mark.parametrize("name", CLASSICS)
+@pytest.mark.parametrize("name", BY_CLASSIC)
 def test_every_classic_plans_as_a_pipeline_and_matches_onnxruntime(name, classic, tmp_path):
     # energy (the most per device) spreads even the small ones over several devices
     plan = plan_and_check(classic(name), "pipeline", tmp_path, objective="energy")
     assert len(plan["segments"]) >= 2  # really partitioned
 
 
-@pytest.mark.parametrize("name", CLASSICS)
+@pytest.mark.parametrize("name", BY_CLASSIC)
 @pytest.mark.parametrize("strategy", ["spatial", "channel"])
 def test_classics_split_into_tiles_and_channel_groups_match_onnxruntime(
         name, strategy, classic, tmp_path):
@@ -109,6 +115,7 @@ def test_classics_split_into_tiles_and_channel_groups_match_onnxruntime(
     assert strategy in splits(plan)  # not the pipeline a strategy falls back to
 
 
+@pytest.mark.xdist_group("classic-squeezenet")
 def test_an_imported_classic_runs_on_workers(classic, tmp_path):
     plan = tmp_path / "squeezenet.yaml"
     assert run_cli("plan", str(classic("squeezenet")), "-p", PLATFORM, "--strategy",

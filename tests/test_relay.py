@@ -217,7 +217,10 @@ def test_stop_is_clean_thread_joined_and_sockets_closed(ctx: zmq.Context[Any], l
     e = link(LinkModel(latency_s=5.0))
     address = e.relay.address
     e.sender.send_multipart([b"in flight", b"x"])  # still on the link when we stop
-    time.sleep(0.05)
+    deadline = time.monotonic() + 5.0
+    while e.relay.stats.messages_in < 1 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert e.relay.stats.messages_in == 1 and e.relay.stats.messages_out == 0
     assert e.relay.running
     t0 = time.monotonic()
     e.close()

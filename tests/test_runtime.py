@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import msgpack
 import numpy as np
@@ -20,7 +19,7 @@ from shardguard.partition import bind
 from shardguard.runtime import keys as keyring
 from shardguard.runtime.cluster import Cluster
 
-from .conftest import planned, reference, write_plan
+from .conftest import eventually, planned, reference, write_plan
 from .harness import Harness
 
 pytestmark = pytest.mark.slow
@@ -152,8 +151,8 @@ def test_a_worker_rejects_malformed_messages_and_keeps_serving(tmp_path, test_sp
             sent.append(1)
 
         send()
-        time.sleep(1.0)
-        stats = c.call(first.device, {"kind": "stats"})
+        stats = eventually(lambda: c.call(first.device, {"kind": "stats"}),
+                           lambda s: sum(s["rejected"].values()) >= len(sent))
         assert len(sent) >= 1000
         assert sum(stats["rejected"].values()) == len(sent)
         assert stats["processed"] == 0

@@ -39,6 +39,11 @@ def test_flips_at_a_rate_are_seeded_and_near_the_expected_count():
     assert flip_bits(x, 0.0, "all").equal(x)
 
 
+#: The tests that read ``setup`` run on one xdist worker (make test runs ``--dist
+#: loadgroup``), which makes the plans once.
+SETUP = pytest.mark.xdist_group("threats-setup")
+
+
 @pytest.fixture(scope="module")
 def setup(test_split):
     model = load_model("resnet-small").module
@@ -59,6 +64,7 @@ def _accuracy(planned, x, y, *threats):
     return float(correct.float().mean()), outcome
 
 
+@SETUP
 def test_high_exponent_flips_cost_far_more_than_mantissa_flips(setup):
     plans, x, y = setup
     clean, _ = _accuracy(plans["pipeline"], x, y)
@@ -70,6 +76,7 @@ def test_high_exponent_flips_cost_far_more_than_mantissa_flips(setup):
     assert rates["exponent-high"] < rates["mantissa"] - 0.3  # bit 30: catastrophic
 
 
+@SETUP
 def test_random_flips_are_harmless_at_low_rates_and_ruinous_at_high(setup):
     plans, x, y = setup
     clean, _ = _accuracy(plans["pipeline"], x, y)
@@ -82,6 +89,7 @@ def test_random_flips_are_harmless_at_low_rates_and_ruinous_at_high(setup):
     assert curve[1e-9] >= curve[1e-6] >= curve[1e-3]
 
 
+@SETUP
 def test_losing_a_pipeline_device_fails_every_request(setup):
     plans, x, y = setup
     for device in {p.device for p in plans["pipeline"].compiled.programs}:
@@ -114,6 +122,7 @@ def _split_plan(strategy: str):
                          platform, strategy, "latency", segments)
 
 
+@SETUP
 @pytest.mark.parametrize("strategy", ["spatial", "channel"])
 def test_losing_one_device_of_a_split_segment_degrades_instead_of_failing(setup, strategy):
     _, x, y = setup
@@ -126,6 +135,7 @@ def test_losing_one_device_of_a_split_segment_degrades_instead_of_failing(setup,
     assert not lost_leader.answered.any()
 
 
+@SETUP
 def test_weight_flips_are_applied_and_restored(setup):
     plans, x, y = setup
     planned = plans["pipeline"]
@@ -137,6 +147,7 @@ def test_weight_flips_are_applied_and_restored(setup):
     assert _accuracy(planned, x, y)[0] == clean
 
 
+@SETUP
 @pytest.mark.parametrize("spec", [
     {"id": "L2", "snr_db": 0.0}, {"id": "L3", "mode": "channels", "rate": 0.5},
     {"id": "L4", "rate": 1.0}, {"id": "D4", "mode": "random"},
@@ -148,6 +159,7 @@ def test_strong_link_and_device_attacks_cost_accuracy(setup, spec):
     assert hit < clean - 0.2, (spec, clean, hit)
 
 
+@SETUP
 def test_dropped_messages_leave_those_requests_unanswered(setup):
     plans, x, y = setup
     _, outcome = _accuracy(plans["pipeline"], x, y,
@@ -159,6 +171,7 @@ def test_dropped_messages_leave_those_requests_unanswered(setup):
     assert torch.isnan(outcome.output[~outcome.answered]).all()
 
 
+@SETUP
 def test_adversarial_tampering_on_a_link_costs_more_than_noise_of_the_same_size(setup):
     from shardguard.threats.attacks import adversarial_link
 
@@ -205,6 +218,7 @@ def test_an_eavesdropper_rebuilds_the_input_better_from_a_shallow_cut(train_spli
     assert 0 < scores["deep"].ssim < scores["shallow"].ssim <= 1
 
 
+@SETUP
 def test_an_adversarial_device_hurts_more_than_a_random_one_of_the_same_budget(setup):
     from shardguard.threats.attacks import adversarial_device
 

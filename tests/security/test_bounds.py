@@ -17,7 +17,7 @@ from shardguard.runtime._dataplane import DONE_MEMORY, MAX_PENDING
 from shardguard.runtime.linksec import MAX_SUSPECTS, Inbox, LinkSecurity
 from shardguard.runtime.worker import MAX_HELLOS
 
-from ..conftest import planned, write_plan
+from ..conftest import eventually, planned, write_plan
 from ..harness import Harness
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -53,8 +53,8 @@ def test_requests_waiting_for_pieces_stop_at_their_bound(tmp_path):
         for req in range(MAX_PENDING + extra):  # one piece of each: never complete
             h.send(h.encode(sender, req, link, arrays))
         stats = _wait(h, "pending", MAX_PENDING)
-        time.sleep(6)  # past the deployment's deadline (5 s): the waiting requests expire
-        later = h.stats()
+        # past the deployment's deadline (5 s): the waiting requests expire
+        later = eventually(h.stats, lambda s: s["expired"] >= MAX_PENDING, timeout=60)
         h.feed(gather.name, req=10**9)  # and a whole request goes through again
         assert len(h.received("output")) == 1
     assert stats["tables"]["pending"] == MAX_PENDING

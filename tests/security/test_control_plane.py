@@ -23,6 +23,7 @@ from shardguard.errors import TransportError
 from shardguard.runtime import keys as keyring
 from shardguard.runtime.cluster import Cluster
 
+from ..conftest import eventually
 from .conftest import wrong
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -157,7 +158,8 @@ def test_the_worker_logs_deployments_refusals_and_rejections_one_line_each(plans
         sock.send(msgpack.packb({"kind": "stats", "id": 1}))
         for i in range(50):
             h.send([msgpack.packb({"v": 2, "kind": "data"}), b"x"])
-        time.sleep(1.5)
+        eventually(h.log, lambda text: "refused a connection" in text  # logged once a second
+                   and sum(map(int, re.findall(r"malformed (\d+)", text))) >= 50)
         assert not sock.poll(200)  # never answered
         h.stats()
     log = h.log().splitlines()

@@ -22,6 +22,7 @@ import zmq
 from shardguard.protocol.wire import WIRE_VERSION
 from shardguard.runtime.cluster import Cluster
 
+from ..conftest import eventually
 from .conftest import PROTECTIONS, push, sink_address, wrong
 from .tools import Tap, fuzz
 
@@ -110,8 +111,7 @@ def test_an_outsider_posing_as_a_member_with_keys_of_its_own_is_refused(plans, i
                 sock.send_multipart(me.encode(c.next_req + i, 10**6 + i, link, route, tensors))
             sock.close(linger=-1)
         result = c.stream(images[:100], show_progress=False)
-        time.sleep(0.5)
-        rejected = _rejected(c)
+        rejected = eventually(lambda: _rejected(c), lambda r: min(r.values()) >= 300, timeout=10)
         refused = [c.stats()[d]["rejected"] for d in (first, second)] + [dict(c.inbox.rejected)]
         ctx.destroy(linger=0)
     _quiet(result)
@@ -154,7 +154,8 @@ def test_an_injector_that_knows_the_request_ids_gets_nothing_accepted(plans, ima
                        if t.startswith(f"{link}:")]
                 sock.send_multipart(_forge(req, link, route, lie, protection))
             sock.close(linger=-1)
-        time.sleep(0.5)  # the forgeries arrive first
+        eventually(lambda: sum(c.stats()[second]["rejected"].values()),  # the forgeries
+                   lambda n_rejected: n_rejected >= n, timeout=10)  # arrive first
         result = c.stream(images[:n], show_progress=False)
         rejected = _rejected(c)
         ctx.destroy(linger=0)
@@ -183,7 +184,7 @@ def test_a_flood_of_distinct_link_names_leaves_the_worker_small(plans):
             stats = c.stats()[device]
             if sum(stats["rejected"].values()) >= 200_000:
                 break
-            time.sleep(0.5)
+            time.sleep(0.1)
         reply = msgpack.packb(stats)
         result = c.stream(np.zeros((20, 1, 28, 28), np.float32), show_progress=False)
         ctx.destroy(linger=0)
