@@ -247,9 +247,9 @@ def test_plan_with_a_missing_node_or_device_is_refused(tmp_path, rpi4):
     torch.nn.MaxPool2d(2), torch.nn.PReLU(16), torch.nn.Conv2d(8, 16, 3).double()],
     ids=lambda m: type(m).__name__)
 def test_a_channel_group_is_costed_at_the_bytes_its_sliced_layers_hold(layer):
-    from shardguard.partition._segment import _slice_channels, _sliced_bytes
+    from shardguard.partition._layers import slice_channels, sliced_bytes
 
     for c0, c1 in [(0, 16), (3, 9), (15, 16)]:
-        sliced = _slice_channels(layer, c0, c1)
+        sliced = slice_channels(layer, c0, c1)
         held = sum(t.numel() * t.element_size() for t in [*sliced.parameters(), *sliced.buffers()])
-        assert _sliced_bytes(layer, c0, c1) == held
+        assert sliced_bytes(layer, c0, c1) == held

@@ -10,7 +10,6 @@ crop what each consumer needs.
 from __future__ import annotations
 
 import copy
-import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,24 +20,20 @@ from torch import fx, nn
 from ..errors import PlanningError
 from ..graph import Graph
 from . import regions
+from ._layers import (
+    CHANNELWISE_MODULES,
+    PIXELWISE_MODULES,
+    POINTWISE_FUNCTIONS,
+    POINTWISE_METHODS,
+    is_window,
+    pair,
+    slice_channels,
+    sliced_bytes,
+)
 from .plan import StageSpec
 from .regions import Region
 
 T = TypeVar("T")
-
-_POINTWISE_MODULES = (nn.BatchNorm2d, nn.ReLU, nn.Hardtanh, nn.LeakyReLU, nn.GELU, nn.SiLU,
-                      nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.ELU, nn.Identity,
-                      nn.Dropout, nn.Dropout2d)  # nn.Hardtanh includes nn.ReLU6
-# act on each pixel's channels together: fine for tiles, not for channel groups
-_PIXELWISE_MODULES = (*_POINTWISE_MODULES, nn.LocalResponseNorm, nn.PReLU)
-_CHANNELWISE_MODULES = (*_POINTWISE_MODULES, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                        nn.AdaptiveMaxPool2d, nn.ConstantPad2d)
-_POINTWISE_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, torch.add,
-                        torch.mul, torch.relu, torch.sigmoid, torch.tanh, operator.sub,
-                        operator.truediv, torch.sub, torch.div,
-                        nn.functional.relu, nn.functional.relu6, nn.functional.silu,
-                        nn.functional.hardswish}
-_POINTWISE_METHODS = {"relu", "sigmoid", "add", "mul", "contiguous"}
 
 
 @dataclass
@@ -53,32 +48,9 @@ class Piece:
     activation_bytes: int = 0  # peak live activations while it runs (one sample)
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _crop(x: torch.Tensor, starts: tuple[int, ...], stops: tuple[int, ...]) -> torch.Tensor:
     """Crop a batched tensor to [starts, stops) in its non-batch dimensions."""
     return x[(slice(None), *[slice(a, b) for a, b in zip(starts, stops)])]
-
-
-def _is_window(module: nn.Module) -> bool:
-    """A sliding-window layer whose padding can be made explicit for fused tiles.
-
-    A constant padding layer (asymmetric "same" padding, imported ONNX pads) is a 1×1
-    window whose padding is its top and left pads.
-    """
-    if isinstance(module, nn.ConstantPad2d):
-        return min(module.padding) >= 0
-    if isinstance(module, nn.Conv2d):
-        return module.padding_mode == "zeros" and not isinstance(module.padding, str)
-    if isinstance(module, nn.MaxPool2d):
-        return not module.ceil_mode and not module.return_indices
-    if isinstance(module, nn.AvgPool2d):
-        padded = _pair(module.padding) != (0, 0)
-        return (not module.ceil_mode and module.divisor_override is None
-                and (module.count_include_pad or not padded))
-    return False
 
 
 class SegmentBuilder:
@@ -121,17 +93,17 @@ class SegmentBuilder:
             return None
         if node.op == "call_module":
             module = self.modules[str(node.target)]
-            if _is_window(module):
+            if is_window(module):
                 return "window"
-            return "pointwise" if isinstance(module, _PIXELWISE_MODULES) else None
+            return "pointwise" if isinstance(module, PIXELWISE_MODULES) else None
         same_plane = all(self._shape(u)[1:] == shape[1:] for u in ins)
         if node.op == "call_function":
             if node.target in (torch.cat, torch.concat):
                 dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
                 return "cat" if dim in (1, -3) and same_plane else None
-            return "pointwise" if node.target in _POINTWISE_FUNCTIONS and same_plane else None
+            return "pointwise" if node.target in POINTWISE_FUNCTIONS and same_plane else None
         if node.op == "call_method":
-            return "pointwise" if node.target in _POINTWISE_METHODS and same_plane else None
+            return "pointwise" if node.target in POINTWISE_METHODS and same_plane else None
         return None
 
     def _check_spatial(self) -> None:
@@ -160,9 +132,9 @@ class SegmentBuilder:
         for prev, name in zip(self.nodes, self.nodes[1:]):
             node = self.fx[name]
             module = self.modules.get(str(node.target)) if node.op == "call_module" else None
-            ok = (isinstance(module, _CHANNELWISE_MODULES)
-                  or (node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
-                  or (node.op == "call_method" and node.target in _POINTWISE_METHODS))
+            ok = (isinstance(module, CHANNELWISE_MODULES)
+                  or (node.op == "call_function" and node.target in POINTWISE_FUNCTIONS)
+                  or (node.op == "call_method" and node.target in POINTWISE_METHODS))
             if not ok or self._tensor_inputs(name) != [prev] or \
                     list(self.graph.successors[prev]) != [name]:
                 raise self._fail(f"node {name} does not act channel by channel on {prev}")
@@ -185,7 +157,7 @@ class SegmentBuilder:
         for name in self.nodes:
             node = self.fx[name]
             if node.op == "call_module":
-                total += _sliced_bytes(self.modules[str(node.target)], *stage.channels)
+                total += sliced_bytes(self.modules[str(node.target)], *stage.channels)
         return total
 
     def _peak(self, piece: Piece) -> int:
@@ -260,8 +232,8 @@ class SegmentBuilder:
             if isinstance(module, nn.ConstantPad2d):  # (left, right, top, bottom)
                 k, s, p, d = (1, 1), (1, 1), (module.padding[2], module.padding[0]), (1, 1)
             else:
-                k, s = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-                p, d = _pair(module.padding), _pair(getattr(module, "dilation", 1))
+                k, s = pair(module.kernel_size), pair(module.stride or module.kernel_size)
+                p, d = pair(module.padding), pair(getattr(module, "dilation", 1))
             return (channels, *[regions.window_input(out[i + 1], k[i], s[i], p[i], d[i])
                                 for i in range(2)])
         return (channels, out[1], out[2])
@@ -296,7 +268,7 @@ class SegmentBuilder:
         module = self.modules.get(str(node.target)) if node.op == "call_module" else None
         if self.split == "channel" and module is not None:
             assert stage.channels is not None
-            module = _slice_channels(module, *stage.channels)
+            module = slice_channels(module, *stage.channels)
             if isinstance(module, nn.Conv2d) and module.groups > 1:  # depthwise: own channels
                 source = self._tensor_inputs(name)[0]
                 x, have = env[source]
@@ -388,42 +360,3 @@ def assemble(pieces: list[tuple[T, Region]], target: Region,
 
 def assemble_tensors(pieces: list[tuple[torch.Tensor, Region]], target: Region) -> torch.Tensor:
     return assemble(pieces, target, lambda parts, dim: torch.cat(parts, dim), regions.crop)
-
-
-def _sliced_bytes(module: nn.Module, c0: int, c1: int) -> int:
-    """Bytes of ``_slice_channels(module, c0, c1)``'s weights and buffers, counted without
-    making it (planning weighs thousands of candidate groups; copying them was most of it)."""
-    n, fresh = c1 - c0, torch.empty(0).element_size()  # slices are made in the default dtype
-    if isinstance(module, nn.Conv2d):
-        per_channel = module.weight[0, 0].numel() * (1 if module.groups > 1 else module.in_channels)
-        return (n * per_channel + (n if module.bias is not None else 0)) * fresh
-    if isinstance(module, nn.BatchNorm2d):
-        floats = 2 * n * (int(module.affine) + int(module.track_running_stats))
-        return floats * fresh + (8 if module.track_running_stats else 0)  # + int64 count
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
-def _slice_channels(module: nn.Module, c0: int, c1: int) -> nn.Module:
-    """A copy of ``module`` computing only output channels [c0, c1)."""
-    if isinstance(module, nn.Conv2d):
-        depthwise = module.groups > 1
-        n = c1 - c0
-        conv = nn.Conv2d(n if depthwise else module.in_channels, n, module.kernel_size,
-                         module.stride, module.padding, module.dilation,
-                         groups=n if depthwise else 1, bias=module.bias is not None,
-                         padding_mode=module.padding_mode)
-        conv.weight.data.copy_(module.weight.data[c0:c1])
-        if module.bias is not None:
-            conv.bias.data.copy_(module.bias.data[c0:c1])
-        return conv
-    if isinstance(module, nn.BatchNorm2d):
-        bn = nn.BatchNorm2d(c1 - c0, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
-        for key in ("weight", "bias", "running_mean", "running_var"):
-            src = getattr(module, key)
-            if src is not None:
-                getattr(bn, key).data.copy_(src.data[c0:c1])
-        if module.num_batches_tracked is not None:
-            bn.num_batches_tracked.copy_(module.num_batches_tracked)
-        return bn.eval()
-    return copy.deepcopy(module)
