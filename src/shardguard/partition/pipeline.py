@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import PlanningError
 from ..graph import Graph
-from ..platform import Platform
+from ..platform import Device, Platform
 from .build import Planned, assemble_plan, check_memory, whole
 from .cost import algorithm
 from .plan import ModelRef, Objective, SegmentSpec
@@ -99,16 +99,44 @@ def solve(graph: Graph, platform: Platform, objective: str, *, protection: str =
     names = devices or platform.names
     specs = [platform.devices[d] for d in names]
     n, nd = len(t.names), len(names)
-    medium = platform.medium
-    add = objective in SUM_OBJECTIVES
-    comb = np.add if add else np.maximum
+    comb = np.add if objective in SUM_OBJECTIVES else np.maximum
+    stage = _stage_values(t, platform, specs, objective, algorithm(protection))
+    links = {(a, b): _link_value(t, platform, names[a], names[b], objective)
+             for a in range(nd) for b in range(nd) if a != b}
+    best, back = _best_chains(t, platform, stage, links, objective, start)
+    final = [(comb(v[n], _edge_value(platform, objective, t.cut[n])), key)
+             for key, v in best.items() if stages is None or bin(key[0]).count("1") == stages]
+    value, key = min(final, key=lambda item: item[0]) if final else (np.inf, (0, -1))
+    if not np.isfinite(value) and stages is not None:
+        raise PlanningError(f"no pipeline of {stages} stages fits the devices' memory "
+                            f"({nd} devices, {n - start} nodes to place)")
+    if not np.isfinite(value):
+        need = t.params[n] - t.params[start] + t.peak[start, n] + t.cut[start] + t.cut[n]
+        largest = max(s.memory_bytes for s in specs)
+        raise PlanningError(f"no pipeline fits the devices' memory (the whole model needs "
+                            f"{need / 1e6:.1f} MB; the largest device has {largest / 1e6:.1f} MB)")
+    cuts, chosen = [n], []
+    mask, d, j = key[0], key[1], n
+    while d >= 0:  # walk the back pointers from the last stage to the first
+        chosen.append(names[d])
+        prev_d, prev_i = back[(mask, d)][0][j], back[(mask, d)][1][j]
+        mask, d, j = mask & ~(1 << d), int(prev_d), int(prev_i)
+        cuts.append(j)
+    cuts = cuts[::-1]
+    cuts[0] = start
+    return PipelineSolution(cuts, chosen[::-1], float(value))
+
+
+def _stage_values(t: Tables, platform: Platform, specs: list[Device], objective: str,
+                  alg: str) -> np.ndarray:
+    """[device d, cut i, cut j]: the value of stage (i, j] on device d; inf where it is not a
+    stage (j ≤ i, or a cut where a non-tensor is live) or does not fit d's memory."""
+    n, medium = len(t.names), platform.medium
     i_idx, j_idx = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     upper = (j_idx > i_idx) & t.valid[:, None] & t.valid[None, :]
-    alg = algorithm(protection)
     sealed_in = np.where(np.arange(n + 1) > 0, t.cut, 0.0)  # bytes opened on receipt
     sealed_out = np.where(np.arange(n + 1) < n, t.cut, 0.0)  # bytes sealed to send
-
-    stage = np.empty((nd, n + 1, n + 1))
+    stage = np.empty((len(specs), n + 1, n + 1))
     for d, spec in enumerate(specs):
         crypto = (0.0 if alg == "none" else
                   (sealed_in[:, None] + sealed_out[None, :]) * spec.crypto_cycles_per_byte.get(
@@ -121,27 +149,43 @@ def solve(graph: Graph, platform: Platform, objective: str, *, protection: str =
         else:
             value = busy
         stage[d] = np.where(upper & (memory <= spec.memory_bytes), value, np.inf)
+    return stage
 
-    def link(a: int, b: int) -> np.ndarray:
-        """Value of crossing each cut from device a to device b."""
-        if objective in ("energy", "energy-total"):
-            return np.zeros(n + 1)
-        lk = platform.link(names[a], names[b])
-        occupancy = 8 * t.cut / lk.bandwidth_bps
-        return occupancy + lk.latency_s if objective == "latency" else occupancy
 
-    def edge(nbytes: float) -> float:  # source → first stage, last stage → sink
-        if objective in ("energy", "energy-total"):
-            return 0.0
-        occupancy = 8 * nbytes / medium.bandwidth_bps
-        return occupancy + medium.latency_s if objective == "latency" else occupancy
+def _link_value(t: Tables, platform: Platform, a: str, b: str, objective: str) -> np.ndarray:
+    """Value of crossing each cut from device a to device b."""
+    if objective in ("energy", "energy-total"):
+        return np.zeros(len(t.names) + 1)
+    lk = platform.link(a, b)
+    occupancy = 8 * t.cut / lk.bandwidth_bps
+    return occupancy + lk.latency_s if objective == "latency" else occupancy
 
+
+def _edge_value(platform: Platform, objective: str, nbytes: float) -> float:
+    """Value of source → first stage or last stage → sink, across the medium."""
+    if objective in ("energy", "energy-total"):
+        return 0.0
+    medium = platform.medium
+    occupancy = 8 * nbytes / medium.bandwidth_bps
+    return occupancy + medium.latency_s if objective == "latency" else occupancy
+
+
+Back = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _best_chains(t: Tables, platform: Platform, stage: np.ndarray,
+                 links: dict[tuple[int, int], np.ndarray], objective: str,
+                 start: int) -> tuple[dict[tuple[int, int], np.ndarray], Back]:
+    """The DP: for each (devices used as a bit mask, device of the last stage), the best value
+    of a chain of stages from cut ``start`` ending at each cut, and back pointers
+    (previous device, previous cut) to recover it."""
+    n, nd = stage.shape[1] - 1, stage.shape[0]
+    comb = np.add if objective in SUM_OBJECTIVES else np.maximum
     best: dict[tuple[int, int], np.ndarray] = {}
-    back: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (prev device, prev cut)
+    back: Back = {}  # (prev device, prev cut)
     for d in range(nd):
-        best[(1 << d, d)] = comb(edge(t.cut[start]), stage[d][start])
+        best[(1 << d, d)] = comb(_edge_value(platform, objective, t.cut[start]), stage[d][start])
         back[(1 << d, d)] = (np.full(n + 1, -1), np.zeros(n + 1, dtype=int))
-    links = {(a, b): link(a, b) for a in range(nd) for b in range(nd) if a != b}
     for mask in sorted(range(1, 1 << nd), key=lambda m: bin(m).count("1")):
         for d in range(nd):
             value = best.get((mask, d))
@@ -162,28 +206,7 @@ def solve(graph: Graph, platform: Platform, objective: str, *, protection: str =
                 best[key] = np.where(better, got, best[key])
                 back[key][0][better] = d
                 back[key][1][better] = arg[better]
-
-    final = [(comb(v[n], edge(t.cut[n])), key) for key, v in best.items()
-             if stages is None or bin(key[0]).count("1") == stages]
-    value, key = min(final, key=lambda item: item[0]) if final else (np.inf, (0, -1))
-    if not np.isfinite(value) and stages is not None:
-        raise PlanningError(f"no pipeline of {stages} stages fits the devices' memory "
-                            f"({nd} devices, {n - start} nodes to place)")
-    if not np.isfinite(value):
-        need = t.params[n] - t.params[start] + t.peak[start, n] + t.cut[start] + t.cut[n]
-        largest = max(s.memory_bytes for s in specs)
-        raise PlanningError(f"no pipeline fits the devices' memory (the whole model needs "
-                            f"{need / 1e6:.1f} MB; the largest device has {largest / 1e6:.1f} MB)")
-    cuts, chosen = [n], []
-    mask, d, j = key[0], key[1], n
-    while d >= 0:
-        chosen.append(names[d])
-        prev_d, prev_i = back[(mask, d)][0][j], back[(mask, d)][1][j]
-        mask, d, j = mask & ~(1 << d), int(prev_d), int(prev_i)
-        cuts.append(j)
-    cuts = cuts[::-1]
-    cuts[0] = start
-    return PipelineSolution(cuts, chosen[::-1], float(value))
+    return best, back
 
 
 def segments_for(graph: Graph, solution: PipelineSolution, prefix: str = "s",
