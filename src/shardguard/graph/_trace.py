@@ -118,15 +118,7 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, measure: bool = False
     if len(placeholders) != 1:
         raise ModelError(f"{type(model).__name__}: takes {len(placeholders)} inputs; "
                          "ShardGuard supports models with one image input")
-    recorder = _Recorder(gm)
-    try:
-        with torch.no_grad():
-            recorder.run(example)
-    except Exception as exc:  # torch reports shape mismatches as RuntimeError, ValueError, ...
-        node = recorder.current
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"{type(model).__name__}: input shape {shape} does not fit the model "
-                         f"(at node {node}: {first})") from exc
+    recorder = _record(model, gm, example, shape)
     latencies = _measure(recorder, example, repeats) if measure else {}
     modules = dict(gm.named_modules())
     seen_params: set[int] = set()
@@ -137,30 +129,8 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, measure: bool = False
         inputs = tuple(a.name for a in node.all_input_nodes)
         in_shapes = [_shape(recorder.meta.get(a.name)) for a in node.all_input_nodes]
         module = modules.get(node.target) if node.op == "call_module" else None
-        params = param_bytes = 0
-        owned: list[torch.Tensor] = []
-        if module is not None:
-            owned = list(module.parameters()) + list(module.buffers())
-        elif node.op == "get_attr":
-            owned = [t for t in [_fetch(gm, str(node.target))] if isinstance(t, torch.Tensor)]
-        for tensor in owned:
-            if id(tensor) not in seen_params:
-                seen_params.add(id(tensor))
-                if isinstance(tensor, nn.Parameter):
-                    params += tensor.numel()
-                param_bytes += tensor.numel() * tensor.element_size()
-        if node.op == "placeholder":
-            kind = "input"
-        elif node.op == "output":
-            kind = "output"
-        elif module is not None:
-            kind = _module_kind(module, out)
-        elif node.op == "call_function":
-            kind = _FUNCTION_KINDS.get(node.target, "other")
-        elif node.op == "call_method":
-            kind = _METHOD_KINDS.get(str(node.target), "other")
-        else:
-            kind = "constant"
+        params, param_bytes = _owned_weights(gm, node, module, seen_params)
+        kind = _node_kind(node, module, out)
         out_bytes = math.prod(out) * meta.dtype.itemsize if out and meta is not None else 0
         nodes.append(Node(
             name=node.name, op=node.op, kind=kind,
@@ -171,6 +141,55 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, measure: bool = False
             latency_s=latencies.get(node.name),
         ))
     return Graph(gm, nodes, shape)
+
+
+def _record(model: nn.Module, gm: fx.GraphModule, example: torch.Tensor,
+            shape: tuple[int, ...]) -> _Recorder:
+    """Run ``example`` through ``gm`` once, recording every node's output shape and dtype."""
+    recorder = _Recorder(gm)
+    try:
+        with torch.no_grad():
+            recorder.run(example)
+    except Exception as exc:  # torch reports shape mismatches as RuntimeError, ValueError, ...
+        node = recorder.current
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{type(model).__name__}: input shape {shape} does not fit the model "
+                         f"(at node {node}: {first})") from exc
+    return recorder
+
+
+def _owned_weights(gm: fx.GraphModule, node: fx.Node, module: nn.Module | None,
+                   seen: set[int]) -> tuple[int, int]:
+    """(parameter count, bytes of parameters and buffers) that ``node`` holds, counting a
+    tensor shared between nodes only at its first node (``seen`` collects their ids)."""
+    params = param_bytes = 0
+    owned: list[torch.Tensor] = []
+    if module is not None:
+        owned = list(module.parameters()) + list(module.buffers())
+    elif node.op == "get_attr":
+        owned = [t for t in [_fetch(gm, str(node.target))] if isinstance(t, torch.Tensor)]
+    for tensor in owned:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            if isinstance(tensor, nn.Parameter):
+                params += tensor.numel()
+            param_bytes += tensor.numel() * tensor.element_size()
+    return params, param_bytes
+
+
+def _node_kind(node: fx.Node, module: nn.Module | None, out: tuple[int, ...]) -> str:
+    """The node's kind ("conv", "add", "input", ...), as ``Node.kind`` reports it."""
+    if node.op == "placeholder":
+        return "input"
+    if node.op == "output":
+        return "output"
+    if module is not None:
+        return _module_kind(module, out)
+    if node.op == "call_function":
+        return _FUNCTION_KINDS.get(node.target, "other")
+    if node.op == "call_method":
+        return _METHOD_KINDS.get(str(node.target), "other")
+    return "constant"
 
 
 def _fetch(gm: fx.GraphModule, target: str) -> Any:
