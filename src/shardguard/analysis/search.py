@@ -177,23 +177,7 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
         if method == "exhaustive":
             evaluations(space.candidates())
         else:
-            from pymoo.algorithms.moo.nsga2 import NSGA2
-            from pymoo.operators.crossover.sbx import SBX
-            from pymoo.operators.mutation.pm import PM
-            from pymoo.operators.repair.rounding import RoundingRepair
-            from pymoo.operators.sampling.rnd import IntegerRandomSampling
-            from pymoo.optimize import minimize
-
-            evaluations(list(space.seeds[:budget]))  # memory-feasible starts, if any
-            left = budget - len(evaluations.asked)
-            if left > 0:
-                algorithm = NSGA2(pop_size=min(40, left), sampling=IntegerRandomSampling(),
-                                  crossover=SBX(prob=0.9, eta=15, vtype=float,
-                                                repair=RoundingRepair()),
-                                  mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
-                                  eliminate_duplicates=True)
-                minimize(_problem(space, evaluations), algorithm, ("n_eval", left),
-                         seed=spec.seed, verbose=False)
+            _search_nsga2(space, evaluations, budget, spec.seed)
         rows = evaluations.rows
         front = pareto_front(rows)
         if not front:
@@ -207,6 +191,27 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
 
     write_outputs(result, levels, platform, out)
     return result
+
+
+def _search_nsga2(space: Space, evaluations: Evaluations, budget: int, seed: int) -> None:
+    """Spend ``budget`` evaluations: the space's memory-feasible seeds first, then NSGA-II
+    over integer-rounded candidates for what is left."""
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+    from pymoo.operators.repair.rounding import RoundingRepair
+    from pymoo.operators.sampling.rnd import IntegerRandomSampling
+    from pymoo.optimize import minimize
+
+    evaluations(list(space.seeds[:budget]))  # memory-feasible starts, if any
+    left = budget - len(evaluations.asked)
+    if left > 0:
+        algorithm = NSGA2(pop_size=min(40, left), sampling=IntegerRandomSampling(),
+                          crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+                          mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
+                          eliminate_duplicates=True)
+        minimize(_problem(space, evaluations), algorithm, ("n_eval", left),
+                 seed=seed, verbose=False)
 
 
 def _with_links(front: list[dict[str, Any]], rows: list[dict[str, Any]],
