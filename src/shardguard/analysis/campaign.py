@@ -176,17 +176,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
 
     from ..defences.catalogue import parse_defence
-    from ..partition.cost import estimate
-    from ..threats.attacks import adversarial_device, adversarial_link
-    from ..threats.spec import (
-        Adversarial,
-        Compromised,
-        Eavesdrop,
-        Outage,
-        Straggler,
-        parse_threat,
-        simulation_only,
-    )
+    from ..threats.spec import Straggler, parse_threat, simulation_only
     from .metrics import measure, reference
 
     threat = parse_threat(trial.threat)
@@ -194,33 +184,8 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     bound = _STATE["bound"][plan_key(trial.strategy, defence.replicas)]
     x, clean = _STATE["x"], _STATE["clean"][trial.strategy]
     y, scored_by = reference(_STATE["y"], clean)  # without labels: the clean top-1
-    cost = bound.cost
-    extra: dict[str, Any] = {}
-    if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
-        outcome = adversarial_link(bound.compiled, threat, x, y)
-    elif isinstance(threat, Compromised) and threat.mode == "adversarial":
-        outcome = adversarial_device(bound.compiled, threat, x, y)
-    elif isinstance(threat, Outage):
-        outcome = _outage(bound, threat, x, _STATE["deadline_s"])
-    elif isinstance(threat, Eavesdrop):
-        from ..threats.eavesdrop import eavesdrop
-
-        train_x = _STATE["data"].train_images(
-            profile_images(threat.train_samples, tuple(x.shape[1:])))
-        rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
-                        seed=threat.seed, pixels=_STATE["data"].pixels)
-        extra = {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
-        outcome = _outcome(bound, None, x)
-    else:
-        outcome = _outcome(bound, threat, x)
-    if isinstance(threat, Straggler):  # timing only: the cost model with a slower device
-        from dataclasses import replace
-
-        slow = dict(bound.platform.devices)
-        for name, device in slow.items():
-            if threat.target in ("every", name):
-                slow[name] = replace(device, mac_rate=device.mac_rate / threat.factor)
-        cost = estimate(bound.compiled, replace(bound.platform, devices=slow))
+    outcome, extra = _undefended(bound, threat, x, y)
+    cost = _straggler_cost(bound, threat) if isinstance(threat, Straggler) else bound.cost
     if defence.kind != "none":
         harmed = ~outcome.answered | (outcome.output.argmax(1) != clean)
         outcome = _outcome(bound, threat, x, defence, seed=trial.seed)
@@ -244,6 +209,42 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
             **metrics.row(), "latency_s": cost.latency_s,
             "max_active_energy_j": cost.max_active_j, **extra}
+
+
+def _undefended(bound: Any, threat: Any, x: Any, y: Any) -> tuple[Any, dict[str, Any]]:
+    """The outcome of ``threat`` on the plan without a defence, and the extra columns the
+    threat reports (an eavesdropper's reconstruction quality)."""
+    from ..threats.attacks import adversarial_device, adversarial_link
+    from ..threats.spec import Adversarial, Compromised, Eavesdrop, Outage
+
+    if isinstance(threat, Adversarial):  # needs gradients through the downstream stages
+        return adversarial_link(bound.compiled, threat, x, y), {}
+    if isinstance(threat, Compromised) and threat.mode == "adversarial":
+        return adversarial_device(bound.compiled, threat, x, y), {}
+    if isinstance(threat, Outage):
+        return _outage(bound, threat, x, _STATE["deadline_s"]), {}
+    if isinstance(threat, Eavesdrop):
+        from ..threats.eavesdrop import eavesdrop
+
+        train_x = _STATE["data"].train_images(
+            profile_images(threat.train_samples, tuple(x.shape[1:])))
+        rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
+                        seed=threat.seed, pixels=_STATE["data"].pixels)
+        return _outcome(bound, None, x), {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
+    return _outcome(bound, threat, x), {}
+
+
+def _straggler_cost(bound: Any, threat: Any) -> Any:
+    """A straggler changes timing only: the cost model with the slowed devices."""
+    from dataclasses import replace
+
+    from ..partition.cost import estimate
+
+    slow = dict(bound.platform.devices)
+    for name, device in slow.items():
+        if threat.target in ("every", name):
+            slow[name] = replace(device, mac_rate=device.mac_rate / threat.factor)
+    return estimate(bound.compiled, replace(bound.platform, devices=slow))
 
 
 def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0) -> Any:
