@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,10 @@ from ._options import (
     refuse_overwrite,
 )
 from .app import app
+
+if TYPE_CHECKING:  # the CLI imports the library only in the commands that use it
+    from ..analysis.explore import ExploreSpec
+    from ..analysis.search import Exploration
 
 
 @app.command()
@@ -89,42 +93,57 @@ def analyze(
     print(f"{len(result.rows)} trials, figures and tables in {output}")
 
 
+# explore's options, declared here so that the command reads as a list of them
+_Model = Annotated[str, typer.Argument(
+    help="Zoo name (see `shardguard zoo`), path/to/file.py:factory, or model.onnx.")]
+_Platform = Annotated[str, typer.Option("--platform", "-p",
+                                        help="Built-in platform name or YAML file.")]
+_Threats = Annotated[Path, typer.Option(
+    "--threats", "-t", help="Threat scenario YAML: a list under 'threats' (D1, D4 but not "
+                            "adversarial, L1-L4; target a device, a link, 'devices' or "
+                            "'links'; each threat's own seed).")]
+_Budget = Annotated[int, typer.Option(help="Candidates to evaluate (NSGA-II); a space "
+                                           "this small or smaller is enumerated.")]
+_Output = Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
+                                       "there before is resumed.")]
+_Method = Annotated[str, typer.Option(help="auto, exhaustive or nsga2.")]
+_Strategies = Annotated[str, typer.Option(help="Comma-separated partition strategies.")]
+_MaxDevices = Annotated[int, typer.Option(help="Most devices a candidate uses.")]
+_Protections = Annotated[str, typer.Option(help="Comma-separated link protections to "
+                                                "choose from.")]
+_Ends = Annotated[str | None, typer.Option(help="Comma-separated protections to choose "
+                                                "from for the coordinator's hops (input "
+                                                "and results; default: --protections).")]
+_Copies = Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
+                                           "from: 1 (none), 2 or 3 (voting).")]
+_Guards = Annotated[str, typer.Option(help="Range guards: both, on or off.")]
+_Samples = Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
+                                                  "(the end of the test set).")]
+_Seed = Annotated[int, typer.Option(help="Seed of the NSGA-II search (threats carry their own, "
+                                         "in the YAML).")]
+_Processes = Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
+_Weights = Annotated[Path | None, typer.Option(
+    "--weights", "-w", help="State-dict file for the model.")]
+
+
 @app.command()
 def explore(
-    model: Annotated[str, typer.Argument(
-        help="Zoo name (see `shardguard zoo`), path/to/file.py:factory, or model.onnx.")],
-    platform: Annotated[str, typer.Option("--platform", "-p",
-                                          help="Built-in platform name or YAML file.")],
-    threats: Annotated[Path, typer.Option(
-        "--threats", "-t", help="Threat scenario YAML: a list under 'threats' (D1, D4 but not "
-                                "adversarial, L1-L4; target a device, a link, 'devices' or "
-                                "'links'; each threat's own seed).")],
-    budget: Annotated[int, typer.Option(help="Candidates to evaluate (NSGA-II); a space "
-                                             "this small or smaller is enumerated.")] = 300,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Results directory; a run "
-                                         "there before is resumed.")] = Path("out/explore"),
-    method: Annotated[str, typer.Option(help="auto, exhaustive or nsga2.")] = "auto",
-    strategies: Annotated[str, typer.Option(help="Comma-separated partition strategies.")]
-    = "pipeline,spatial,channel",
-    max_devices: Annotated[int, typer.Option(help="Most devices a candidate uses.")] = 4,
-    protections: Annotated[str, typer.Option(help="Comma-separated link protections to "
-                                                  "choose from.")]
-    = "none,mac:blake2b,aead:chacha20-poly1305,aead:aes-128-gcm",
-    ends: Annotated[str | None, typer.Option(help="Comma-separated protections to choose "
-                                                   "from for the coordinator's hops (input "
-                                                   "and results; default: --protections).")]
-    = None,
-    copies: Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
-                                             "from: 1 (none), 2 or 3 (voting).")] = "1,3",
-    guards: Annotated[str, typer.Option(help="Range guards: both, on or off.")] = "both",
-    samples: Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
-                                                     "(the end of the test set).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of the NSGA-II search (threats carry their own, "
-                                               "in the YAML).")] = 0,
-    processes: Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
-    = 0,
-    weights: Annotated[Path | None, typer.Option(
-        "--weights", "-w", help="State-dict file for the model.")] = None,
+    model: _Model,
+    platform: _Platform,
+    threats: _Threats,
+    budget: _Budget = 300,
+    output: _Output = Path("out/explore"),
+    method: _Method = "auto",
+    strategies: _Strategies = "pipeline,spatial,channel",
+    max_devices: _MaxDevices = 4,
+    protections: _Protections = "none,mac:blake2b,aead:chacha20-poly1305,aead:aes-128-gcm",
+    ends: _Ends = None,
+    copies: _Copies = "1,3",
+    guards: _Guards = "both",
+    samples: _Samples = 300,
+    seed: _Seed = 0,
+    processes: _Processes = 0,
+    weights: _Weights = None,
     input_shape: InputShape = None,
     preprocess: PreprocessOption = None,
     classes: Classes = None,
@@ -142,26 +161,39 @@ def explore(
     Example: shardguard explore net.onnx --input-shape 3,224,224 --preprocess imagenet
     -p rpi4x4-ethernet -t examples/threats.yaml --data photos/ -n 50 --budget 40
     """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from .._config import read_yaml, validate
-    from ..analysis.explore import ExploreSpec
-    from ..analysis.search import labels, run_exploration
-    from ..data import parse_preprocess
-    from ..errors import ConfigError
+    from ..analysis.search import run_exploration
 
     count("-n", samples)
     count("--budget", budget)
     count("--max-devices", max_devices)
     count("--processes", processes, least=0)
+    spec = _explore_spec(
+        model=model, platform=platform, threats=threats, strategies=strategies,
+        max_devices=max_devices, protections=protections, ends=ends, copies=copies,
+        guards=guards, samples=samples, seed=seed, weights=weights, input_shape=input_shape,
+        preprocess=preprocess, classes=classes, data=data)
+    result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
+                             ray=ray)
+    _print_front(result, output)
+
+
+def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
+                  max_devices: int, protections: str, ends: str | None, copies: str,
+                  guards: str, samples: int, seed: int, weights: Path | None,
+                  input_shape: str | None, preprocess: str | None, classes: Path | None,
+                  data: str | None) -> ExploreSpec:
+    """The exploration spec the options describe, validated (the threats from their YAML)."""
+    from .._config import read_yaml, validate
+    from ..analysis.explore import ExploreSpec
+    from ..data import parse_preprocess
+    from ..errors import ConfigError
+
     if guards not in ("both", "on", "off"):
         raise ConfigError(f"--guards must be both, on or off, got {guards!r}")
     scenario = read_yaml(threats)
     if not isinstance(scenario, dict) or not isinstance(scenario.get("threats"), list):
         raise ConfigError(f"{threats}: expected a list under 'threats'")
-    spec = validate(ExploreSpec, {
+    return validate(ExploreSpec, {
         "model": model, "platform": platform, "threats": scenario["threats"],
         "strategies": _items(strategies), "max_devices": max_devices,
         "protections": _items(protections), "copies": _items(copies),
@@ -171,8 +203,16 @@ def explore(
         "input_shape": list(parse_shape(input_shape)) if input_shape else None,
         "preprocess": parse_preprocess(preprocess) if preprocess else None,
         "classes": str(classes) if classes else None, "data": data}, "explore")
-    result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
-                             ray=ray)
+
+
+def _print_front(result: Exploration, output: Path) -> None:
+    """The Pareto front as a table, ★ on the recommended point, and where the files are."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ..analysis.search import labels
+
     print(f"data: {result.data}")
     table = Table("#", "deployment", "max energy/device (mJ)", "latency (ms)",
                   labels(result.measure)["vulnerability"], title=f"Pareto front ({result.method}, "
