@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,10 @@ from ._options import (
 )
 from .app import app
 from .models import ModelRef
+
+if TYPE_CHECKING:  # the CLI imports the library only in the commands that use it
+    from ..graph import Graph
+    from ..partition import ModelRef as PlanModel
 
 
 @app.command()
@@ -55,31 +59,44 @@ def platforms(
     console.print(table)
 
 
+# plan's options, declared here so that the command reads as a list of them
+_Platform = Annotated[str, typer.Option("--platform", "-p",
+                                        help="Built-in platform name or platform YAML.")]
+_Output = Annotated[Path, typer.Option("--output", "-o", help="Plan file to write.")]
+_Strategy = Annotated[str, typer.Option(help="pipeline, spatial, channel or auto.")]
+_Objective = Annotated[str, typer.Option(
+    help="latency, throughput, energy (max per device) or energy-total.")]
+_Replicas = Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")]
+_Protection = Annotated[str, typer.Option(
+    help=f"Seal every link between stages: {', '.join(names())} (costed when "
+         "planning).")]
+_Stages = Annotated[int | None, typer.Option(
+    help="Pipeline: exactly this many stages, on as many devices (forces a split the "
+         "optimiser would not make).")]
+_Devices = Annotated[int | None, typer.Option(
+    help="Spread the plan over exactly this many devices: a pipeline's stages, or the "
+         "tiles or channel groups of a spatial or channel split.")]
+_Weights = Annotated[Path | None, typer.Option("--weights", "-w",
+                                               help="State-dict file for the model.")]
+_Figure = Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")]
+
+
 @app.command()
 def plan(
     model: ModelRef,
-    platform: Annotated[str, typer.Option("--platform", "-p",
-                                          help="Built-in platform name or platform YAML.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Plan file to write.")],
-    strategy: Annotated[str, typer.Option(help="pipeline, spatial, channel or auto.")] = "pipeline",
-    objective: Annotated[str, typer.Option(
-        help="latency, throughput, energy (max per device) or energy-total.")] = "latency",
-    replicas: Annotated[int, typer.Option(help="Copies of every stage, on distinct devices.")] = 1,
-    protection: Annotated[str, typer.Option(
-        help=f"Seal every link between stages: {', '.join(names())} (costed when "
-             "planning).")] = "none",
-    stages: Annotated[int | None, typer.Option(
-        help="Pipeline: exactly this many stages, on as many devices (forces a split the "
-             "optimiser would not make).")] = None,
-    devices: Annotated[int | None, typer.Option(
-        help="Spread the plan over exactly this many devices: a pipeline's stages, or the "
-             "tiles or channel groups of a spatial or channel split.")] = None,
+    platform: _Platform,
+    output: _Output,
+    strategy: _Strategy = "pipeline",
+    objective: _Objective = "latency",
+    replicas: _Replicas = 1,
+    protection: _Protection = "none",
+    stages: _Stages = None,
+    devices: _Devices = None,
     input_shape: InputShape = None,
-    weights: Annotated[Path | None, typer.Option("--weights", "-w",
-                                                    help="State-dict file for the model.")] = None,
+    weights: _Weights = None,
     preprocess: PreprocessOption = None,
     classes: Classes = None,
-    figure: Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")] = None,
+    figure: _Figure = None,
     force: Force = False,
 ) -> None:
     """Partition a model onto a platform's devices and write the plan as YAML.
@@ -93,14 +110,35 @@ def plan(
     Paths the plan names (a model file, weights, a class list, a platform file) are
     written relative to the plan's directory.
     """
-    from ..data import ClassList, parse_preprocess
-    from ..errors import ConfigError, ModelError
-    from ..graph import trace
-    from ..partition import ModelRef as PlanModel
     from ..partition import make_plan
     from ..platform import load_platform
-    from ..zoo import load_model
     from ._tables import show, stage_table, summary_line
+
+    _check_plan_options(strategy, objective, replicas, stages, devices)
+    refuse_overwrite(output, force)
+    if figure is not None:
+        refuse_overwrite(figure, force)
+    graph, shape = _traced(model, weights, input_shape)
+    target = load_platform(platform)
+    ref = _plan_model(model, weights, shape, preprocess, classes)
+    planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
+                        objective=objective, replicas=replicas,  # type: ignore[arg-type]
+                        protection=protection, devices=devices or stages)
+    planned.plan.save(output, force=force)
+    show(stage_table(planned))
+    print(summary_line(planned))
+    print(f"plan written to {output}")
+    if figure is not None:
+        from ..analysis.plan_figure import draw_plan
+
+        draw_plan(planned, figure)
+        print(f"figure written to {figure}")
+
+
+def _check_plan_options(strategy: str, objective: str, replicas: int, stages: int | None,
+                        devices: int | None) -> None:
+    """Refuse a strategy, objective or count ``plan`` does not take, in one line."""
+    from ..errors import ConfigError
 
     if strategy not in ("pipeline", "spatial", "channel", "auto"):
         raise ConfigError(f"--strategy {strategy!r}: expected pipeline, spatial, channel or auto")
@@ -115,33 +153,35 @@ def plan(
     if stages is not None and strategy not in ("pipeline", "auto"):
         raise ConfigError(f"--stages applies to pipelines; for a {strategy} split, give "
                           "--devices")
-    refuse_overwrite(output, force)
-    if figure is not None:
-        refuse_overwrite(figure, force)
+
+
+def _traced(model: str, weights: Path | None,
+            input_shape: str | None) -> tuple[Graph, tuple[int, ...]]:
+    """The model loaded and traced, and its input shape (given, else the model's own)."""
+    from ..errors import ModelError
+    from ..graph import trace
+    from ..zoo import load_model
+
     given = parse_shape(input_shape) if input_shape else None
     loaded = load_model(model, weights=weights, input_shape=given)
     shape = given or loaded.input_shape
     if shape is None:
         raise ModelError(f"{model}: give --input-shape C,H,W (not known for this model)")
-    graph = trace(loaded.module, shape)
-    target = load_platform(platform)
+    return trace(loaded.module, shape), shape
+
+
+def _plan_model(model: str, weights: Path | None, shape: tuple[int, ...],
+                preprocess: str | None, classes: Path | None) -> PlanModel:
+    """The plan's model entry; a bad class list is refused here."""
+    from ..data import ClassList, parse_preprocess
+    from ..partition import ModelRef as PlanModel
+
     if classes is not None:
         ClassList.from_file(classes)  # refuse a bad class list now
-    ref = PlanModel(ref=model, weights=str(weights) if weights else None, input_shape=list(shape),
-                    preprocess=parse_preprocess(preprocess) if preprocess else None,
-                    classes=str(classes) if classes else None)
-    planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
-                        objective=objective, replicas=replicas,  # type: ignore[arg-type]
-                        protection=protection, devices=devices or stages)
-    planned.plan.save(output, force=force)
-    show(stage_table(planned))
-    print(summary_line(planned))
-    print(f"plan written to {output}")
-    if figure is not None:
-        from ..analysis.plan_figure import draw_plan
-
-        draw_plan(planned, figure)
-        print(f"figure written to {figure}")
+    return PlanModel(ref=model, weights=str(weights) if weights else None,
+                     input_shape=list(shape),
+                     preprocess=parse_preprocess(preprocess) if preprocess else None,
+                     classes=str(classes) if classes else None)
 
 
 @app.command()
