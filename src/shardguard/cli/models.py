@@ -22,6 +22,7 @@ from ._options import (
 from .app import app
 
 if TYPE_CHECKING:  # the CLI imports torch only in the commands that use it
+    from ..defences.failout import Failout
     from ..zoo import LoadedModel, Recipe
 
 ModelRef = Annotated[str, typer.Argument(
@@ -50,24 +51,29 @@ def zoo() -> None:
     Console().print(table)
 
 
+# train's options, declared here so that the command reads as a list of them
+_Seed = Annotated[int, typer.Option(help="Seed for initialisation, shuffling, augmentation.")]
+_Checkpoint = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Checkpoint to write (default: checkpoints/MODEL.pt).")]
+_Failout = Annotated[float, typer.Option(
+    help="Failout (M6): per sample, drop one device's pieces of every split tensor with "
+         "this probability, so accuracy survives a missing device.")]
+_FailoutStrategy = Annotated[str, typer.Option(
+    help="With --failout: the partitioning whose devices drop out (spatial or channel).")]
+_FailoutPlatform = Annotated[str, typer.Option(
+    help="With --failout: the platform the partitioning is planned for.")]
+
+
 @app.command()
 def train(
     model: ModelRef,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the zoo recipe).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for initialisation, shuffling, augmentation.")]
-    = 0,
+    seed: _Seed = 0,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (one-cycle).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                      help="Checkpoint to write (default: checkpoints/MODEL.pt).")] = None,
-    failout: Annotated[float, typer.Option(
-        help="Failout (M6): per sample, drop one device's pieces of every split tensor with "
-             "this probability, so accuracy survives a missing device.")] = 0.0,
-    strategy: Annotated[str, typer.Option(
-        help="With --failout: the partitioning whose devices drop out (spatial or channel).")]
-    = "channel",
-    platform: Annotated[str, typer.Option(
-        help="With --failout: the platform the partitioning is planned for.")]
-    = "rpi4x4-ethernet",
+    output: _Checkpoint = None,
+    failout: _Failout = 0.0,
+    strategy: _FailoutStrategy = "channel",
+    platform: _FailoutPlatform = "rpi4x4-ethernet",
     data: DataDir = None,
     force: Force = False,
 ) -> None:
@@ -104,13 +110,8 @@ def train(
                               "backbone; failout needs the whole network trained")
         _save_head(loaded, recipe, _idx_directory(data), seed, out)
         return
-    network = loaded.module
-    if failout:
-        from ..defences.failout import failout_for, split_tensors
-
-        network = failout_for(loaded, failout, strategy, platform, seed)
-        log(f"failout {failout}: {strategy} over {', '.join(network.devices)} ({platform}), "
-            f"at {len(split_tensors(network.compiled))} split tensor(s)")
+    network = (_failout_network(loaded, failout, strategy, platform, seed) if failout
+               else loaded.module)
     train_split, test_split = load_fashion_mnist(_idx_directory(data))
     run_training(network, train_split, test_split, recipe, seed=seed)
     accuracy = evaluate(loaded.module, test_split)
@@ -121,6 +122,17 @@ def train(
         "params": sum(p.numel() for p in loaded.module.parameters()), "failout": failout,
     })
     print(f"{model}: test accuracy {meta.test_accuracy:.4f} → {out} (sha256 {meta.sha256[:12]}…)")
+
+
+def _failout_network(loaded: LoadedModel, failout: float, strategy: str, platform: str,
+                     seed: int) -> Failout:
+    """The model wrapped to train with failout over ``strategy``'s devices on ``platform``."""
+    from ..defences.failout import failout_for, split_tensors
+
+    network = failout_for(loaded, failout, strategy, platform, seed)
+    log(f"failout {failout}: {strategy} over {', '.join(network.devices)} ({platform}), "
+        f"at {len(split_tensors(network.compiled))} split tensor(s)")
+    return network
 
 
 def _save_head(loaded: LoadedModel, recipe: Recipe, data: Path | None, seed: int,
