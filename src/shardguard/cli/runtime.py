@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -78,45 +78,59 @@ def _parse_workers(text: str) -> dict[str, str]:
     return out
 
 
+# run's options, declared here so that the command reads as a list of them
+_Workers = Annotated[str | None, typer.Option(
+    help="Running workers: dev1=tcp://HOST:PORT,dev2=...")]
+_SpawnLocal = Annotated[bool, typer.Option(
+    "--spawn-local", help="Start one worker per device on this machine, stop them after.")]
+_Check = Annotated[bool, typer.Option(
+    "--check", help="Compare every output with the local executor.")]
+_Images = Annotated[int | None, typer.Option("-n", help="Images to stream (default: all the "
+                                                        "data holds).")]
+_Batch = Annotated[int, typer.Option(help="Images per request.")]
+_Window = Annotated[int, typer.Option(help="Requests in flight.")]
+_Deadline = Annotated[float, typer.Option(help="Seconds before a request is retried.")]
+_EmulateLinks = Annotated[bool, typer.Option(
+    "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
+                            "on every link.")]
+_Keys = Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
+                                                 "for --spawn-local).")]
+_Advertise = Annotated[str, typer.Option(
+    help="This machine's address as the workers reach it (results come back there).")]
+_OnReject = Annotated[str, typer.Option(
+    help="When a sealed message is rejected or a vote fails: drop the request, retry it, "
+         "failover (retry avoiding the sender), or degrade (a rejected piece of a split "
+         "tensor becomes zeros; the answer is flagged degraded).")]
+_Vote = Annotated[int, typer.Option(
+    help="M4: run every stage on 2 (detect) or 3 (mask) devices and vote; the plan "
+         "needs that many replicas.")]
+_Freivalds = Annotated[int, typer.Option(
+    help="M4: check every stage's affine layers on another device with this many "
+         "Freivalds rounds (a wrong claim passes with probability at most 2^-N; 0: off). "
+         "With sealed links, a device that lies while verifying another's stage is caught "
+         "too; see the README for what it does not cover.")]
+_Guards = Annotated[int, typer.Option(
+    help="M5: clip link tensors to per-channel ranges profiled on this many clean "
+         "training images (0: off).")]
+
+
 @app.command()
 def run(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="Plan YAML.")],
-    workers: Annotated[str | None, typer.Option(
-        help="Running workers: dev1=tcp://HOST:PORT,dev2=...")] = None,
-    spawn_local: Annotated[bool, typer.Option(
-        "--spawn-local", help="Start one worker per device on this machine, stop them after.")]
-    = False,
-    check: Annotated[bool, typer.Option(
-        "--check", help="Compare every output with the local executor.")] = False,
-    n: Annotated[int | None, typer.Option("-n", help="Images to stream (default: all the "
-                                                     "data holds).")] = None,
-    batch: Annotated[int, typer.Option(help="Images per request.")] = 1,
-    window: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
-    deadline: Annotated[float, typer.Option(help="Seconds before a request is retried.")] = 10.0,
-    emulate_links: Annotated[bool, typer.Option(
-        "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
-                                "on every link.")] = False,
-    keys: Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
-                                                      "for --spawn-local).")] = None,
-    advertise: Annotated[str, typer.Option(
-        help="This machine's address as the workers reach it (results come back there).")]
-    = "127.0.0.1",
-    on_reject: Annotated[str, typer.Option(
-        help="When a sealed message is rejected or a vote fails: drop the request, retry it, "
-             "failover (retry avoiding the sender), or degrade (a rejected piece of a split "
-             "tensor becomes zeros; the answer is flagged degraded).")] = "failover",
-    vote: Annotated[int, typer.Option(
-        help="M4: run every stage on 2 (detect) or 3 (mask) devices and vote; the plan "
-             "needs that many replicas.")] = 1,
-    freivalds: Annotated[int, typer.Option(
-        help="M4: check every stage's affine layers on another device with this many "
-             "Freivalds rounds (a wrong claim passes with probability at most 2^-N; 0: off). "
-             "With sealed links, a device that lies while verifying another's stage is caught "
-             "too; see the README for what it does not cover.")]
-    = 0,
-    guards: Annotated[int, typer.Option(
-        help="M5: clip link tensors to per-channel ranges profiled on this many clean "
-             "training images (0: off).")] = 0,
+    workers: _Workers = None,
+    spawn_local: _SpawnLocal = False,
+    check: _Check = False,
+    n: _Images = None,
+    batch: _Batch = 1,
+    window: _Window = 32,
+    deadline: _Deadline = 10.0,
+    emulate_links: _EmulateLinks = False,
+    keys: _Keys = None,
+    advertise: _Advertise = "127.0.0.1",
+    on_reject: _OnReject = "failover",
+    vote: _Vote = 1,
+    freivalds: _Freivalds = 0,
+    guards: _Guards = 0,
     data: DataDir = None,
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
@@ -132,12 +146,8 @@ def run(
     Example: shardguard run plan.yaml --spawn-local --freivalds 2 --check -n 500
     """
     import numpy as np
-    import torch
 
-    from ..analysis.metrics import rate
     from ..data import plan_data
-    from ..errors import IntegrityError, TransportError
-    from ..local import LocalExecutor
     from ..partition import bind
     from ..runtime.cluster import Cluster
 
@@ -149,14 +159,7 @@ def run(
     dataset = plan_data(data, bound)
     print(f"data: {dataset.describe()}")
     x, y = dataset.images(n), dataset.labels(n)
-    labels = y.numpy() if y is not None else None
-    bounds = None
-    if guards:
-        from ..defences.guards import profile_bounds
-
-        bounds = profile_bounds(bound.compiled, dataset.train_images(guards))
-        print(f"guards: ranges profiled on {min(guards, len(dataset))} images, "
-              f"{dataset.training_note}")
+    bounds = _profiled_bounds(bound, dataset, guards) if guards else None
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
@@ -164,6 +167,38 @@ def run(
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
+    _print_answers(result, y.numpy() if y is not None else None, ok)
+    _print_devices(result, stats, on_reject)
+    if check:
+        _check_against_local(bound, bounds, x, result, ok)
+    _raise_on_failed_requests(result)
+
+
+def _raise_on_failed_requests(result: Any) -> None:
+    """One error naming how many requests failed, the failed devices and the first error."""
+    from ..errors import TransportError
+
+    if result.errors:
+        first = next(iter(result.errors.values()))
+        lost = f" ({', '.join(result.failed_devices)} failed)" if result.failed_devices else ""
+        raise TransportError(f"{len(result.errors)} of {len(result.latency_s)} requests failed"
+                             f"{lost}; first: {first}")
+
+
+def _profiled_bounds(bound: Any, dataset: Any, guards: int) -> Any:
+    """Range guards' per-channel bounds, profiled on ``guards`` clean training images."""
+    from ..defences.guards import profile_bounds
+
+    bounds = profile_bounds(bound.compiled, dataset.train_images(guards))
+    print(f"guards: ranges profiled on {min(guards, len(dataset))} images, "
+          f"{dataset.training_note}")
+    return bounds
+
+
+def _print_answers(result: Any, labels: Any, ok: Any) -> None:
+    """How many requests were answered, the accuracy on the answered images, and latency."""
+    from ..analysis.metrics import rate
+
     degraded = int(result.degraded.sum()) if result.degraded is not None else 0
     print(f"{result.answered}/{len(result.latency_s)} requests answered "
           f"{f'({degraded} degraded) ' if degraded else ''}"
@@ -178,6 +213,10 @@ def run(
     if pct:
         print("latency " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in pct.items())
               + f"; throughput {result.throughput:.1f} images/s")
+
+
+def _print_devices(result: Any, stats: dict[str, Any], on_reject: str) -> None:
+    """Per device: stage times, bytes received, rejections; then failures and alarms."""
     print("this run, per device:")
     for device, s in stats.items():
         stages = ", ".join(f"{k} {v['compute_s'] * 1e3 / max(1, v['runs']):.3f} ms/run"
@@ -195,22 +234,26 @@ def run(
               f"{len(result.errors)} failed")
     if result.routed_around:
         print(f"routed around {', '.join(result.routed_around)}: their messages were rejected")
-    if check:
-        with torch.no_grad():
-            from ..defences.guards import RangeGuard
 
-            hooks = [RangeGuard(bounds)] if bounds is not None else []  # the same clipping
-            ref = LocalExecutor(bound.compiled, hooks)(x).numpy()
-        diff = float(np.abs(result.outputs[ok] - ref[ok]).max()) if ok.any() else 0.0
-        scale = float(ref.max() - ref.min()) or 1.0
-        same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
-        print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
-              f"same class on {same}/{int(ok.sum())}")
-        if diff / scale > 1e-4 or same != int(ok.sum()):
-            raise IntegrityError("distributed outputs differ from the local executor")
-        print(f"distributed run matches the local executor on {int(ok.sum())} answered images")
-    if result.errors:
-        first = next(iter(result.errors.values()))
-        lost = f" ({', '.join(result.failed_devices)} failed)" if result.failed_devices else ""
-        raise TransportError(f"{len(result.errors)} of {len(result.latency_s)} requests failed"
-                             f"{lost}; first: {first}")
+
+def _check_against_local(bound: Any, bounds: Any, x: Any, result: Any, ok: Any) -> None:
+    """--check: every answered output against the local executor (with the same clipping)."""
+    import numpy as np
+    import torch
+
+    from ..errors import IntegrityError
+    from ..local import LocalExecutor
+
+    with torch.no_grad():
+        from ..defences.guards import RangeGuard
+
+        hooks = [RangeGuard(bounds)] if bounds is not None else []  # the same clipping
+        ref = LocalExecutor(bound.compiled, hooks)(x).numpy()
+    diff = float(np.abs(result.outputs[ok] - ref[ok]).max()) if ok.any() else 0.0
+    scale = float(ref.max() - ref.min()) or 1.0
+    same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
+    print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
+          f"same class on {same}/{int(ok.sum())}")
+    if diff / scale > 1e-4 or same != int(ok.sum()):
+        raise IntegrityError("distributed outputs differ from the local executor")
+    print(f"distributed run matches the local executor on {int(ok.sum())} answered images")
