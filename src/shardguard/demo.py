@@ -20,48 +20,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ._demo_settings import (
+    DEMO_MODEL,
+    DEMO_PLATFORM,
+    DEMO_PROTECTION,
+    EXPLORE_THREATS,
+    LARGE,
+    LARGE_PLATFORM,
+    DemoSizes,
+    sizes_for,
+)
 from ._progress import log
 
 T = TypeVar("T")
-
-DEMO_MODEL = "resnet-small"
-DEMO_PLATFORM = "rpi4x4-ethernet"
-DEMO_PROTECTION = "aead:chacha20-poly1305"
-
-
-@dataclass(frozen=True)
-class DemoSizes:
-    """How many images (and candidates) each step of the demo uses."""
-
-    evaluate: int | None  # test images evaluated (None: all of them)
-    check: int | None  # images the partitioned model is checked on (None: all of them)
-    distributed: int  # images run on the workers
-    analysis: int  # images per trial of the vulnerability analysis
-    defence: int  # images attacked, then defended
-    explore_budget: int  # candidates NSGA-II evaluates
-    explore_images: int  # held-out images per candidate
-
-
-#: The 28×28 demo model: about two minutes on a 2-core laptop.
-SMALL = DemoSizes(evaluate=None, check=None, distributed=2000, analysis=500, defence=300,
-                  explore_budget=60, explore_images=100)
-#: ImageNet-size inputs (224×224): one image costs what a few hundred 28×28 ones do, so
-#: every step uses fewer, and the analysis stays at the 200 images the issue asks for.
-LARGE = DemoSizes(evaluate=1000, check=200, distributed=200, analysis=200, defence=100,
-                  explore_budget=12, explore_images=50)
-
-
-#: Where the demo plans a large model unless told: boards too small for the whole of it.
-LARGE_PLATFORM = "rpi4x4-12mb"
-
-
-def sizes_for(input_shape: tuple[int, ...]) -> DemoSizes:
-    """``LARGE`` for inputs of more than 3×64×64 values, else ``SMALL``."""
-    return LARGE if int(np.prod(input_shape)) > 3 * 64 * 64 else SMALL
-
-
-EXPLORE_THREATS = [{"id": "L1", "target": "links", "ber": 1e-3, "bits": "exponent-high"},
-                   {"id": "L4", "target": "links", "rate": 0.3}]
 
 
 def planned_outputs(bound: Any, x: Any) -> np.ndarray:
@@ -99,23 +70,74 @@ class _Steps:
                                          for key, seconds in self.summary.steps.items())
 
 
+@dataclass
+class _Demo:
+    """What the steps of one demo run share: where it writes, the model, data and sizes."""
+
+    out_dir: Path
+    model: str
+    data: str | None
+    platform: str
+    loaded: Any
+    test: Any
+    sizes: DemoSizes
+    summary: DemoSummary
+    steps: _Steps
+
+
 def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MODEL,
              platform: str | None = None) -> DemoSummary:
     """The demo on ``model`` (a trained zoo model) and ``platform`` (default:
     ``DEMO_PLATFORM``, or ``LARGE_PLATFORM`` for an ImageNet-size model)."""
-    from .analysis.metrics import rate
-    from .analysis.plan_figure import draw_plan
-    from .data import open_data
-    from .graph import trace
-    from .local import LocalExecutor, check
-    from .partition import ModelRef, make_plan
-    from .platform import load_platform
-    from .zoo import load_model
-    from .zoo.train import top1
-
     out_dir.mkdir(parents=True, exist_ok=True)
     data = str(data) if data is not None else None  # every step reads the same data
     summary = DemoSummary(str(out_dir))
+    demo = _load(out_dir, model, data, platform, summary)
+    steps, platform = demo.steps, demo.platform
+    evaluated, accuracy, graph = _evaluate_and_profile(demo)
+    planned, checked = _plan_and_check(demo, graph)
+    _run_on_workers(demo, planned)
+    _analyze(demo)
+    defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
+                        f"sealed with {DEMO_PROTECTION}",
+                        lambda: _defend(planned, demo.test, out_dir, platform,
+                                        demo.sizes.defence))
+    summary.lines += defence.pop("lines")
+    summary.facts.update(defence)
+    cost = planned.cost
+    summary.facts.update(model=model, test_accuracy=accuracy, evaluated_images=evaluated,
+                         macs=graph.total_macs, params=graph.total_params, platform=platform,
+                         stages=len(planned.compiled.programs), latency_s=cost.latency_s,
+                         throughput=cost.throughput, check_same_class=checked.same_class,
+                         check_max_abs_diff=checked.max_abs_diff)
+    exploration = steps.run("explore", "exploring deployments: security against energy "
+                            f"per device (NSGA-II, {demo.sizes.explore_budget} candidates)",
+                            lambda: _explore(model, platform, out_dir / "explore", data,
+                                             demo.sizes))
+    summary.lines += exploration.pop("lines")
+    summary.facts.update(exploration)
+    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+
+    from .analysis.report import write_report
+
+    report = steps.run("report", "writing the report", lambda: write_report(out_dir,
+                                                                  out_dir / "report.html"))
+    summary.lines.append(f"report     {report} (open it in a browser); numbers in "
+                         f"{out_dir}/summary.json")
+    summary.facts.update(report=str(report))
+    summary.lines.append(steps.line())
+    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
+    return summary
+
+
+def _load(out_dir: Path, model: str, data: str | None, platform: str | None,
+          summary: DemoSummary) -> _Demo:
+    """Step 1: the model and the data. A bad platform or an untrained model is refused
+    here, before the long steps."""
+    from .data import open_data
+    from .platform import load_platform
+    from .zoo import load_model
+
     steps = _Steps(9, summary)
 
     def load() -> tuple[Any, Any]:
@@ -129,50 +151,83 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     platform = platform or (LARGE_PLATFORM if sizes is LARGE else DEMO_PLATFORM)
     load_platform(platform)  # a bad platform is refused now, not after the evaluation
     _refuse_untrained(loaded, test)
-    evaluated = min(len(test), sizes.evaluate or len(test))
-    predicted = steps.run("evaluate", f"evaluating it on {evaluated} images",
-                          lambda: top1(loaded.module, test.batches(evaluated), evaluated))
+    return _Demo(out_dir, model, data, platform, loaded, test, sizes, summary, steps)
+
+
+def _evaluate_and_profile(demo: _Demo) -> tuple[int, float, Any]:
+    """Steps 2 and 3: accuracy on the test images, and the traced, profiled graph.
+    Returns (images evaluated, accuracy, graph)."""
+    from .analysis.metrics import rate
+    from .graph import trace
+    from .zoo.train import top1
+
+    loaded, test = demo.loaded, demo.test
+    evaluated = min(len(test), demo.sizes.evaluate or len(test))
+    predicted = demo.steps.run("evaluate", f"evaluating it on {evaluated} images",
+                               lambda: top1(loaded.module, test.batches(evaluated), evaluated))
     truth = test.labels(evaluated)
     right = int((predicted == truth).sum()) if truth is not None else 0
     accuracy = right / evaluated if truth is not None else float("nan")
-    graph = steps.run("profile", "tracing and profiling its graph",
-                      lambda: trace(loaded.module, loaded.input_shape, measure=True))
+    graph = demo.steps.run("profile", "tracing and profiling its graph",
+                           lambda: trace(loaded.module, loaded.input_shape, measure=True))
     recorded = (f" (recorded {loaded.meta.test_accuracy:.2%} on the whole test set)"
                 if loaded.meta else "")
-    summary.lines += [
-        f"model      {model}: {graph.total_macs / 1e6:.1f} M MACs, "
+    demo.summary.lines += [
+        f"model      {demo.model}: {graph.total_macs / 1e6:.1f} M MACs, "
         f"{graph.total_params / 1e3:.1f} k parameters, {len(graph.compute_nodes)} graph nodes",
         f"data       {test.describe()}",
         f"accuracy   {rate(right, evaluated)} on {evaluated} images{recorded}"
         if truth is not None else "accuracy   none to measure (no labels): attacks are "
         "scored by agreement with the clean model's answers"]
-    summary.facts.update(data=test.describe(), measure=test.measure)
+    demo.summary.facts.update(data=test.describe(), measure=test.measure)
+    return evaluated, accuracy, graph
+
+
+def _plan_and_check(demo: _Demo, graph: Any) -> tuple[Any, Any]:
+    """Step 4: a throughput-optimal pipeline (plan.yaml, plan.png), checked against the
+    whole model. Returns (planned, check result)."""
+    from .analysis.plan_figure import draw_plan
+    from .local import LocalExecutor, check
+    from .partition import ModelRef, make_plan
+    from .platform import load_platform
+
+    out_dir, loaded, test = demo.out_dir, demo.loaded, demo.test
 
     def plan_and_check() -> tuple[Any, Any]:
-        target = load_platform(platform)
-        planned = make_plan(graph, ModelRef(ref=model, input_shape=list(loaded.input_shape)),
+        target = load_platform(demo.platform)
+        planned = make_plan(graph, ModelRef(ref=demo.model,
+                                            input_shape=list(loaded.input_shape)),
                             target, strategy="pipeline", objective="throughput")
         planned.plan.save(out_dir / "plan.yaml", force=True)
         draw_plan(planned, out_dir / "plan.png")
         return planned, check(LocalExecutor(planned.compiled), loaded.module,
-                              test.batches(sizes.check))
+                              test.batches(demo.sizes.check))
 
-    checked_n = min(len(test), sizes.check or len(test))
-    planned, checked = steps.run("plan+check", f"planning it onto {platform} and checking "
-                                 f"the partitioned model on {checked_n} images", plan_and_check)
+    checked_n = min(len(test), demo.sizes.check or len(test))
+    planned, checked = demo.steps.run(
+        "plan+check", f"planning it onto {demo.platform} and checking the partitioned model "
+        f"on {checked_n} images", plan_and_check)
     cost = planned.cost
-    summary.lines += [
+    demo.summary.lines += [
         f"plan       {len(planned.compiled.programs)} pipeline stages on "
         f"{', '.join(cost.devices)}: latency {cost.latency_s * 1e3:.2f} ms, "
         f"{cost.throughput:.0f} inferences/s, max {cost.max_active_j * 1e3:.2f} mJ per device "
         f"(cost model) — {out_dir}/plan.yaml, plan.png",
         f"check      partitioned = whole model on {checked.same_class}/{checked.samples} "
         f"images (max |difference| {checked.max_abs_diff:.1e})"]
+    return planned, checked
+
+
+def _run_on_workers(demo: _Demo, planned: Any) -> None:
+    """Step 5: the plan on local worker processes, every output compared with the local
+    executor's."""
+    test, sizes = demo.test, demo.sizes
+
     def run_distributed() -> Any:
         from .partition import bind
         from .runtime.cluster import Cluster
 
-        bound = bind(out_dir / "plan.yaml")
+        bound = bind(demo.out_dir / "plan.yaml")
         x = test.images(sizes.distributed)
         with Cluster(bound, spawn_local=True) as c:
             result = c.stream(x.numpy(), batch=4)
@@ -180,29 +235,35 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
         y = test.labels(sizes.distributed)
         return result, with_local, (y.numpy() if y is not None else with_local.argmax(1))
 
-    result, local_out, labels = steps.run(
-        "run", f"running it on {len(cost.devices)} local worker processes (ZeroMQ, "
+    result, local_out, labels = demo.steps.run(
+        "run", f"running it on {len(planned.cost.devices)} local worker processes (ZeroMQ, "
         "onnxruntime) and checking every output", run_distributed)
     answered = ~np.isnan(result.outputs).any(axis=1)
     same = int((result.outputs[answered].argmax(1) == local_out[answered].argmax(1)).sum())
     diff = float(np.abs(result.outputs[answered] - local_out[answered]).max())
     pct = result.percentiles()
-    summary.lines += [
+    demo.summary.lines += [
         f"workers    {result.answered}/{len(result.latency_s)} requests answered, "
         f"{result.throughput:.0f} images/s, p50 {pct.get('p50', float('nan')) * 1e3:.1f} ms; "
         f"same class as the local executor on {same}/{int(answered.sum())} "
         f"(max |difference| {diff:.1e}); {'accuracy' if test.labelled else 'agreement'} on "
         f"these images "
         f"{float((result.outputs[answered].argmax(1) == labels[answered]).mean()):.2%}"]
-    summary.facts.update(distributed_answered=result.answered, distributed_same_class=same,
-                         distributed_throughput=result.throughput)
+    demo.summary.facts.update(distributed_answered=result.answered,
+                              distributed_same_class=same,
+                              distributed_throughput=result.throughput)
 
+
+def _analyze(demo: _Demo) -> None:
+    """Step 6: a short vulnerability analysis of the plan; the most critical part, and what
+    an eavesdropper rebuilds from a link."""
     from .analysis.analyze import analyze
 
-    analysis = steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
-                         "crashes, per link)",
-                         lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
-                                         samples=sizes.analysis, data=data))
+    out_dir, summary = demo.out_dir, demo.summary
+    analysis = demo.steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
+                              "crashes, per link)",
+                              lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
+                                              samples=demo.sizes.analysis, data=demo.data))
     worst = analysis.ranking[0]
     by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
@@ -220,33 +281,6 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
             f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
                          l1_1e4_accuracy=by_class)
-    defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
-                        f"sealed with {DEMO_PROTECTION}",
-                        lambda: _defend(planned, test, out_dir, platform, sizes.defence))
-    summary.lines += defence.pop("lines")
-    summary.facts.update(defence)
-    summary.facts.update(model=model, test_accuracy=accuracy, evaluated_images=evaluated,
-                         macs=graph.total_macs, params=graph.total_params, platform=platform,
-                         stages=len(planned.compiled.programs), latency_s=cost.latency_s,
-                         throughput=cost.throughput, check_same_class=checked.same_class,
-                         check_max_abs_diff=checked.max_abs_diff)
-    exploration = steps.run("explore", "exploring deployments: security against energy "
-                            f"per device (NSGA-II, {sizes.explore_budget} candidates)",
-                            lambda: _explore(model, platform, out_dir / "explore", data, sizes))
-    summary.lines += exploration.pop("lines")
-    summary.facts.update(exploration)
-    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-
-    from .analysis.report import write_report
-
-    report = steps.run("report", "writing the report", lambda: write_report(out_dir,
-                                                                  out_dir / "report.html"))
-    summary.lines.append(f"report     {report} (open it in a browser); numbers in "
-                         f"{out_dir}/summary.json")
-    summary.facts.update(report=str(report))
-    summary.lines.append(steps.line())
-    (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
-    return summary
 
 
 def _refuse_untrained(loaded: Any, test: Any) -> None:
