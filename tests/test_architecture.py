@@ -24,7 +24,6 @@ LAYERS: list[set[str]] = [
     {"defences", "threats"},
     {"runtime"},  # workers and the coordinator
     {"analysis"},
-    {"_demo_settings"},
     {"demo"},
     {"cli"},
     {"__init__", "__main__"},

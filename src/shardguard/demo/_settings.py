@@ -1,4 +1,4 @@
-"""What the demo runs on, and how many images each of its steps uses (``demo.py``)."""
+"""What the demo runs on, and how many images each of its steps uses."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ._demo_settings import (
+from .._progress import log
+from ._settings import (
     DEMO_MODEL,
     DEMO_PLATFORM,
     DEMO_PROTECTION,
@@ -30,7 +31,6 @@ from ._demo_settings import (
     DemoSizes,
     sizes_for,
 )
-from ._progress import log
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ T = TypeVar("T")
 def planned_outputs(bound: Any, x: Any) -> np.ndarray:
     import torch
 
-    from .local import LocalExecutor
+    from ..local import LocalExecutor
 
     with torch.no_grad():
         return LocalExecutor(bound.compiled)(x).numpy()
@@ -118,7 +118,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     summary.facts.update(exploration)
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
 
-    from .analysis.report import write_report
+    from ..analysis.report import write_report
 
     report = steps.run("report", "writing the report", lambda: write_report(out_dir,
                                                                   out_dir / "report.html"))
@@ -134,9 +134,9 @@ def _load(out_dir: Path, model: str, data: str | None, platform: str | None,
           summary: DemoSummary) -> _Demo:
     """Step 1: the model and the data. A bad platform or an untrained model is refused
     here, before the long steps."""
-    from .data import open_data
-    from .platform import load_platform
-    from .zoo import load_model
+    from ..data import open_data
+    from ..platform import load_platform
+    from ..zoo import load_model
 
     steps = _Steps(9, summary)
 
@@ -157,9 +157,9 @@ def _load(out_dir: Path, model: str, data: str | None, platform: str | None,
 def _evaluate_and_profile(demo: _Demo) -> tuple[int, float, Any]:
     """Steps 2 and 3: accuracy on the test images, and the traced, profiled graph.
     Returns (images evaluated, accuracy, graph)."""
-    from .analysis.metrics import rate
-    from .graph import trace
-    from .zoo.train import top1
+    from ..analysis.metrics import rate
+    from ..graph import trace
+    from ..zoo.train import top1
 
     loaded, test = demo.loaded, demo.test
     evaluated = min(len(test), demo.sizes.evaluate or len(test))
@@ -186,10 +186,10 @@ def _evaluate_and_profile(demo: _Demo) -> tuple[int, float, Any]:
 def _plan_and_check(demo: _Demo, graph: Any) -> tuple[Any, Any]:
     """Step 4: a throughput-optimal pipeline (plan.yaml, plan.png), checked against the
     whole model. Returns (planned, check result)."""
-    from .analysis.plan_figure import draw_plan
-    from .local import LocalExecutor, check
-    from .partition import ModelRef, make_plan
-    from .platform import load_platform
+    from ..analysis.plan_figure import draw_plan
+    from ..local import LocalExecutor, check
+    from ..partition import ModelRef, make_plan
+    from ..platform import load_platform
 
     out_dir, loaded, test = demo.out_dir, demo.loaded, demo.test
 
@@ -224,8 +224,8 @@ def _run_on_workers(demo: _Demo, planned: Any) -> None:
     test, sizes = demo.test, demo.sizes
 
     def run_distributed() -> Any:
-        from .partition import bind
-        from .runtime.cluster import Cluster
+        from ..partition import bind
+        from ..runtime.cluster import Cluster
 
         bound = bind(demo.out_dir / "plan.yaml")
         x = test.images(sizes.distributed)
@@ -257,7 +257,7 @@ def _run_on_workers(demo: _Demo, planned: Any) -> None:
 def _analyze(demo: _Demo) -> None:
     """Step 6: a short vulnerability analysis of the plan; the most critical part, and what
     an eavesdropper rebuilds from a link."""
-    from .analysis.analyze import analyze
+    from ..analysis.analyze import analyze
 
     out_dir, summary = demo.out_dir, demo.summary
     analysis = demo.steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
@@ -285,9 +285,9 @@ def _analyze(demo: _Demo) -> None:
 
 def _refuse_untrained(loaded: Any, test: Any) -> None:
     """The demo measures a trained model on data of its own classes."""
-    from .data import ClassList
-    from .errors import ConfigError
-    from .zoo._registry import FASHION_MNIST
+    from ..data import ClassList
+    from ..errors import ConfigError
+    from ..zoo._registry import FASHION_MNIST
 
     if loaded.weights is None:
         raise ConfigError(f"{loaded.ref}: has no trained weights; the demo needs a trained "
@@ -302,8 +302,8 @@ def _explore(model: str, platform: str, out: Path, data: str | None,
              sizes: DemoSizes) -> dict[str, Any]:
     """NSGA-II over pipeline and spatial partitions of up to 3 devices, three protections
     and range guards, against bit flips and replays on every link."""
-    from .analysis.explore import ExploreSpec
-    from .analysis.search import labels, run_exploration
+    from ..analysis.explore import ExploreSpec
+    from ..analysis.search import labels, run_exploration
 
     spec = ExploreSpec(model=model, platform=platform, threats=EXPLORE_THREATS,
                        strategies=["pipeline", "spatial"], max_devices=3,
@@ -333,11 +333,11 @@ def _explore(model: str, platform: str, out: Path, data: str | None,
 def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
             images: int) -> dict[str, Any]:
     """An on-path attacker replays tensors on the first link; then the links are sealed."""
-    from .defences.catalogue import parse_defence
-    from .partition import bind
-    from .platform import load_platform
-    from .runtime.threatened import run_under_threat
-    from .threats.spec import Replay
+    from ..defences.catalogue import parse_defence
+    from ..partition import bind
+    from ..platform import load_platform
+    from ..runtime.threatened import run_under_threat
+    from ..threats.spec import Replay
 
     link = planned.plan.links[0]
     attacker = Replay(target=f"{link.src}>{link.dst}", rate=0.3, seed=0)
