@@ -20,7 +20,7 @@ from shardguard.runtime.cluster import Cluster
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import BitFlips
 
-from .conftest import planned, reference
+from .conftest import planned, reference, run_cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,3 +99,18 @@ def test_on_workers_clean_traffic_passes_and_a_garbling_sender_is_caught_and_rou
     assert {a["sender"] for a in garbled.rejected} == {first.device}
     np.testing.assert_allclose(garbled.outputs, reference(bound, x), rtol=0, atol=1e-5)
     assert sum(s["rejected"].get("tampered", 0) for s in stats.values()) == len(garbled.rejected)
+
+
+def test_plan_with_crc32_names_a_missing_figure_in_one_line_and_plans_where_one_is_given(
+        tmp_path):
+    """As a user plans: a fresh process, from another directory, every strategy."""
+    (tmp_path / "crc.yaml").write_text(PLATFORM)
+    for strategy in ("pipeline", "spatial", "channel"):
+        refused = run_cli("plan", "lenet5", "-p", "rpi4x4-ethernet", "--strategy", strategy,
+                          "--protection", "check:crc32", "-o", "p.yaml", cwd=tmp_path)
+        lines = [line for line in refused.err.splitlines() if line.strip()]
+        assert refused.code == 1 and lines == ["error: device pi1: no crypto figure for 'crc32'"]
+    planned_ok = run_cli("plan", "lenet5", "-p", "crc.yaml", "--protection", "check:crc32",
+                         "-o", "p.yaml", cwd=tmp_path)
+    assert planned_ok.code == 0, planned_ok.err
+    assert "check:crc32" in (tmp_path / "p.yaml").read_text()

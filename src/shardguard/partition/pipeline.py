@@ -139,8 +139,8 @@ def _stage_values(t: Tables, platform: Platform, specs: list[Device], objective:
     stage = np.empty((len(specs), n + 1, n + 1))
     for d, spec in enumerate(specs):
         crypto = (0.0 if alg == "none" else
-                  (sealed_in[:, None] + sealed_out[None, :]) * spec.crypto_cycles_per_byte.get(
-                      alg, np.inf) / spec.clock_hz)
+                  (sealed_in[:, None] + sealed_out[None, :]) * spec.crypto_cycles(alg)
+                  / spec.clock_hz)
         busy = (t.macs[None, :] - t.macs[:, None]) / spec.mac_rate + crypto
         memory = t.params[None, :] - t.params[:, None] + t.peak + t.cut[:, None] + t.cut[None, :]
         if objective in ("energy", "energy-total"):

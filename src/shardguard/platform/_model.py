@@ -153,14 +153,18 @@ class Device:
     crypto_cycles_per_byte: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
+    def crypto_cycles(self, algorithm: str) -> float:
+        """Cycles per byte to seal or open with ``algorithm``; ``ConfigError`` without a figure."""
+        cpb = self.crypto_cycles_per_byte.get(algorithm)
+        if cpb is None:
+            raise ConfigError(f"device {self.name}: no crypto figure for {algorithm!r}")
+        return cpb
+
     def crypto_seconds(self, algorithm: str, nbytes: float) -> float:
         """Time to seal or open ``nbytes`` with ``algorithm`` on this device."""
         if algorithm == "none" or nbytes == 0:
             return 0.0
-        cpb = self.crypto_cycles_per_byte.get(algorithm)
-        if cpb is None:
-            raise ConfigError(f"device {self.name}: no crypto figure for {algorithm!r}")
-        return nbytes * cpb / self.clock_hz
+        return nbytes * self.crypto_cycles(algorithm) / self.clock_hz
 
 
 @dataclass(frozen=True)
