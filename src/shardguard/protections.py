@@ -21,11 +21,13 @@ standard library.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["CATALOGUE", "Protection", "available", "check_protection", "names", "protection"]
+__all__ = ["CATALOGUE", "Protection", "available", "check_protection", "names", "protection",
+           "strongest"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,12 @@ class Protection:
     def algorithm(self) -> str:
         """The name the platforms' ``crypto_cycles_per_byte`` figures use."""
         return self.name.split(":", 1)[1]
+
+    @property
+    def strength(self) -> int:
+        """What it protects, for choosing the strongest: an AEAD (3: integrity and secrecy)
+        over a MAC (2) over a keyless check (1: accidents only); ``none`` is 0."""
+        return 1 if not self.authenticates else 2 if self.tag_frame else 3
 
     def frames(self, tensors: int) -> int:
         """How many frames follow the header when ``tensors`` tensor frames are protected."""
@@ -84,6 +92,12 @@ def protection(name: str) -> Protection:
     if found is None:
         raise ConfigError(f"unknown protection {name!r} (known: none, {', '.join(CATALOGUE)})")
     return found
+
+
+def strongest(names: Iterable[str]) -> str:
+    """The strongest of ``names`` (protections or ``none``); ``none`` when there are none."""
+    return max(names, key=lambda n: 0 if n == "none" else protection(n).strength,
+               default="none")
 
 
 def check_protection(name: str, *, installed: bool = False) -> Protection:

@@ -70,25 +70,13 @@ def check_algorithm(algorithm: str) -> None:
     check_protection(algorithm, installed=True)
 
 
-def is_mac(algorithm: str) -> bool:
-    """Whether ``algorithm`` leaves tensor frames as they are and adds a tag frame."""
-    return protection(algorithm).tag_frame
-
-
-def sealed_frames(algorithm: str, tensors: int) -> int:
-    """How many frames follow the header when ``tensors`` frames are sealed."""
-    return protection(algorithm).frames(tensors)
-
-
-def sealed_size(algorithm: str, nbytes: int) -> int:
-    """The size of one sealed tensor frame holding ``nbytes`` (the MAC's tag has its own)."""
-    return protection(algorithm).frame_bytes(nbytes)
-
-
-def tag_function(algorithm: str) -> TagFunction:
-    """The tag of a tag-frame protection: the built-in MACs here, any other from the module
-    the catalogue names (its ``tag(key, header, seq, frames)``)."""
+def tag_function(algorithm: str) -> TagFunction | None:
+    """The tag of a tag-frame protection (None for one that seals each frame): the built-in
+    MACs here, any other from the module the catalogue names (its ``tag(key, header, seq,
+    frames)``)."""
     entry = protection(algorithm)
+    if not entry.tag_frame:
+        return None
     if entry.module == __name__:
         return lambda key, header, seq, frames: _mac(algorithm, key, header, seq, frames)
     tag: TagFunction = importlib.import_module(entry.module).tag
@@ -217,7 +205,7 @@ class Sealer:
         self.algorithm, self.key = algorithm, key
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
-        self.tag = tag_function(algorithm) if is_mac(algorithm) else None
+        self.tag = tag_function(algorithm)
         self.buffers = BufferPool()
 
     def seal(self, header: bytes, seq: int, frames: Sequence[Buffer]) -> list[Buffer]:
@@ -299,7 +287,7 @@ class Opener:
         self.aead = _aead(algorithm, key)
         self.tag_bytes = TAG_BYTES[algorithm]
         self.window = ReplayWindow(window)
-        self.tag = tag_function(algorithm) if is_mac(algorithm) else None
+        self.tag = tag_function(algorithm)
         self.buffers = BufferPool()
 
     def open(self, header: bytes, seq: int, frames: Sequence[Buffer],
@@ -309,7 +297,7 @@ class Opener:
         ``tensors`` is how many tensor frames the header announces: a message with
         another number of frames is refused before anything is accepted.
         """
-        if tensors is not None and len(frames) != sealed_frames(self.algorithm, tensors):
+        if tensors is not None and len(frames) != protection(self.algorithm).frames(tensors):
             raise IntegrityError(f"{len(frames)} sealed frames for {tensors} tensor(s)")
         if not frames:
             raise IntegrityError("a sealed message carries at least one frame")

@@ -37,6 +37,7 @@ from ..defences.verifier import SUFFIX, Verifier
 from ..errors import ConfigError, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import OUTPUT, CompiledPlan
+from ..protections import strongest
 from ..protocol.control import COORDINATOR, Behave
 from ._collect import Collector
 from ._fleet import Fleet, Handle, planned_link
@@ -269,15 +270,11 @@ def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
     A Freivalds prover's claims (``S>S~check``: its affine layers' outputs, as revealing
     as any activation) are sealed with the strongest protection of the stage's own links,
     outgoing first, then incoming (a last stage sends only to the coordinator), then of
-    the whole plan: an AEAD over a MAC over none. A checked last stage's outputs, from
-    its prover and its verifier, with the plan's strongest: the coordinator must know
-    which device sent each copy it compares.
+    the whole plan (``protections.strongest``: an AEAD over a MAC over a keyless check over
+    none). A checked last stage's outputs, from its prover and its verifier, with the
+    plan's strongest: the coordinator must know which device sent each copy it compares.
     """
     planned = {f"{link.src}>{link.dst}": link.protection for link in links}
-
-    def strongest(found: list[str]) -> str:
-        return max(found, key=lambda p: p.startswith("aead:") * 2 + p.startswith("mac:"),
-                   default="none")
 
     checked = {p.name.removesuffix(SUFFIX) for p in compiled.programs if p.name.endswith(SUFFIX)}
     out = {}

@@ -69,7 +69,6 @@ class Worker:
     def __init__(self, name: str, bind: str, keys: Path | None, threads: int = 1,
                  insecure: bool = False, allow_fault_injection: bool = False) -> None:
         self.name, self.threads = name, threads
-        self.allow_fault_injection = allow_fault_injection
         self.ctx = zmq.Context()
         self.auth: ThreadAuthenticator | None = None
         self.control = self.ctx.socket(zmq.ROUTER)

@@ -37,9 +37,7 @@ class Faults(WorkerHook):
     """One ``behave`` message's faults, acting on what the worker computes and sends."""
 
     def __init__(self, behave: Behave) -> None:
-        self.behave = behave
-        if behave.corrupt is not None:
-            compromise(np.zeros(2, np.float32), behave.corrupt, 1.0, np.random.default_rng())
+        self.behave = behave  # its corrupt mode is one of CORRUPT_MODES (Behave checks it)
         # D4 random: fresh noise for every message, from this worker's own stream
         self.rng = np.random.default_rng(behave.seed)
 
