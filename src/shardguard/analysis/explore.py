@@ -6,11 +6,15 @@ A *candidate* deployment is a partition (strategy, devices, and for pipelines th
 cut points), a protection per link between stages and one for the coordinator's two
 hops (``ends``: the input to the first stages, the results from the last), a
 redundancy (1, 2 or 3 copies of every stage, voting) and whether range guards run.
-Its three objectives, all minimised:
+Its four objectives, all minimised:
 
 * ``energy_j``      the largest active energy per inference of any device (cost model:
                     compute, radio, and the sealing each link's protection costs there,
-                    plus the voting copies and the guards);
+                    the voting copies' own, and the guards);
+* ``total_energy_j`` the whole platform's energy per inference: every device's active
+                    energy (voting copies included: a vote:3 deployment computes three
+                    times) and idle energy over the period, the boards the deployment
+                    leaves unused included (they are powered all the same);
 * ``latency_s``     end-to-end latency of one request (cost model);
 * ``vulnerability`` accuracy lost under the threat scenario: the mean, over each threat
                     and each device or link it targets, of clean accuracy minus
@@ -298,7 +302,7 @@ def build(c: Candidate) -> Any:
             link.protection = c.ends
     planned = add_replicas(planned, platform, c.copies)
     planned.compiled = compile_plan(planned.plan, graph)
-    planned.cost = estimate(planned.compiled, platform)
+    planned.cost = estimate(planned.compiled, platform, vote=c.copies)  # the copies run
     return planned
 
 
@@ -311,22 +315,22 @@ def evaluate(c: Candidate) -> dict[str, Any]:
         planned = build(c)
     except (PlanningError, ConfigError) as exc:
         return {**row, "feasible": False, "why": str(exc), "energy_j": math.inf,
-                "latency_s": math.inf, "vulnerability": 1.0, "memory_over": math.inf}
+                "total_energy_j": math.inf, "latency_s": math.inf, "vulnerability": 1.0,
+                "memory_over": math.inf}
     platform, cost = _STATE["platform"], planned.cost
     energy = {d: dc.active_j for d, dc in cost.devices.items()}
     crypto = {d: dc.crypto_j for d, dc in cost.devices.items()}
-    extras = []
-    if c.copies > 1:
-        extras.append(parse_defence(f"vote:{c.copies}"))
-    if c.guard:
-        extras.append(parse_defence("guard"))
+    extras = [parse_defence("guard")] if c.guard else []  # the copies are in ``cost``
     for defence in extras:
         for d, j in defence.energy_j(planned.compiled, platform).items():
             energy[d] = energy.get(d, 0.0) + j
     used = {d for d, j in energy.items() if j > 0}
     over = sum(excess for _, excess in cost.overflows())
+    total = cost.total_energy_j + sum(energy.values()) - sum(
+        dc.active_j for dc in cost.devices.values())  # with the guards' energy
     return {**row, "feasible": over == 0, "memory_over": float(over),
-            "energy_j": max(energy.values()), "latency_s": cost.latency_s,
+            "energy_j": max(energy.values()), "total_energy_j": total,
+            "latency_s": cost.latency_s,
             "vulnerability": _vulnerability(planned, c),
             "energy_per_device_j": {d: energy[d] for d in sorted(used)},
             "crypto_per_device_j": {d: crypto.get(d, 0.0) for d in sorted(used)},

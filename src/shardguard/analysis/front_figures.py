@@ -2,8 +2,8 @@
 
     front.csv                     one row per front point (the recommended one marked)
     plans/front-NN.yaml           each front point's plan; plans/recommended.yaml
-    front_projections.png         the front in 2-D: energy-latency, energy-vulnerability,
-                                  latency-vulnerability (every evaluated candidate in grey)
+    front_projections.png         the front in 2-D, every pair of the four objectives (every
+                                  evaluated candidate in grey)
     energy_per_device.png         energy per device for the recommended, the most frugal
                                   and the most secure front points
     security_energy.png           per device type: energy per inference against the
@@ -48,7 +48,9 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
         if r["key"] == rec:  # a rerun into this directory recommends anew
             plan.save(plans / "recommended.yaml", force=True)
         rows.append({"point": i, "recommended": r["key"] == rec, "deployment": r["describe"],
-                     "energy_mj": r["energy_j"] * 1e3, "latency_ms": r["latency_s"] * 1e3,
+                     "energy_mj": r["energy_j"] * 1e3,
+                     "total_energy_mj": r["total_energy_j"] * 1e3,
+                     "latency_ms": r["latency_s"] * 1e3,
                      "vulnerability": r["vulnerability"],
                      "energy_per_device_mj": json.dumps(
                          {d: round(j * 1e3, 4) for d, j in r["energy_per_device_j"].items()}),
@@ -79,8 +81,9 @@ def _projections(result: Exploration, path: Path) -> Path:
     from .search import OBJECTIVES, SCALE, labels
 
     names = labels(result.measure)
-    pairs = [(0, 1), (0, 2), (1, 2)]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    pairs = [(a, b) for a in range(len(OBJECTIVES)) for b in range(a + 1, len(OBJECTIVES))]
+    fig, grid = plt.subplots(2, 3, figsize=(13, 8))
+    axes = grid.ravel()
     feasible = [r for r in result.rows if r["feasible"]]
     for ax, (a, b) in zip(axes, pairs):
         oa, ob = OBJECTIVES[a], OBJECTIVES[b]
@@ -95,7 +98,7 @@ def _projections(result: Exploration, path: Path) -> Path:
         ax.set_xlabel(names[oa])
         ax.set_ylabel(names[ob])
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, three views")
+    fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, six views")
     return _save(fig, path)
 
 

@@ -186,7 +186,8 @@ def _exploration(d: Path, where: str) -> dict[str, Any]:
     measure, measured = _measured(data)
     front = [{"#": r["point"], "recommended": "★" if r["recommended"] else "",
               "deployment": r["deployment"], "max energy/device (mJ)": r["energy_mj"],
-              "latency (ms)": r["latency_ms"], LOSSES[measure]: r["vulnerability"],
+              "total energy (mJ)": r.get("total_energy_mj"), "latency (ms)": r["latency_ms"],
+              LOSSES[measure]: r["vulnerability"],
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
     path = (d / rec["plan"]).resolve()

@@ -152,8 +152,9 @@ def explore(
 ) -> None:
     """Find the deployments that trade security against energy per device: the Pareto front.
 
-    Objectives: largest energy per device per inference, latency, and accuracy lost under
-    the threat scenario (defences on); constraint: every device's memory. Writes
+    Objectives: largest energy per device per inference, the platform's total energy per
+    inference (idle boards included), latency, and accuracy lost under the threat scenario
+    (defences on); constraint: every device's memory. Writes
     front.csv, a plan per front point, figures and explore.json to the output directory.
 
     Example: shardguard explore lenet5 -p rpi4x4-ethernet -t examples/threats.yaml --budget 200
@@ -214,13 +215,15 @@ def _print_front(result: Exploration, output: Path) -> None:
     from ..analysis.search import labels
 
     print(f"data: {result.data}")
-    table = Table("#", "deployment", "max energy/device (mJ)", "latency (ms)",
+    table = Table("#", "deployment", "max energy/device (mJ)", "total energy (mJ)",
+                  "latency (ms)",
                   labels(result.measure)["vulnerability"], title=f"Pareto front ({result.method}, "
                   f"{len(result.rows)} of {result.space_size} candidates evaluated)")
     for i, r in enumerate(result.front):
         mark = " ★" if r["key"] == result.recommended["key"] else ""
         table.add_row(f"{i}{mark}", escape(r["describe"]), f"{r['energy_j'] * 1e3:.3f}",
-                      f"{r['latency_s'] * 1e3:.2f}", f"{r['vulnerability']:.1%}")
+                      f"{r['total_energy_j'] * 1e3:.3f}", f"{r['latency_s'] * 1e3:.2f}",
+                      f"{r['vulnerability']:.1%}")
     Console(width=150).print(table)
     print(f"recommended ★: {result.recommended['describe']}\n  {result.reason}\n"
           f"  plan: {output}/plans/recommended.yaml; front, plans and figures in {output}")

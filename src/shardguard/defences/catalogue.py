@@ -89,6 +89,11 @@ class Defence:
             cost = estimate(compile_plan(compiled.plan.with_protection(self.arg), compiled.graph,
                                          build=False), platform)
             return {d: c.crypto_j for d, c in cost.devices.items()}
+        if self.kind == "vote":  # the copies: compute, receive, seal, open and send, as
+            base = estimate(compiled, platform)  # the workers run them (cost model, vote=k)
+            voted = estimate(compiled, platform, vote=self.replicas)
+            return {d: c.active_j - (base.devices[d].active_j if d in base.devices else 0.0)
+                    for d, c in voted.devices.items()}
         part = self.parts[0] if self.parts else None
         verifiers: dict[str, list[str]] | None = None  # Freivalds: as workers place them
         for p in compiled.programs:
@@ -96,13 +101,6 @@ class Defence:
             # last stage, the coordinator (not a platform device: not costed here)
             checker = next((compiled.by_name[t.dst].device for t in p.outputs
                             if t.dst != OUTPUT), None)
-            if self.kind == "vote":  # the copies compute, and send their outputs to be voted on
-                for device in [p.device, *p.replicas][1:self.replicas]:
-                    other = platform.devices[device]
-                    extra[device] += other.active_power_w * p.macs / other.mac_rate
-                    if checker is not None:
-                        _radio(extra, platform, device, checker, p.bytes_out)
-                continue
             if self.kind == "freivalds" and part is not None:
                 # as deployed on workers (checked_plan): the verifier receives the claims
                 # and a copy of the stage's inputs, and computes the dot products (its

@@ -11,11 +11,24 @@ serialisation time (a shared medium carries all transfers). Per device and
 inference, energy = active power × busy time + radio energy per byte sent and
 received + idle power × the rest of the period. *Active* energy (compute,
 crypto, radio) is what the planners minimise; idle energy depends on the period
-and is reported beside it. Replicas are on standby: they cost memory, not time.
+and is reported beside it. The platform's boards that the plan does not use are
+powered all the same: each pays idle power for the whole period (``idle_boards``),
+and ``total_energy_j`` is the platform's, theirs included.
+
+Replicas are on standby (failover): they cost memory, not time. With ``vote=k``
+the first ``k`` devices of each stage (its device, then its replicas) all run it,
+as the workers do for M4 voting: every copy computes, receives its inputs from
+every copy of the stages before (the coordinator sends the input to each copy of
+the first stages), and sends its outputs to every copy of the stages after (the
+coordinator receives each copy of the last stages' outputs); each such message
+is sealed by its sender and opened by its receiver, and crosses the link. A
+receiver starts once every copy's message is in (the worst case: a masking vote
+may go on with two agreeing copies).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -84,6 +97,8 @@ class PlanCost:
     stage_compute_s: dict[str, float]
     stage_finish_s: dict[str, float] = field(default_factory=dict)
     stage_start_s: dict[str, float] = field(default_factory=dict)
+    #: platform devices the plan does not use → their idle energy over the period (J)
+    idle_boards: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput(self) -> float:
@@ -99,7 +114,9 @@ class PlanCost:
 
     @property
     def total_energy_j(self) -> float:
-        return sum(d.energy_j for d in self.devices.values())
+        """The whole platform's energy per inference: every used device's active and idle
+        energy, and the idle energy of the boards the plan leaves unused."""
+        return sum(d.energy_j for d in self.devices.values()) + sum(self.idle_boards.values())
 
     def objective(self, name: str) -> float:
         return {"latency": self.latency_s, "throughput": self.period_s,
@@ -111,24 +128,39 @@ class PlanCost:
                 if d.memory_bytes > d.memory_limit]
 
 
-def _device_of(compiled: CompiledPlan, stage: str) -> str:
-    return SOURCE if stage in (INPUT, OUTPUT) else compiled.by_name[stage].device
+def copy_name(stage: str, j: int) -> str:
+    """Copy ``j`` of a stage, named as the workers name it: ``s1``, ``s1@1``, ``s1@2``."""
+    return stage if j == 0 else f"{stage}@{j}"
 
 
-def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
-    """Cost of ``compiled`` on ``platform`` for one inference (one sample)."""
-    devices = _placed(compiled, platform)
-    transfers, crypto_of = _transfers(compiled, platform, devices)
-    stage_compute = {p.name: p.macs / platform.devices[p.device].mac_rate
-                     for p in compiled.programs}
+def _hosts(compiled: CompiledPlan, vote: int) -> dict[str, list[str]]:
+    """Per stage, the devices running a copy of it (``input``/``output``: the source)."""
+    hosts: dict[str, list[str]] = {INPUT: [SOURCE], OUTPUT: [SOURCE]}
     for p in compiled.programs:
-        dev = devices[p.device]
-        spec = platform.devices[p.device]
-        dev.compute_s += stage_compute[p.name]
-        dev.crypto_s += crypto_of[p.name]
-        dev.compute_j += spec.active_power_w * stage_compute[p.name]
-        dev.crypto_j += spec.active_power_w * crypto_of[p.name]
-    latency, finish, start_s = _critical_path(compiled, transfers, stage_compute, crypto_of)
+        hosts[p.name] = [p.device, *p.replicas][:max(1, vote)]
+        if len(hosts[p.name]) < vote:
+            raise PlanningError(f"stage {p.name}: vote:{vote} needs {vote} devices, it has "
+                                f"{len(hosts[p.name])} ({', '.join(hosts[p.name])}); give it "
+                                f"{vote - 1} replicas")
+    return hosts
+
+
+def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanCost:
+    """Cost of ``compiled`` on ``platform`` for one inference (one sample); with ``vote``
+    copies of every stage running (1: replicas on standby)."""
+    devices = _placed(compiled, platform)
+    hosts = _hosts(compiled, vote)
+    compute = {copy_name(p.name, j): p.macs / platform.devices[d].mac_rate
+               for p in compiled.programs for j, d in enumerate(hosts[p.name])}
+    transfers, crypto_of = _transfers(compiled, platform, devices, hosts)
+    for p in compiled.programs:
+        for j, d in enumerate(hosts[p.name]):
+            name, dev, spec = copy_name(p.name, j), devices[d], platform.devices[d]
+            dev.compute_s += compute[name]
+            dev.crypto_s += crypto_of[name]
+            dev.compute_j += spec.active_power_w * compute[name]
+            dev.crypto_j += spec.active_power_w * crypto_of[name]
+    latency, finish, start_s = _critical_path(compiled, transfers, compute, crypto_of, hosts)
     # streaming period: the busiest device or link
     link_busy: dict[object, float] = defaultdict(float)
     for tc in transfers:
@@ -139,7 +171,11 @@ def estimate(compiled: CompiledPlan, platform: Platform) -> PlanCost:
     period = max([d.busy_s for d in devices.values()] + list(link_busy.values()))
     for name, dev in devices.items():
         dev.idle_j = platform.devices[name].idle_power_w * max(0.0, period - dev.busy_s)
-    return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s)
+    idle_boards = {name: spec.idle_power_w * period for name, spec in platform.devices.items()
+                   if name not in devices}
+    stage_compute = {p.name: compute[p.name] for p in compiled.programs}
+    return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s,
+                    idle_boards)
 
 
 def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:
@@ -158,45 +194,49 @@ def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]
     return devices
 
 
-def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, DeviceCost]
-               ) -> tuple[list[TransferCost], dict[str, float]]:
-    """One message per (src stage, dst stage) and request (latency once, bytes summed), with
-    the radio energy each end pays; and per stage, its seconds sealing and opening."""
+def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, DeviceCost],
+               hosts: dict[str, list[str]]) -> tuple[list[TransferCost], dict[str, float]]:
+    """One message per (src copy, dst copy) of each pair of stages, and request (latency
+    once, bytes summed), with the radio energy each end pays; and per stage copy, its
+    seconds sealing and opening."""
     plan = compiled.plan
     transfers: list[TransferCost] = []
-    crypto_of: dict[str, float] = defaultdict(float)  # stage → seal/open seconds
+    crypto_of: dict[str, float] = defaultdict(float)  # stage copy → seal/open seconds
     for (src_stage, dst_stage), group in compiled.links().items():
-        src, dst = _device_of(compiled, src_stage), _device_of(compiled, dst_stage)
         nbytes = sum(t.nbytes for t in group)
         protection = plan.protection(src_stage, dst_stage)  # the coordinator's hops too
-        link = platform.medium if SOURCE in (src, dst) else platform.link(src, dst)
-        same = src == dst
-        transfers.append(TransferCost(
-            src_stage, dst_stage, group, nbytes, src, dst, protection,
-            0.0 if same else link.seconds(nbytes),
-            0.0 if same else 8 * nbytes / link.bandwidth_bps))
-        if same:
-            continue
         alg = algorithm(protection)
-        if alg != "none":  # seal and open, each on a platform device (not the source)
+        for (i, src), (j, dst) in itertools.product(enumerate(hosts[src_stage]),
+                                                    enumerate(hosts[dst_stage])):
+            sender, receiver = copy_name(src_stage, i), copy_name(dst_stage, j)
+            link = platform.medium if SOURCE in (src, dst) else platform.link(src, dst)
+            same = src == dst
+            transfers.append(TransferCost(
+                sender, receiver, group, nbytes, src, dst, protection,
+                0.0 if same else link.seconds(nbytes),
+                0.0 if same else 8 * nbytes / link.bandwidth_bps))
+            if same:
+                continue
+            if alg != "none":  # seal and open, each on a platform device (not the source)
+                if src != SOURCE:
+                    crypto_of[sender] += platform.devices[src].crypto_seconds(alg, nbytes)
+                if dst != SOURCE:
+                    crypto_of[receiver] += platform.devices[dst].crypto_seconds(alg, nbytes)
             if src != SOURCE:
-                crypto_of[src_stage] += platform.devices[src].crypto_seconds(alg, nbytes)
+                devices[src].radio_j += link.tx_j_per_byte * nbytes
+                devices[src].bytes_sent += nbytes
             if dst != SOURCE:
-                crypto_of[dst_stage] += platform.devices[dst].crypto_seconds(alg, nbytes)
-        if src != SOURCE:
-            devices[src].radio_j += link.tx_j_per_byte * nbytes
-            devices[src].bytes_sent += nbytes
-        if dst != SOURCE:
-            devices[dst].radio_j += link.rx_j_per_byte * nbytes
-            devices[dst].bytes_received += nbytes
+                devices[dst].radio_j += link.rx_j_per_byte * nbytes
+                devices[dst].bytes_received += nbytes
     return transfers, crypto_of
 
 
 def _critical_path(compiled: CompiledPlan, transfers: list[TransferCost],
-                   stage_compute: dict[str, float], crypto_of: dict[str, float]
+                   compute: dict[str, float], crypto_of: dict[str, float],
+                   hosts: dict[str, list[str]]
                    ) -> tuple[float, dict[str, float], dict[str, float]]:
-    """One request's latency, each stage's finish and start; a device runs one stage at a
-    time."""
+    """One request's latency, each stage copy's finish and start; a device runs one stage
+    at a time."""
     by_dst: dict[str, list[TransferCost]] = defaultdict(list)
     for tc in transfers:
         by_dst[tc.dst].append(tc)
@@ -204,9 +244,11 @@ def _critical_path(compiled: CompiledPlan, transfers: list[TransferCost],
     start_s: dict[str, float] = {}
     finish: dict[str, float] = {INPUT: 0.0}
     for p in compiled.programs:
-        ready = max((finish[tc.src] + tc.seconds for tc in by_dst[p.name]), default=0.0)
-        start_s[p.name] = max(ready, free[p.device])
-        finish[p.name] = start_s[p.name] + stage_compute[p.name] + crypto_of[p.name]
-        free[p.device] = finish[p.name]
+        for j, device in enumerate(hosts[p.name]):
+            name = copy_name(p.name, j)
+            ready = max((finish[tc.src] + tc.seconds for tc in by_dst[name]), default=0.0)
+            start_s[name] = max(ready, free[device])
+            finish[name] = start_s[name] + compute[name] + crypto_of[name]
+            free[device] = finish[name]
     latency = max(finish[tc.src] + tc.seconds for tc in by_dst[OUTPUT])
     return latency, finish, start_s

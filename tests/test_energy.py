@@ -1,0 +1,123 @@
+"""Honest energy accounting (issue 14, points 1 and 8): the boards a plan leaves unused pay
+idle power, voting copies pay what any stage pays (compute, receive, seal, open, send),
+and explorations optimise the platform's total energy beside the busiest device's."""
+
+from __future__ import annotations
+
+import pytest
+
+from shardguard import trace
+from shardguard.defences.catalogue import parse_defence
+from shardguard.partition import ModelRef, compile_plan, make_plan
+from shardguard.partition.build import assemble_plan, whole
+from shardguard.partition.cost import estimate
+from shardguard.platform import load_platform
+from shardguard.zoo import load_model
+
+SEAL = "aead:chacha20-poly1305"
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return trace(load_model("lenet5").module, (1, 28, 28)), ModelRef(ref="lenet5",
+                                                                        input_shape=[1, 28, 28])
+
+
+def test_boards_the_plan_leaves_unused_pay_idle_power_for_the_period(lenet):
+    graph, ref = lenet
+    rpi4 = load_platform("rpi4x4-ethernet")
+    n = len(graph.compute_nodes)
+    planned = assemble_plan(graph, ref, rpi4, "pipeline", "energy",
+                            [whole(graph, 0, n // 2 - 1, "s0", "pi1"),
+                             whole(graph, n // 2, n - 1, "s1", "pi2")])
+    cost = estimate(planned.compiled, rpi4)
+    assert set(cost.devices) == {"pi1", "pi2"}
+    assert set(cost.idle_boards) == {"pi3", "pi4"}  # powered, idle the whole period
+    for board, joules in cost.idle_boards.items():
+        assert joules == pytest.approx(rpi4.devices[board].idle_power_w * cost.period_s)
+        assert joules > 0
+    used = sum(d.energy_j for d in cost.devices.values())
+    assert cost.total_energy_j == pytest.approx(used + sum(cost.idle_boards.values()))
+    assert cost.total_energy_j > used
+
+
+def _copy_cost(rpi4, program, n_in, n_out, device):
+    """What one copy of a stage on ``device`` costs by hand: compute, open what it
+    receives, seal what it sends, and the radio at both."""
+    spec, link = rpi4.devices[device], rpi4.medium
+    crypto_s = (n_in + n_out) * spec.crypto_cycles_per_byte["chacha20-poly1305"] / spec.clock_hz
+    return (spec.active_power_w * (program.macs / spec.mac_rate + crypto_s)
+            + link.rx_j_per_byte * n_in + link.tx_j_per_byte * n_out)
+
+
+def test_voting_copies_pay_compute_receive_seal_and_open_like_the_stage(lenet):
+    graph, ref = lenet
+    rpi4 = load_platform("rpi4x4-ethernet")
+    planned = make_plan(graph, ref, rpi4, strategy="pipeline", objective="energy", replicas=3,
+                        devices=1)
+    sealed = compile_plan(planned.plan.with_protection(SEAL), graph, build=False)
+    (program,) = sealed.programs  # the whole model on one device, two replicas
+    n_in, n_out = program.bytes_in, program.bytes_out
+    standby = estimate(sealed, rpi4)  # replicas on standby: no work, idle power only
+    voted = estimate(sealed, rpi4, vote=3)
+    copies = [program.device, *program.replicas]
+    assert len(copies) == 3
+    for device in copies:
+        expected = _copy_cost(rpi4, program, n_in, n_out, device)
+        assert voted.devices[device].active_j == pytest.approx(expected, rel=1e-9)
+        assert voted.devices[device].crypto_j > 0  # each copy opens and seals its messages
+        assert voted.devices[device].bytes_received == n_in
+    for device in program.replicas:
+        assert standby.devices[device].active_j == 0
+    # the vote defence's cost is the copies' cost, sealing included
+    extra = parse_defence("vote:3").energy_j(sealed, rpi4)
+    for device in program.replicas:
+        assert extra[device] == pytest.approx(_copy_cost(rpi4, program, n_in, n_out, device))
+    assert extra[program.device] == pytest.approx(0.0, abs=1e-15)
+    assert voted.total_energy_j > standby.total_energy_j
+
+
+def test_a_pipeline_voted_copy_to_copy_sends_every_message(lenet):
+    """Two stages on three devices each: the workers send each copy's outputs to every
+    copy of the next stage, so the link carries 3 × 3 messages, each sealed and opened."""
+    graph, ref = lenet
+    rpi4 = load_platform("rpi4x4-ethernet")
+    planned = make_plan(graph, ref, rpi4, strategy="pipeline", objective="energy", replicas=3,
+                        devices=2)
+    sealed = compile_plan(planned.plan.with_protection(SEAL), graph, build=False)
+    first, second = sealed.programs
+    voted = estimate(sealed, rpi4, vote=3)
+    between = [t for t in voted.transfers if t.src.split("@")[0] == first.name
+               and t.dst.split("@")[0] == second.name]
+    assert len(between) == 9
+    sent = sum(t.nbytes for t in between if t.src_device != t.dst_device)
+    received = sum(d.bytes_received for d in voted.devices.values())
+    assert received == sent + 3 * first.bytes_in  # and the coordinator's input, per copy
+    with pytest.raises(Exception, match="vote:3 needs 3 devices"):
+        estimate(compile_plan(make_plan(graph, ref, rpi4, strategy="pipeline",
+                                        objective="energy", devices=1).plan, graph,
+                              build=False), rpi4, vote=3)
+
+
+def test_in_explore_a_voted_deployment_costs_more_platform_energy_than_unvoted():
+    """The audit's case: "whole model on pi1, vote:3" tied with no voting on the busiest
+    device's energy; the platform's total tells them apart, and the boards a deployment
+    leaves idle are in it."""
+    from shardguard.analysis import explore
+    from shardguard.analysis.search import OBJECTIVES
+
+    spec = explore.ExploreSpec.model_validate({
+        "model": "lenet5", "platform": "rpi4x4-ethernet", "samples": 10,
+        "threats": [{"id": "L1", "target": "links", "ber": 1e-3, "bits": "exponent-high"}]})
+    explore.init(spec.model_dump_json(), 1)
+    one = explore.Candidate("pipeline", ("pi1",), (), ("none",) * 3, 1, False, SEAL)
+    voted = explore.Candidate("pipeline", ("pi1",), (), ("none",) * 3, 3, False, SEAL)
+    plain, three = explore.evaluate(one), explore.evaluate(voted)
+    assert "total_energy_j" in OBJECTIVES and len(OBJECTIVES) == 4
+    assert three["total_energy_j"] > plain["total_energy_j"]
+    # the copies' own sealing: two more devices spend crypto energy on the coordinator's hops
+    assert sum(j > 0 for j in three["crypto_per_device_j"].values()) == 3
+    cost = explore.build(one).cost
+    assert set(cost.idle_boards) == {"pi2", "pi3", "pi4"}
+    assert plain["total_energy_j"] == pytest.approx(cost.total_energy_j)
+    assert plain["total_energy_j"] > sum(d.energy_j for d in cost.devices.values())
