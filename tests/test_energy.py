@@ -47,7 +47,7 @@ def _copy_cost(rpi4, program, n_in, n_out, device):
     spec, link = rpi4.devices[device], rpi4.medium
     crypto_s = (n_in + n_out) * spec.crypto_cycles_per_byte["chacha20-poly1305"] / spec.clock_hz
     return (spec.active_power_w * (program.macs / spec.mac_rate + crypto_s)
-            + link.rx_j_per_byte * n_in + link.tx_j_per_byte * n_out)
+            + spec.radio_j_per_byte(link, False) * n_in + spec.radio_j_per_byte(link, True) * n_out)
 
 
 def test_voting_copies_pay_compute_receive_seal_and_open_like_the_stage(lenet):
@@ -121,3 +121,44 @@ def test_in_explore_a_voted_deployment_costs_more_platform_energy_than_unvoted()
     assert set(cost.idle_boards) == {"pi2", "pi3", "pi4"}
     assert plain["total_energy_j"] == pytest.approx(cost.total_energy_j)
     assert plain["total_energy_j"] > sum(d.energy_j for d in cost.devices.values())
+
+
+def _two_stage_cost(lenet, platform, first, second):
+    graph, ref = lenet
+    n = len(graph.compute_nodes)
+    planned = assemble_plan(graph, ref, platform, "pipeline", "energy",
+                            [whole(graph, 0, n // 2 - 1, "s0", first),
+                             whole(graph, n // 2, n - 1, "s1", second)])
+    return estimate(planned.compiled, platform)
+
+
+def test_ethernet_energy_is_counted_once_inside_the_measured_board_power(lenet, tmp_path):
+    """A Pi's measured power includes its Ethernet link (the media's per-byte figures are
+    that link power over throughput): Pis pay no per-byte Ethernet energy on top. A Jetson's
+    figures are module budgets without the carrier's PHY: it pays. Wi-Fi is charged."""
+    from shardguard.platform import load_platform as load
+
+    rpi4 = load("rpi4x4-ethernet")
+    assert "ethernet-100m" in rpi4.devices["pi1"].media_in_power
+    assert "devices.md" in rpi4.devices["pi1"].sources["media_in_power"]
+    cost = _two_stage_cost(lenet, rpi4, "pi1", "pi2")
+    assert cost.devices["pi1"].bytes_sent > 0 and cost.devices["pi2"].bytes_received > 0
+    assert all(d.radio_j == 0 for d in cost.devices.values())
+    hetero = load("hetero8-ethernet")
+    cost = _two_stage_cost(lenet, hetero, "pi4a", "nano10")
+    link = hetero.medium
+    nano = cost.devices["nano10"]
+    assert cost.devices["pi4a"].radio_j == 0
+    assert nano.radio_j > 0 and nano.radio_j == pytest.approx(
+        link.rx_j_per_byte * nano.bytes_received + link.tx_j_per_byte * nano.bytes_sent)
+    wifi = load("mixed-wifi")
+    cost = _two_stage_cost(lenet, wifi, "pi1", "pi2")
+    assert cost.devices["pi1"].radio_j > 0  # Wi-Fi's transmit power is not in the figures
+    # a platform file's own per-byte figures are charged as given
+    (tmp_path / "given.yaml").write_text(
+        "name: given\nmedium: {profile: ethernet-100m, tx_j_per_byte: 1.0e-8, "
+        "rx_j_per_byte: 1.0e-8}\ndevices:\n  - {name: a, profile: raspberry-pi-4}\n"
+        "  - {name: b, profile: raspberry-pi-4}\n")
+    cost = _two_stage_cost(lenet, load(tmp_path / "given.yaml"), "a", "b")
+    a = cost.devices["a"]
+    assert a.radio_j == pytest.approx(1e-8 * (a.bytes_sent + a.bytes_received))

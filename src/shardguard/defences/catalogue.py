@@ -135,8 +135,8 @@ def _radio(extra: dict[str, float], platform: Platform, src: str, dst: str, nbyt
     if src == dst or not nbytes:
         return
     link = platform.link(src, dst)
-    extra[src] += link.tx_j_per_byte * nbytes
-    extra[dst] += link.rx_j_per_byte * nbytes
+    extra[src] += platform.devices[src].radio_j_per_byte(link, True) * nbytes
+    extra[dst] += platform.devices[dst].radio_j_per_byte(link, False) * nbytes
 
 
 def parse_defence(name: str) -> Defence:

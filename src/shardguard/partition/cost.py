@@ -223,10 +223,11 @@ def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, De
                 if dst != SOURCE:
                     crypto_of[receiver] += platform.devices[dst].crypto_seconds(alg, nbytes)
             if src != SOURCE:
-                devices[src].radio_j += link.tx_j_per_byte * nbytes
+                devices[src].radio_j += platform.devices[src].radio_j_per_byte(link, True) * nbytes
                 devices[src].bytes_sent += nbytes
             if dst != SOURCE:
-                devices[dst].radio_j += link.rx_j_per_byte * nbytes
+                devices[dst].radio_j += (platform.devices[dst].radio_j_per_byte(link, False)
+                                         * nbytes)
                 devices[dst].bytes_received += nbytes
     return transfers, crypto_of
 

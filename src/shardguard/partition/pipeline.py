@@ -144,8 +144,9 @@ def _stage_values(t: Tables, platform: Platform, specs: list[Device], objective:
         busy = (t.macs[None, :] - t.macs[:, None]) / spec.mac_rate + crypto
         memory = t.params[None, :] - t.params[:, None] + t.peak + t.cut[:, None] + t.cut[None, :]
         if objective in ("energy", "energy-total"):
-            value = (spec.active_power_w * busy + medium.rx_j_per_byte * t.cut[:, None]
-                     + medium.tx_j_per_byte * t.cut[None, :])
+            value = (spec.active_power_w * busy
+                     + spec.radio_j_per_byte(medium, False) * t.cut[:, None]
+                     + spec.radio_j_per_byte(medium, True) * t.cut[None, :])
         else:
             value = busy
         stage[d] = np.where(upper & (memory <= spec.memory_bytes), value, np.inf)

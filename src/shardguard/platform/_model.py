@@ -47,6 +47,13 @@ class FlagFigure(Config):
     source: Annotated[str, Field(min_length=3)]
 
 
+class MediaFigure(Config):
+    """Built-in media whose link power a device's measured power figures already include."""
+
+    value: list[str]
+    source: Annotated[str, Field(min_length=3)]
+
+
 class DeviceProfile(Config):
     """A built-in device profile (``profiles.yaml``)."""
 
@@ -58,6 +65,7 @@ class DeviceProfile(Config):
     clock_hz: Figure
     has_aes: FlagFigure
     crypto_cycles_per_byte: dict[str, Figure]
+    media_in_power: MediaFigure | None = None
 
 
 class MediumProfile(Config):
@@ -89,6 +97,9 @@ class DeviceSpec(Config):
     clock_hz: Positive | None = None
     has_aes: bool | None = None
     crypto_cycles_per_byte: dict[str, Positive] | None = None
+    #: built-in media whose link power this device's power figures already include: no
+    #: radio energy per byte is charged on them (it would be counted twice)
+    media_in_power: list[str] | None = None
 
 
 class MediumSpec(Config):
@@ -152,6 +163,14 @@ class Device:
     has_aes: bool
     crypto_cycles_per_byte: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict, compare=False)
+    media_in_power: frozenset[str] = frozenset()
+
+    def radio_j_per_byte(self, link: Link, send: bool) -> float:
+        """Radio energy per byte this device sends (or receives) on ``link``: none on a
+        built-in medium whose link power is already inside this device's measured power."""
+        if link.medium and link.medium in self.media_in_power:
+            return 0.0
+        return link.tx_j_per_byte if send else link.rx_j_per_byte
 
     def crypto_cycles(self, algorithm: str) -> float:
         """Cycles per byte to seal or open with ``algorithm``; ``ConfigError`` without a figure."""
@@ -175,6 +194,7 @@ class Link:
     tx_j_per_byte: float
     rx_j_per_byte: float
     shared: bool
+    medium: str = ""  # the built-in medium whose per-byte energy figures these are, if any
 
     def seconds(self, nbytes: float) -> float:
         """Time for ``nbytes`` to cross the link (latency + serialisation)."""
@@ -238,6 +258,16 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
         for alg, fig in base.crypto_cycles_per_byte.items():
             crypto[alg] = fig.value
             sources[f"crypto_cycles_per_byte.{alg}"] = fig.source
+        if base.media_in_power is not None:
+            values["media_in_power"] = frozenset(base.media_in_power.value)
+            sources["media_in_power"] = base.media_in_power.source
+    if spec.media_in_power is not None:
+        unknown = sorted(set(spec.media_in_power) - set(profiles().media))
+        if unknown:
+            raise ConfigError(f"{where}: media_in_power: unknown medium {unknown[0]!r} "
+                              f"(known: {', '.join(profiles().media)})")
+        values["media_in_power"] = frozenset(spec.media_in_power)
+        sources["media_in_power"] = GIVEN
     for key in (*_DEVICE_FIELDS, "has_aes"):
         if getattr(spec, key) is not None:
             values[key], sources[key] = getattr(spec, key), GIVEN
@@ -265,6 +295,7 @@ def _resolve_medium(spec: MediumSpec, where: str) -> tuple[Link, dict[str, str]]
             fig = getattr(base, key)
             values[key], sources[key] = fig.value, fig.source
         values["shared"] = base.shared
+        values["medium"] = spec.profile
     for key in ("bandwidth_bps", "latency_s", "tx_j_per_byte", "rx_j_per_byte", "loss", "shared"):
         if getattr(spec, key) is not None:
             values[key], sources[key] = getattr(spec, key), GIVEN
@@ -274,6 +305,8 @@ def _resolve_medium(spec: MediumSpec, where: str) -> tuple[Link, dict[str, str]]
         raise ConfigError(f"{where}: medium needs {', '.join(missing)} (or a profile)")
     values.setdefault("loss", 0.0)
     values.setdefault("shared", False)
+    if spec.tx_j_per_byte is not None or spec.rx_j_per_byte is not None:
+        values["medium"] = ""  # per-byte figures of the file's own: charged as given
     return Link(**values), sources
 
 
@@ -288,7 +321,7 @@ def build_platform(spec: PlatformSpec, source: str) -> Platform:
             latency_s=medium.latency_s if link.latency_s is None else link.latency_s,
             loss=medium.loss if link.loss is None else link.loss,
             tx_j_per_byte=medium.tx_j_per_byte, rx_j_per_byte=medium.rx_j_per_byte,
-            shared=medium.shared)
+            shared=medium.shared, medium=medium.medium)
     return Platform(spec.name, spec.description, devices, medium, medium_sources, overrides,
                     source)
 
