@@ -5,6 +5,7 @@ and explorations optimise the platform's total energy beside the busiest device'
 from __future__ import annotations
 
 import pytest
+import torch
 
 from shardguard import trace
 from shardguard.defences.catalogue import parse_defence
@@ -162,3 +163,75 @@ def test_ethernet_energy_is_counted_once_inside_the_measured_board_power(lenet, 
     cost = _two_stage_cost(lenet, load(tmp_path / "given.yaml"), "a", "b")
     a = cost.devices["a"]
     assert a.radio_j == pytest.approx(1e-8 * (a.bytes_sent + a.bytes_received))
+
+
+class Depthwise(torch.nn.Module):
+    """Dense, depthwise and fully connected layers: each runs at its own rate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 8, 3, padding=1)
+        self.dw = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = torch.nn.Conv2d(8, 8, 1)
+        self.fc = torch.nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.pw(torch.relu(self.dw(torch.relu(self.conv(x))))))
+        return self.fc(y.flatten(1))
+
+
+TYPED = """name: typed
+medium: gigabit-ethernet
+devices:
+  - {name: a, profile: raspberry-pi-4, mac_rates: {depthwise: 2.0e+8, linear: 5.0e+8}}
+  - {name: b, profile: raspberry-pi-4, mac_rates: {conv: 2.0e+10}}
+  - {name: c, profile: raspberry-pi-3b}
+"""
+
+
+def test_mac_rates_per_layer_type_price_each_layer_and_the_dp_agrees(tmp_path):
+    from dataclasses import replace
+
+    from shardguard.errors import ConfigError
+    from shardguard.partition.pipeline import solve
+
+    from .test_partition import REF, brute_force
+
+    (tmp_path / "typed.yaml").write_text(TYPED)
+    platform = load_platform(tmp_path / "typed.yaml")
+    graph = trace(Depthwise().eval(), (2, 8, 8))
+    kinds = {n.name: n.layer_type for n in graph.nodes if n.macs}
+    assert sorted(kinds.values()) == ["conv", "conv", "depthwise", "linear"]
+    n = len(graph.compute_nodes)
+    pi4, pi3 = 1.03e10, 5.54e9  # the profiles' mac_rate
+    rates = {"a": {"conv": pi4, "depthwise": 2e8, "linear": 5e8},
+             "b": {"conv": 2e10, "depthwise": 4.56e8, "linear": pi4},  # the profile's dw
+             "c": {"conv": pi3, "depthwise": pi3, "linear": pi3}}
+    for device, rate in rates.items():
+        planned = assemble_plan(graph, REF, platform, "manual", "latency",
+                                [whole(graph, 0, n - 1, "s0", device)])
+        by_hand = sum(x.macs / rate[kinds[x.name]] for x in graph.nodes if x.macs)
+        assert planned.cost.stage_compute_s["s0"] == pytest.approx(by_hand, rel=1e-12)
+    a = platform.devices["a"]
+    assert replace(a, mac_rate=a.mac_rate / 2).rate_for("depthwise") == pytest.approx(1e8)
+    for objective in ("latency", "energy"):  # the pipeline DP prices stages the same way
+        assert solve(graph, platform, objective).value == pytest.approx(
+            brute_force(graph, platform, objective), rel=1e-9)
+    (tmp_path / "bad.yaml").write_text(TYPED.replace("linear: 5.0e+8", "pointwise: 5.0e+8"))
+    with pytest.raises(ConfigError, match="pointwise"):
+        load_platform(tmp_path / "bad.yaml")
+
+
+def test_the_pi4_profile_prices_depthwise_layers_at_its_sourced_rate():
+    pi = load_platform("rpi4x4-ethernet").devices["pi1"]
+    assert pi.rate_for("depthwise") < pi.mac_rate
+    source = pi.sources["mac_rates.depthwise"]
+    assert "ncnn" in source and "mobilenet_v2" in source and "72.62" in source
+
+
+def test_cli_platforms_shows_the_new_figures_with_their_sources():
+    from .conftest import run_cli, succeeded
+
+    out = succeeded(run_cli("platforms", "rpi4x4-ethernet"), "platforms").out
+    assert "mac_rates.depthwise" in out and "4.56e+08" in out
+    assert "media_in_power" in out and "ethernet-100m" in out

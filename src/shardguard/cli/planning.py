@@ -50,10 +50,12 @@ def platforms(
     table = Table("device", "figure", "value", "source", title=f"{p.name}: {p.description}")
     for d in p.devices.values():
         for key, source in d.sources.items():
-            value = (d.crypto_cycles_per_byte[key.split(".", 1)[1]] if "." in key
-                     else getattr(d, key))
-            table.add_row(d.name, key, f"{value:.4g}" if not isinstance(value, bool) else
-                          str(value), source)
+            group, _, item = key.partition(".")
+            value = (d.rate_for(item) if group == "mac_rates" else
+                     d.crypto_cycles_per_byte[item] if item else getattr(d, key))
+            text = (", ".join(sorted(value)) if isinstance(value, frozenset) else str(value)
+                    if isinstance(value, bool) else f"{value:.4g}")
+            table.add_row(d.name, key, text, source)
     for key, source in p.medium_sources.items():
         table.add_row("(medium)", key, f"{getattr(p.medium, key):.4g}", source)
     console.print(table)

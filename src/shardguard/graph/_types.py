@@ -26,6 +26,19 @@ class Node:
     attrs: dict[str, object] = field(default_factory=dict)  # kernel, stride, padding (conv, pool)
     latency_s: float | None = None  # measured on this host, when asked for
 
+    @property
+    def layer_type(self) -> str | None:
+        """For per-type MAC rates: "depthwise" (a convolution with one group per input
+        channel), "conv" (any other convolution), "linear"; None for other nodes."""
+        if self.kind == "linear":
+            return "linear"
+        if self.kind != "conv":
+            return None
+        groups = self.attrs.get("groups", 1)
+        depthwise = isinstance(groups, int) and groups > 1 and groups == self.attrs.get(
+            "in_channels")
+        return "depthwise" if depthwise else "conv"
+
 
 @dataclass
 class Graph:

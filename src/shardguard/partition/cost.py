@@ -1,6 +1,7 @@
 """The cost model: latency, throughput, memory and energy per device of a compiled plan.
 
-Per stage: compute time = MACs / the device's effective MAC rate; crypto time =
+Per stage: compute time = MACs / the device's effective MAC rate (per layer type, for
+the types the device has a rate for: ``Device.rate_for``); crypto time =
 protected bytes × cycles per byte / clock, paid by the sender (seal) and the
 receiver (open); on the coordinator's hops (``input>S``, ``S>output``) only the
 device end is a platform device, and pays. Per transfer: link time = latency +
@@ -33,8 +34,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..errors import PlanningError
-from ..platform import Platform
-from .compile import INPUT, OUTPUT, CompiledPlan, Transfer
+from ..platform import Device, Platform
+from .compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
 
 SOURCE = "source"  # where inputs come from and outputs go: across the platform's medium
 
@@ -150,7 +151,7 @@ def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanC
     copies of every stage running (1: replicas on standby)."""
     devices = _placed(compiled, platform)
     hosts = _hosts(compiled, vote)
-    compute = {copy_name(p.name, j): p.macs / platform.devices[d].mac_rate
+    compute = {copy_name(p.name, j): compute_seconds(compiled, p, platform.devices[d])
                for p in compiled.programs for j, d in enumerate(hosts[p.name])}
     transfers, crypto_of = _transfers(compiled, platform, devices, hosts)
     for p in compiled.programs:
@@ -176,6 +177,17 @@ def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanC
     stage_compute = {p.name: compute[p.name] for p in compiled.programs}
     return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s,
                     idle_boards)
+
+
+def compute_seconds(compiled: CompiledPlan, p: StageProgram, device: Device) -> float:
+    """Seconds ``device`` computes stage ``p``: its MACs at the device's rate for each layer
+    type (a piece of a layer, a tile or channel group, in proportion)."""
+    if not device.layer_speed or not p.macs:
+        return p.macs / device.mac_rate
+    nodes = [compiled.graph.by_name[n] for n in p.nodes]
+    whole = sum(n.macs for n in nodes)
+    seconds = sum(n.macs / device.rate_for(n.layer_type) for n in nodes)
+    return p.macs * seconds / whole if whole else p.macs / device.mac_rate
 
 
 def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:

@@ -20,7 +20,7 @@ links; on a shared medium the throughput objective counts each link alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,17 @@ class Tables:
     valid: np.ndarray  # whether only tensors are live at a cut, (N + 1,)
     peak: np.ndarray  # peak activation bytes of stage (i, j], (N + 1, N + 1)
     live: np.ndarray  # [cut j, producer t]: tensor t is live at cut j, (N + 1, N + 1) bool
+    #: prefix sums of MACs per layer type (``Node.layer_type``), (N + 1,) each
+    typed: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def seconds(self, spec: Device) -> np.ndarray:
+        """[cut i, cut j]: seconds ``spec`` computes stage (i, j], at its rate per layer type."""
+        busy: np.ndarray = (self.macs[None, :] - self.macs[:, None]) / spec.mac_rate
+        for kind, macs in self.typed.items():
+            if kind in spec.layer_speed:
+                busy += (macs[None, :] - macs[:, None]) * (1 / spec.rate_for(kind)
+                                                           - 1 / spec.mac_rate)
+        return busy
 
 
 def tables(graph: Graph) -> Tables:
@@ -70,7 +81,10 @@ def tables(graph: Graph) -> Tables:
         peak[i, i + 1:] = np.maximum.accumulate(step[i + 1:])
     macs = np.concatenate([[0], np.cumsum([x.macs for x in nodes])]).astype(np.float64)
     params = np.concatenate([[0], np.cumsum([x.param_bytes for x in nodes])]).astype(np.float64)
-    return Tables([x.name for x in nodes], macs, params, cut, valid, peak, live)
+    typed = {kind: np.concatenate([[0], np.cumsum([x.macs * (x.layer_type == kind)
+                                                   for x in nodes])]).astype(np.float64)
+             for kind in ("conv", "depthwise", "linear")}
+    return Tables([x.name for x in nodes], macs, params, cut, valid, peak, live, typed)
 
 
 def live_at(graph: Graph, t: Tables, cut: int) -> list[str]:
@@ -141,7 +155,7 @@ def _stage_values(t: Tables, platform: Platform, specs: list[Device], objective:
         crypto = (0.0 if alg == "none" else
                   (sealed_in[:, None] + sealed_out[None, :]) * spec.crypto_cycles(alg)
                   / spec.clock_hz)
-        busy = (t.macs[None, :] - t.macs[:, None]) / spec.mac_rate + crypto
+        busy = t.seconds(spec) + crypto
         memory = t.params[None, :] - t.params[:, None] + t.peak + t.cut[:, None] + t.cut[None, :]
         if objective in ("energy", "energy-total"):
             value = (spec.active_power_w * busy

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,6 +32,7 @@ BUILTIN_DIR = HERE / "builtin"
 GIVEN = "given in the platform file"
 
 Positive = Annotated[float, Field(gt=0)]
+LayerType = Literal["conv", "depthwise", "linear"]
 NonNegative = Annotated[float, Field(ge=0)]
 
 
@@ -66,6 +67,9 @@ class DeviceProfile(Config):
     has_aes: FlagFigure
     crypto_cycles_per_byte: dict[str, Figure]
     media_in_power: MediaFigure | None = None
+    #: MAC/s for one type of layer (conv, depthwise, linear), where a source gives one;
+    #: the others run at ``mac_rate``
+    mac_rates: dict[LayerType, Figure] = {}
 
 
 class MediumProfile(Config):
@@ -97,6 +101,7 @@ class DeviceSpec(Config):
     clock_hz: Positive | None = None
     has_aes: bool | None = None
     crypto_cycles_per_byte: dict[str, Positive] | None = None
+    mac_rates: dict[LayerType, Positive] | None = None  # MAC/s per layer type
     #: built-in media whose link power this device's power figures already include: no
     #: radio energy per byte is charged on them (it would be counted twice)
     media_in_power: list[str] | None = None
@@ -164,6 +169,14 @@ class Device:
     crypto_cycles_per_byte: dict[str, float]
     sources: dict[str, str] = field(default_factory=dict, compare=False)
     media_in_power: frozenset[str] = frozenset()
+    #: per layer type, its MAC rate over ``mac_rate`` (so a device slowed down later, a
+    #: straggler's, keeps its per-type rates in proportion)
+    layer_speed: dict[str, float] = field(default_factory=dict, compare=False)
+
+    def rate_for(self, layer_type: str | None) -> float:
+        """MAC/s for a layer of ``layer_type`` (``Node.layer_type``): its own rate where the
+        device has one, else ``mac_rate``."""
+        return self.mac_rate * self.layer_speed.get(layer_type or "", 1.0)
 
     def radio_j_per_byte(self, link: Link, send: bool) -> float:
         """Radio energy per byte this device sends (or receives) on ``link``: none on a
@@ -261,6 +274,11 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
         if base.media_in_power is not None:
             values["media_in_power"] = frozenset(base.media_in_power.value)
             sources["media_in_power"] = base.media_in_power.source
+    rates: dict[str, tuple[float, str]] = {
+        k: (f.value, f.source) for k, f in (base.mac_rates if base else {}).items()}
+    rates.update({k: (v, GIVEN) for k, v in (spec.mac_rates or {}).items()})
+    for kind, (_, source) in rates.items():
+        sources[f"mac_rates.{kind}"] = source
     if spec.media_in_power is not None:
         unknown = sorted(set(spec.media_in_power) - set(profiles().media))
         if unknown:
@@ -279,8 +297,9 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
     missing = [k for k in (*_DEVICE_FIELDS, "has_aes") if k not in values]
     if missing:
         raise ConfigError(f"{where}: device needs {', '.join(missing)} (or a profile)")
+    speed = {k: rate / values["mac_rate"] for k, (rate, _) in rates.items()}
     return Device(name=spec.name, profile=spec.profile, crypto_cycles_per_byte=crypto,
-                  sources=sources, **values)
+                  sources=sources, layer_speed=speed, **values)
 
 
 def _resolve_medium(spec: MediumSpec, where: str) -> tuple[Link, dict[str, str]]:
