@@ -235,3 +235,36 @@ def test_cli_platforms_shows_the_new_figures_with_their_sources():
     out = succeeded(run_cli("platforms", "rpi4x4-ethernet"), "platforms").out
     assert "mac_rates.depthwise" in out and "4.56e+08" in out
     assert "media_in_power" in out and "ethernet-100m" in out
+
+
+def test_a_journaled_row_without_the_total_energy_objective_is_costed_anew(tmp_path):
+    """An exploration directory from before total_energy_j resumes: its old rows (costed
+    without idle boards and voting copies' own costs) are evaluated again, not mixed in."""
+    import json
+
+    from shardguard.analysis.backend import Journal
+    from shardguard.analysis.explore import Candidate
+    from shardguard.analysis.search import Evaluations
+
+    old, new = (Candidate("pipeline", (d,), (), ("none",), 1, False) for d in ("pi1", "pi2"))
+    rows = [{"key": old.key, "energy_j": 1.0, "latency_s": 1.0, "vulnerability": 0.0},
+            {"key": new.key, "energy_j": 1.0, "total_energy_j": 2.0, "latency_s": 1.0,
+             "vulnerability": 0.0}]
+    (tmp_path / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    asked = []
+
+    class Backend:
+        def map(self, fn, items):
+            asked.extend(items)
+            return [(c, {"key": c.key, "describe": "x", "energy_j": 1.0, "total_energy_j": 3.0,
+                         "latency_s": 1.0, "vulnerability": 0.0}) for c in items]
+
+    class Bar:
+        def update(self, *args, **kwargs):
+            pass
+
+    evaluations = Evaluations(Journal(tmp_path / "evaluations.jsonl", "key"), Backend(),
+                              Bar(), None)
+    got = evaluations([old, new])
+    assert asked == [old]
+    assert [r["total_energy_j"] for r in got] == [3.0, 2.0]

@@ -83,7 +83,9 @@ class Evaluations:
     def __call__(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         fresh = {c.key: c for c in candidates if c.key not in self.asked}
         self.asked.update(dict.fromkeys(fresh))
-        missing = [c for k, c in fresh.items() if k not in self.journal]
+        # a row journaled before an objective existed (total_energy_j) is costed anew
+        missing = [c for k, c in fresh.items() if k not in self.journal
+                   or not set(OBJECTIVES) <= set(self.journal.rows[k])]
         self.bar.update(self.task, advance=len(fresh) - len(missing))
         for _, row in self.backend.map(evaluate, missing):
             self.journal.add(row)
