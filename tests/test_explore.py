@@ -120,6 +120,9 @@ def test_cli_explore_prints_the_front_and_names_bad_input(tmp_path):
                      "--guards", "off", "-n", "100", "-o", str(tmp_path / "out"))
     assert result.code == 0, result.err[-2000:]
     assert "Pareto front" in result.out and "recommended" in result.out
+    assert "total energy (mJ)" in result.out  # the platform's, idle boards included
+    with (tmp_path / "out" / "front.csv").open() as f:
+        assert all(float(r["total_energy_mj"]) > float(r["energy_mj"]) for r in csv.DictReader(f))
     assert (tmp_path / "out" / "plans" / "recommended.yaml").exists()
     bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
                   "--protections", "none,rot13", "-o", str(tmp_path / "bad"))
