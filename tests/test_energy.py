@@ -268,3 +268,11 @@ def test_a_journaled_row_without_the_total_energy_objective_is_costed_anew(tmp_p
     got = evaluations([old, new])
     assert asked == [old]
     assert [r["total_energy_j"] for r in got] == [3.0, 2.0]
+
+
+def test_cli_plan_names_the_idle_boards_in_the_platforms_total(tmp_path):
+    from .conftest import run_cli, succeeded
+
+    out = succeeded(run_cli("plan", "lenet5", "-p", "rpi4x4-ethernet", "--stages", "2",
+                            "-o", str(tmp_path / "plan.yaml")), "plan").out
+    assert "total energy" in out and "2 unused board(s) idle" in out

@@ -57,7 +57,9 @@ def summary_line(planned: Planned) -> str:
     c = planned.cost
     return (f"latency {c.latency_s * 1e3:.3f} ms · throughput {c.throughput:.1f}/s · "
             f"max active energy {c.max_active_j * 1e3:.3f} mJ/device · "
-            f"total energy {c.total_energy_j * 1e3:.3f} mJ/inference")
+            f"total energy {c.total_energy_j * 1e3:.3f} mJ/inference"
+            + (f" ({len(c.idle_boards)} unused board(s) idle: "
+               f"{sum(c.idle_boards.values()) * 1e3:.3f} mJ)" if c.idle_boards else ""))
 
 
 def show(*tables: Table) -> None:
