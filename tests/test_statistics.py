@@ -186,3 +186,25 @@ def test_analyze_saves_its_plan_platform_and_setup_and_the_report_shows_them(tmp
     html = page.read_text()
     assert "platform.yaml" in html and "Stages: what runs where" in html
     assert "95% interval" in html and "seeds" in html
+
+
+@pytest.mark.slow
+def test_explore_takes_seeds_and_gives_each_front_point_an_interval(tmp_path):
+    threats = tmp_path / "threats.yaml"
+    threats.write_text("threats:\n  - {id: L1, target: links, ber: 1.0e-3, "
+                       "bits: exponent-high}\n")
+    result = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                     "--budget", "12", "--max-devices", "2", "--copies", "1", "--guards", "off",
+                     "--protections", "none,mac:blake2b", "-n", "100", "--seeds", "2",
+                     "--processes", "1", "-o", str(tmp_path / "out"))
+    succeeded(result, "explore")
+    assert "95% interval" in result.out
+    spec = json.loads((tmp_path / "out" / "spec.json").read_text())
+    assert spec["seeds"] == 2
+    front = _rows(tmp_path / "out" / "front.csv")
+    for r in front:
+        low, value, high = (float(r["vulnerability_low"]), float(r["vulnerability"]),
+                            float(r["vulnerability_high"]))
+        assert low <= value <= high
+    assert any(float(r["vulnerability_high"]) - float(r["vulnerability_low"]) > 0.01
+               for r in front)  # an unprotected point: bit flips land, and vary

@@ -60,9 +60,8 @@ class ExploreSpec(Subject):
     guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
     samples: Annotated[int, Field(ge=10, le=5000)] = 300
     seed: int = 0
-    #: Draws of each threat on each target (each its own stream, ``trials.stream_seed``).
-    #: Three: on the demo, the vulnerability's interval is then within ±2 points (its
-    #: spread between draws is a third of the images' at 100 images; see ``DEFAULT_SEEDS``).
+    #: Draws of each threat on each target (each its own stream, ``trials.stream_seed``);
+    #: three, as ``analyze.DEFAULT_SEEDS`` (measured there: the knee of the interval).
     seeds: Annotated[int, Field(ge=1, le=100)] = 3
 
 
