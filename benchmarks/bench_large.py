@@ -102,7 +102,7 @@ def campaign_trial_vs_clean_inference() -> dict[str, Any]:
     import torch
 
     from shardguard.analysis import campaign
-    from shardguard.analysis.campaign import Trial
+    from shardguard.analysis.trials import Trial
 
     with tempfile.TemporaryDirectory() as tmp:
         plan = Path(tmp) / "plan.yaml"

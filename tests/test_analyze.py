@@ -14,7 +14,7 @@ from .conftest import planned, write_plan
 @pytest.mark.slow
 def test_analysis_writes_figures_and_ranks_devices_and_links(tmp_path):
     of = planned("lenet5", objective="energy")
-    result = analyze(write_plan(tmp_path, of), tmp_path / "analysis", samples=300)
+    result = analyze(write_plan(tmp_path, of), tmp_path / "analysis", samples=300, seeds=1)
     devices = of.plan.devices_used()
     links = {f"{lk.src}>{lk.dst}" for lk in of.plan.links}
     assert len(result.rows) == (len(BER) * len(BIT_CLASSES) + len(SNR_DB) + len(devices)

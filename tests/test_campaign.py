@@ -80,7 +80,8 @@ def test_defences_are_a_campaign_dimension_with_detection_false_positives_and_en
         model="resnet-small", platform="rpi4x4-ethernet", strategies=["pipeline"],
         samples=300, processes=1,
         threats=[{"id": "L4", "target": "every"}, {"id": "D4", "target": "pi1"},
-                 {"id": "D5", "target": "pi1", "ber": 1e-4, "bits": "exponent-high"}],
+                 # 1e-3: harmful in every draw (at 1e-4 it depends on the draw: 0.95 or 0.007)
+                 {"id": "D5", "target": "pi1", "ber": 1e-3, "bits": "exponent-high"}],
         defences=["none", "seal:aead:chacha20-poly1305", "vote:3", "freivalds", "digest"])
     rows = {(r["threat"], r["defence"]): r for r in run_campaign(spec, tmp_path)}
     assert ("D5", "vote:3") not in rows and ("D5", "freivalds") not in rows  # not meaningful

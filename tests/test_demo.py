@@ -36,11 +36,19 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     assert "ShardGuard demo — summary" in result.out
     # The exploration and the report close the demo.
     assert facts["front_points"] >= 2 and facts["recommended_vulnerability"] < 0.5
+    # Every accuracy in the summary carries its 95 % interval (issue 14).
+    low, high = facts["recommended_vulnerability_interval"]
+    assert low <= facts["recommended_vulnerability"] <= high
+    for bits, (low, high) in facts["l1_1e4_accuracy_interval"].items():
+        assert low <= facts["l1_1e4_accuracy"][bits] <= high
+    lines = "\n".join(summary["lines"])
+    assert lines.count("95% CI") >= 4 and "seeds pooled, 95% intervals" in lines
     assert (out / "explore" / "plans" / "recommended.yaml").is_file()
     report = out / "report.html"
     assert facts["report"] == str(report) and report.stat().st_size > 100_000
     html = report.read_text()
     assert "Findings" in html and "Security against energy: the Pareto front" in html
+    assert html.count("95% interval") >= 3  # analysis ranking, its conditions, the front
     assert f"report     {report}" in result.out
     # Each step's time is recorded (not asserted: a shared machine's times are noise).
     assert set(summary["steps"]) == {"load", "evaluate", "profile", "plan+check", "run",

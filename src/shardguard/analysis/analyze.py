@@ -17,6 +17,13 @@ The criticality of a device is the accuracy lost when it crashes; of a link, the
 mean accuracy lost under the standard link attacks. The ranking (most critical
 first) is the order an attacker should follow.
 
+Each trial that draws random numbers runs under ``seeds`` seeds (each its own random
+stream; a crash and FGSM run once); a condition's figure pools them, with its 95 %
+interval (images resampled, each with its answers under every seed: ``metrics.pool``),
+in ``conditions.csv``, the figures' error bars and the ranking. The plan, its platform
+and the setup are saved beside the results (``plan.yaml``, ``platform.yaml``,
+``analysis.json``), so the report shows them.
+
 Images come from ``data`` (``data.open_data``: the Fashion-MNIST test set by default,
 preprocessed as the plan's model declares). Without labels, "accuracy" is agreement
 with the clean model's top-1 and "accuracy lost" the silent-data-corruption rate;
@@ -28,7 +35,10 @@ proportionally fewer for larger inputs (``subject.profile_images``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +49,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..partition.bind import bind  # noqa: E402
-from .campaign import Trial, execute, plan_targets  # noqa: E402
-from .metrics import LOSSES, MEASURES  # noqa: E402
+from .campaign import execute, plan_targets  # noqa: E402
+from .metrics import LOSSES, MEASURES, pool  # noqa: E402
 from .rows import table  # noqa: E402
 from .subject import profile_images  # noqa: E402
+from .trials import Trial  # noqa: E402
 
 BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
 BIT_CLASSES = ["sign", "exponent-high", "exponent", "mantissa", "all"]
 SNR_DB = [-10, 0, 10, 20, 30, 40]
 EPSILON = [0.005, 0.01, 0.02, 0.05]
+#: Seeds per condition. Measured on the demo's analysis (resnet-small, 500 images, the
+#: 50 L1/L2/L3 conditions): the accuracy lost has a 95 % half-width of median 1.05 /
+#: 0.75 / 0.59 points (90th percentile 3.65 / 2.71 / 2.46) with 1 / 3 / 5 seeds; three is
+#: the knee. Accuracy itself is bounded by the images, not the seeds (±2.2 points at
+#: 94 % on 500 images; ±2 points at 50 % needs about 2400 images).
+DEFAULT_SEEDS = 3
 LINK_ATTACKS = [{"id": "L1", "ber": 1e-4, "bits": "all"}, {"id": "L2", "snr_db": 10},
                 {"id": "L3", "mode": "message", "rate": 0.5},
                 {"id": "L5", "method": "fgsm", "epsilon": 0.02}]
@@ -62,6 +79,8 @@ class Analysis:
     reconstruction: list[dict[str, Any]]  # L6 by cut depth
     measure: str = "accuracy"  # or "agreement": scored against the clean top-1 (no labels)
     data: str = ""  # which data, as data.Data.describe() says
+    conditions: list[dict[str, Any]] = field(default_factory=list)  # seeds pooled (``pool``)
+    clean_interval: tuple[float, float] = (math.nan, math.nan)  # 95 %
 
     def table(self) -> pa.Table:
         """``rows`` (every trial) as an Arrow table; ``.to_pandas()`` gives a DataFrame."""
@@ -120,30 +139,75 @@ def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -
     return trials
 
 
+def drawn(threat: dict[str, Any]) -> bool:
+    """Whether a threat draws random numbers (a crash and FGSM do not: one seed says all)."""
+    return threat["id"] != "D1" and not (threat["id"] == "L5" and threat.get("method") == "fgsm")
+
+
+def condition(row: dict[str, Any]) -> str:
+    """What a row measured, whatever its seed: the threat, its target and parameters."""
+    return f"{row['threat']} {row['target']} {row['params']}"
+
+
+def pooled(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each condition's rows under every seed as one figure with its interval."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[condition(r)].append(r)
+    out = {}
+    for key, rs in groups.items():
+        first = rs[0]
+        out[key] = {"threat": first["threat"], "target": first["target"],
+                    "params": first["params"],
+                    **{k: v for k, v in first.items() if k.startswith("param_")},
+                    "availability": sum(r["availability"] for r in rs) / len(rs),
+                    "unscorable": sum(r.get("unscorable", 0.0) for r in rs) / len(rs),
+                    **pool(rs)}
+    return out
+
+
 def criticality(rows: list[dict[str, Any]], targets: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Devices by the accuracy lost when they crash, links by the mean lost under the
+    standard attacks; every seed pooled, with 95 % intervals."""
     ranking = []
-    for device in targets["devices"]:
-        hits = [r for r in rows if r["threat"] == "D1" and r["target"] == device]
-        ranking.append({"kind": "device", "name": device,
-                        "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
-                        "availability": min(r["availability"] for r in hits),
-                        "attacks": "D1 crash"})
     standard = {json.dumps({k: v for k, v in a.items() if k != "id"}, sort_keys=True)
                 for a in LINK_ATTACKS}
-    for link in targets["links"]:
-        hits = [r for r in rows if r["target"] == link and r["params"] in standard]
-        ranking.append({"kind": "link", "name": link,
-                        "accuracy_drop": sum(r["accuracy_drop"] for r in hits) / len(hits),
+    for kind, name in [("device", d) for d in targets["devices"]] + [
+            ("link", lk) for lk in targets["links"]]:
+        hits = [r for r in rows if r["target"] == name and (
+            r["threat"] == "D1" if kind == "device" else r["params"] in standard)]
+        both = pool(hits)
+        ranking.append({"kind": kind, "name": name, "accuracy_drop": both["accuracy_drop"],
+                        "accuracy_drop_low": both["accuracy_drop_low"],
+                        "accuracy_drop_high": both["accuracy_drop_high"],
                         "availability": min(r["availability"] for r in hits),
-                        "attacks": "L1 1e-4, L2 10 dB, L3 50% messages, L5 FGSM 0.02"})
+                        "attacks": "D1 crash" if kind == "device" else
+                        "L1 1e-4, L2 10 dB, L3 50% messages, L5 FGSM 0.02"})
     ranking.sort(key=lambda r: -r["accuracy_drop"])
     for i, r in enumerate(ranking, start=1):
         r["rank"] = i
     return ranking
 
 
+def save_setup(bound: Any, plan_file: Path, out: Path) -> dict[str, str]:
+    """The plan and its platform, copied beside the results (the report shows them)."""
+    from ..platform import builtin_platforms
+
+    out.mkdir(parents=True, exist_ok=True)
+    if plan_file.resolve() != (out / "plan.yaml").resolve():
+        shutil.copyfile(plan_file, out / "plan.yaml")
+    source = bound.platform.source
+    platform = (Path(__file__).parents[1] / "platform" / "builtin" / f"{source}.yaml"
+                if source in builtin_platforms() else Path(source))
+    shutil.copyfile(platform, out / "platform.yaml")
+    return {"plan_file": "plan.yaml", "platform": source, "platform_file": "platform.yaml"}
+
+
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
-            processes: int = 0, ray: str | None = None, data: str | None = None) -> Analysis:
+            seeds: int = DEFAULT_SEEDS, processes: int = 0, ray: str | None = None,
+            data: str | None = None) -> Analysis:
+    """The standard analysis of ``plan_file`` under ``seeds`` seeds (``seed``, ``seed`` + 1,
+    …) on the first ``samples`` images of ``data``; results, figures and setup in ``out``."""
     import hashlib
 
     from ..data import plan_data
@@ -154,50 +218,83 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
     dataset = plan_data(data, bound)  # a bad dataset is refused here, in one line
     if ray is None:
         check_memory(bound.graph, min(samples, len(dataset)), split_cores(processes)[0], "-n")
-    claim(out, "analysis.json", {"plan": str(plan_file), "samples": samples,
-                                 "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest(),
-                                 "data": dataset.describe(), "measure": dataset.measure},
-          ("plan_sha256", "samples", "data"))
+    setup = {"plan": str(plan_file), "samples": samples, "seed": seed, "seeds": seeds,
+             "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest(),
+             "data": dataset.describe(), "measure": dataset.measure}
+    claim(out, "analysis.json", setup, ("plan_sha256", "samples", "data"))
+    setup.update(save_setup(bound, plan_file, out))
+    (out / "analysis.json").write_text(json.dumps(setup, indent=2) + "\n")
     targets = plan_targets(bound.plan)
     label = bound.plan.strategy
-    trials = standard_trials(label, targets, seed)
+    trials = standard_trials(label, targets, seed) + [  # further seeds: where draws matter
+        t for s in range(seed + 1, seed + seeds) for t in standard_trials(label, targets, s)
+        if drawn(t.threat)]
     rows = execute(trials, {label: str(plan_file)}, samples, processes, out,
                    description="analysis", ray=ray, data=data)
+    conditions = list(pooled(rows).values())
+    _write_conditions(conditions, out / "conditions.csv")
     ranking = criticality(rows, targets)
     clean = rows[0]["clean_accuracy"] if rows else 0.0
+    clean_interval = ((rows[0].get("clean_accuracy_low", math.nan),
+                       rows[0].get("clean_accuracy_high", math.nan)) if rows else
+                      (math.nan, math.nan))
     reconstruction = reconstruction_by_depth(bound, dataset, seed=seed)
     (out / "reconstruction.json").write_text(json.dumps(reconstruction, indent=2) + "\n")
-    measure = dataset.measure
-    figures = {"ber": _ber_figure(rows, out / "accuracy_vs_ber.png", clean, measure),
-               "snr": _snr_figure(rows, out / "accuracy_vs_snr.png", clean, measure),
-               "epsilon": _epsilon_figure(rows, targets["links"], out / "accuracy_vs_epsilon.png",
-                                          clean, measure),
-               "ranking": _ranking_figure(ranking, out / "criticality.png", measure),
-               "reconstruction": _reconstruction_figure(reconstruction,
-                                                        out / "reconstruction_by_depth.png")}
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
-    return Analysis(rows, ranking, figures, clean, reconstruction, measure, dataset.describe())
+    figures = _figures(conditions, ranking, reconstruction, targets, out, clean,
+                       dataset.measure)
+    return Analysis(rows, ranking, figures, clean, reconstruction, dataset.measure,
+                    dataset.describe(), conditions, clean_interval)
+
+
+def _write_conditions(conditions: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    from .rows import columns
+
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(conditions))
+        writer.writeheader()
+        writer.writerows(conditions)
+
+
+def _figures(conditions: list[dict[str, Any]], ranking: list[dict[str, Any]],
+             reconstruction: list[dict[str, Any]], targets: dict[str, list[str]], out: Path,
+             clean: float, measure: str) -> dict[str, Path]:
+    return {"ber": _ber_figure(conditions, out / "accuracy_vs_ber.png", clean, measure),
+            "snr": _snr_figure(conditions, out / "accuracy_vs_snr.png", clean, measure),
+            "epsilon": _epsilon_figure(conditions, targets["links"],
+                                       out / "accuracy_vs_epsilon.png", clean, measure),
+            "ranking": _ranking_figure(ranking, out / "criticality.png", measure),
+            "reconstruction": _reconstruction_figure(reconstruction,
+                                                     out / "reconstruction_by_depth.png")}
+
+
+def _errorbar(ax: Any, points: list[dict[str, Any]], x: str, **style: Any) -> None:
+    """Accuracy against ``x``, each point with its 95 % interval as an error bar."""
+    points = sorted(points, key=lambda p: p[x])
+    if not points:
+        return
+    acc = [p["accuracy"] for p in points]
+    err = [[max(0.0, a - p.get("accuracy_low", a)) for a, p in zip(acc, points)],
+           [max(0.0, p.get("accuracy_high", a) - a) for a, p in zip(acc, points)]]
+    ax.errorbar([p[x] for p in points], acc, yerr=err, marker="o", capsize=3, **style)
 
 
 def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for bits in BIT_CLASSES:
-        points = sorted((r["param_ber"], r["accuracy"]) for r in rows
-                        if r["threat"] == "L1" and r["target"] == "every"
-                        and r.get("param_bits") == bits)
-        if points:
-            ax.plot(*zip(*points), marker="o", label=bits)
+        _errorbar(ax, [r for r in rows if r["threat"] == "L1" and r["target"] == "every"
+                       and r.get("param_bits") == bits], "param_ber", label=bits)
     ax.set_xscale("log")
     return _finish(fig, ax, path, clean, "bit-error rate on every link (per bit of the class)",
                    "Bit flips in transit (L1): by float32 bit class", measure)
 
 
 def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
-    points = sorted((r["param_snr_db"], r["accuracy"]) for r in rows
-                    if r["threat"] == "L2" and r["target"] == "every")
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    if points:
-        ax.plot(*zip(*points), marker="o")
+    _errorbar(ax, [r for r in rows if r["threat"] == "L2" and r["target"] == "every"],
+              "param_snr_db")
     return _finish(fig, ax, path, clean, "signal-to-noise ratio on every link (dB)",
                    "Gaussian noise in transit (L2)", measure)
 
@@ -206,10 +303,8 @@ def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
                     clean: float, measure: str) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for link in links:
-        points = sorted((r["param_epsilon"], r["accuracy"]) for r in rows
-                        if r["threat"] == "L5" and r["target"] == link)
-        if points:
-            ax.plot(*zip(*points), marker="o", label=link)
+        _errorbar(ax, [r for r in rows if r["threat"] == "L5" and r["target"] == link],
+                  "param_epsilon", label=link)
     return _finish(fig, ax, path, clean, "ε (FGSM step, relative to the tensor's range)",
                    "Adversarial tampering on each link (L5, white-box on downstream stages)",
                    measure)
@@ -237,10 +332,14 @@ def _ranking_figure(ranking: list[dict[str, Any]], path: Path, measure: str) -> 
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(ranking))))
     names = [f"{r['kind']} {r['name']}" for r in ranking]
     colours = ["tab:red" if r["kind"] == "device" else "tab:blue" for r in ranking]
-    ax.barh(range(len(ranking)), [r["accuracy_drop"] for r in ranking], color=colours)
+    drops = [r["accuracy_drop"] for r in ranking]
+    err = [[max(0.0, d - r.get("accuracy_drop_low", d)) for d, r in zip(drops, ranking)],
+           [max(0.0, r.get("accuracy_drop_high", d) - d) for d, r in zip(drops, ranking)]]
+    ax.barh(range(len(ranking)), drops, xerr=err, capsize=3, color=colours)
     ax.set_yticks(range(len(ranking)), names)
     ax.invert_yaxis()
-    ax.set_xlabel(f"{LOSSES[measure]} (device: crash; link: mean of standard attacks)")
+    ax.set_xlabel(f"{LOSSES[measure]} (device: crash; link: mean of standard attacks; "
+                  "bars: 95% interval)")
     ax.set_title("Criticality: which device or link to hit first")
     return _save(fig, path)
 

@@ -33,10 +33,8 @@ it stopped; ``results.csv`` and ``results.parquet`` are written at the end.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -55,6 +53,7 @@ from .subject import (
     profile_images,
     subject_data,
 )
+from .trials import Trial, matched, trial_threat
 
 SUPPORTED = ("D1", "D2", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5", "L6")
 
@@ -72,22 +71,6 @@ class CampaignSpec(Subject):
     defences: Annotated[list[str], Field(min_length=1)] = ["none"]
 
 
-@dataclass(frozen=True)
-class Trial:
-    strategy: str
-    threat: dict[str, Any]
-    seed: int
-    defence: str = "none"
-
-    @property
-    def key(self) -> str:
-        fields: list[Any] = [self.strategy, self.threat, self.seed]
-        if self.defence != "none":  # keys of campaigns without defences stay as they were
-            fields.append(self.defence)
-        text = json.dumps(fields, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list[Trial]:
     """Every trial of the campaign; ``targets[strategy]`` lists its plan's devices and links."""
     from ..defences.catalogue import parse_defence
@@ -103,8 +86,8 @@ def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list
             keys = sorted(entry)
             for combo in itertools.product(*[_choices(k, entry[k]) for k in keys]):
                 threat = dict(zip(keys, combo))
-                target = threat.get("target", "every")
-                names = targets[strategy].get(target, [target])
+                names = matched(threat.get("target", "every"), targets[strategy], entry,
+                                 f"threats.{i}", strategy)
                 for name in names:
                     for seed in spec.seeds:
                         concrete = {**threat, "target": name, "seed": seed}
@@ -158,6 +141,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     from ..data import plan_data
     from ..local import LocalExecutor
     from ..partition import bind
+    from .metrics import scored
 
     torch.set_num_threads(threads)
     _STATE.update(bound={}, clean={}, deadline_s=deadline_s)
@@ -170,17 +154,17 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
         _STATE["bound"][key] = bound
         if "@" not in key:  # replicas do not change the clean answers
             with torch.no_grad():
-                _STATE["clean"][key] = LocalExecutor(bound.compiled).run(x).argmax(1)
+                _STATE["clean"][key] = scored(LocalExecutor(bound.compiled).run(x))[0]
 
 
 def run_trial(trial: Trial) -> dict[str, Any]:
     """One trial in this process: the threat in the local executor; one tidy row."""
 
     from ..defences.catalogue import parse_defence
-    from ..threats.spec import Straggler, parse_threat, simulation_only
-    from .metrics import measure, reference
+    from ..threats.spec import Straggler, simulation_only
+    from .metrics import measure, reference, scored
 
-    threat = parse_threat(trial.threat)
+    threat = trial_threat(trial)  # this trial's own stream; its key stays as it was
     defence = parse_defence(trial.defence)
     bound = _STATE["bound"][plan_key(trial.strategy, defence.replicas)]
     x, clean = _STATE["x"], _STATE["clean"][trial.strategy]
@@ -188,7 +172,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     outcome, extra = _undefended(bound, threat, x, y)
     cost = _straggler_cost(bound, threat) if isinstance(threat, Straggler) else bound.cost
     if defence.kind != "none":
-        harmed = ~outcome.answered | (outcome.output.argmax(1) != clean)
+        harmed = ~outcome.answered | (scored(outcome.output)[0] != clean)
         outcome = _outcome(bound, threat, x, defence, seed=trial.seed)
         flagged = defence.flagged(len(x))
         energy = defence.energy_j(bound.compiled, bound.platform)
@@ -199,11 +183,12 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             false_positive_rate=_false_positives(trial.strategy, defence, bound, x),
             defence_energy_j=json.dumps({d: round(j, 9) for d, j in energy.items()}),
             max_defence_energy_j=max(energy.values(), default=0.0))
-    metrics = measure(y, clean, outcome.output.argmax(1), outcome.answered, outcome.degraded)
+    predicted, scorable = scored(outcome.output)
+    metrics = measure(y, clean, predicted, outcome.answered, outcome.degraded, scorable)
     params = {k: v for k, v in trial.threat.items() if k not in ("id", "target", "seed")}
     return {"trial": trial.key, "strategy": trial.strategy, "defence": trial.defence,
             "threat": threat.id,
-            "target": threat.target, "seed": trial.seed,
+            "target": threat.target, "seed": trial.seed, "stream_seed": threat.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
             "measure": scored_by,
             "simulation_only": simulation_only(threat),
@@ -388,7 +373,9 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
     import pyarrow.parquet as pq
 
     with (out / "results.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(rows))
+        # per-image outcomes (for pooling seeds) stay in results.jsonl and the Parquet file
+        writer = csv.DictWriter(f, fieldnames=[c for c in columns(rows) if c != "outcomes"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     pq.write_table(table(rows), out / "results.parquet")

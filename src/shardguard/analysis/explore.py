@@ -17,8 +17,9 @@ Its four objectives, all minimised:
                     leaves unused included (they are powered all the same);
 * ``latency_s``     end-to-end latency of one request (cost model);
 * ``vulnerability`` accuracy lost under the threat scenario: the mean, over each threat
-                    and each device or link it targets, of clean accuracy minus
-                    accuracy with the candidate's defences, measured in the local
+                    and each device or link it targets (each in ``seeds`` draws), of
+                    clean accuracy minus accuracy with the candidate's defences (with
+                    its 95 % interval, ``vulnerability_low``/``_high``), measured in the local
                     executor on held-out images (the *last* ``samples`` of the data,
                     which campaigns and training never look at first). Without labels,
                     agreement with the clean model's top-1 stands for accuracy, so the
@@ -63,6 +64,9 @@ class ExploreSpec(Subject):
     guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
     samples: Annotated[int, Field(ge=10, le=5000)] = 300
     seed: int = 0
+    #: Draws of each threat on each target (each its own stream, ``trials.stream_seed``);
+    #: three, as ``analyze.DEFAULT_SEEDS`` (measured there: the knee of the interval).
+    seeds: Annotated[int, Field(ge=1, le=100)] = 3
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,7 @@ def init(spec_json: str, threads: int) -> None:
     from ..graph import trace
     from ..platform import load_platform
     from ..threats.spec import parse_threat
-    from .metrics import reference
+    from .metrics import reference, scored
 
     torch.set_num_threads(threads)
     spec = ExploreSpec.model_validate_json(spec_json)
@@ -265,7 +269,7 @@ def init(spec_json: str, threads: int) -> None:
     start = max(0, len(data) - spec.samples)  # held out: the end of the data
     x, labels = data.images(spec.samples, start), data.labels(spec.samples, start)
     with torch.no_grad():
-        clean = loaded.module.eval()(x).argmax(1)
+        clean = scored(loaded.module.eval()(x))[0]
     y, scored_by = reference(labels, clean)  # without labels: the clean top-1
     _STATE.update(spec=spec, loaded=loaded, shape=shape, graph=trace(loaded.module, shape),
                   platform=load_platform(spec.platform), x=x, y=y, clean=clean,
@@ -309,6 +313,7 @@ def build(c: Candidate) -> Any:
 def evaluate(c: Candidate) -> dict[str, Any]:
     """One candidate's row: objectives, constraint, energy per device, and what it is."""
     from ..defences.catalogue import parse_defence
+    from .vulnerability import vulnerability
 
     row: dict[str, Any] = {"key": c.key, "candidate": asdict(c), "describe": c.describe()}
     try:
@@ -316,7 +321,7 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     except (PlanningError, ConfigError) as exc:
         return {**row, "feasible": False, "why": str(exc), "energy_j": math.inf,
                 "total_energy_j": math.inf, "latency_s": math.inf, "vulnerability": 1.0,
-                "memory_over": math.inf}
+                "vulnerability_low": 1.0, "vulnerability_high": 1.0, "memory_over": math.inf}
     platform, cost = _STATE["platform"], planned.cost
     energy = {d: dc.active_j for d, dc in cost.devices.items()}
     crypto = {d: dc.crypto_j for d, dc in cost.devices.items()}
@@ -331,47 +336,8 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     return {**row, "feasible": over == 0, "memory_over": float(over),
             "energy_j": max(energy.values()), "total_energy_j": total,
             "latency_s": cost.latency_s,
-            "vulnerability": _vulnerability(planned, c),
+            **vulnerability(planned, c, _STATE),
             "energy_per_device_j": {d: energy[d] for d in sorted(used)},
             "crypto_per_device_j": {d: crypto.get(d, 0.0) for d in sorted(used)},
             "links": {f"{lk.src}>{lk.dst}": lk.protection for lk in planned.plan.links},
             "plan": planned.plan.model_dump(mode="json")}
-
-
-def _vulnerability(planned: Any, c: Candidate) -> float:
-    """Mean accuracy lost over every (threat, target) of the scenario, defences on."""
-    import torch
-
-    from ..defences.guards import RangeGuard, profile_bounds
-    from ..defences.redundancy import Vote
-    from ..defences.sealed import SealedLinks
-    from ..local import LocalExecutor
-    from ..threats.local import ThreatInterceptor
-    from .metrics import measure
-
-    compiled, x, y, clean = planned.compiled, _STATE["x"], _STATE["y"], _STATE["clean"]
-    sealed = {f"{lk.src}>{lk.dst}" for lk in planned.plan.links if lk.protection != "none"}
-    bounds = profile_bounds(compiled, _STATE["train"]) if c.guard else None
-    losses = []
-    for threat in _STATE["threats"]:
-        for target in _targets(threat, planned.plan):
-            one = threat.model_copy(update={"target": target})
-            seal = SealedLinks("retry", only=sealed)
-            hooks: list[Any] = [seal.sender, ThreatInterceptor(one), seal.receiver]
-            if c.copies > 1:
-                hooks.append(Vote(copies=c.copies))
-            if bounds is not None:
-                hooks.append(RangeGuard(bounds))
-            with torch.no_grad():
-                outcome = LocalExecutor(compiled, hooks).run_outcome(x)
-            m = measure(y, clean, outcome.output.argmax(1), outcome.answered)
-            losses.append(max(0.0, m.accuracy_drop))
-    return float(sum(losses) / len(losses)) if losses else 0.0
-
-
-def _targets(threat: Any, plan: Any) -> list[str]:
-    if threat.target == "devices":
-        return list(plan.devices_used())
-    if threat.target == "links":
-        return sorted({f"{lk.src}>{lk.dst}" for lk in plan.links}) or ["every"]
-    return [threat.target]

@@ -52,6 +52,8 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
                      "total_energy_mj": r["total_energy_j"] * 1e3,
                      "latency_ms": r["latency_s"] * 1e3,
                      "vulnerability": r["vulnerability"],
+                     "vulnerability_low": r.get("vulnerability_low", float("nan")),
+                     "vulnerability_high": r.get("vulnerability_high", float("nan")),
                      "energy_per_device_mj": json.dumps(
                          {d: round(j * 1e3, 4) for d, j in r["energy_per_device_j"].items()}),
                      "plan": str(path.relative_to(out))})

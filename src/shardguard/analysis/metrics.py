@@ -5,7 +5,10 @@ under threat, where a sample may go unanswered (its request failed or missed
 its deadline):
 
 * clean accuracy         = mean(ĉ == y)
-* accuracy (under threat) = mean(answered and p == y) — an unanswered sample is wrong
+* accuracy (under threat) = mean(answered and scorable and p == y) — an unanswered
+                           sample is wrong, and so is one whose output has a NaN or an
+                           infinity (``scored``: it is no class, never class 0 by argmax)
+* unscorable             = mean(answered and not scorable): answers that are no answer
 * accuracy drop          = clean accuracy − accuracy
 * attack success rate    = among samples the clean model got right, the share now
                            wrong or unanswered
@@ -25,13 +28,23 @@ Without labels (an unlabelled dataset, or ``--data noise``), y is the clean mode
 own top-1 prediction: "accuracy" is then agreement with the clean model, and the
 accuracy drop is the silent-data-corruption rate (answers changed or lost) of fault
 injection studies. Every row says which in ``measure`` (``MEASURES``).
+
+Every accuracy figure carries its 95 % interval (``*_low``, ``*_high``): a percentile
+bootstrap over the images (``BOOTSTRAP`` resamples, seed ``BOOTSTRAP_SEED``, so a row is
+reproducible), paired for the drop (clean and threatened on the same resampled images).
+Rows of the same condition under several seeds pool into one figure with ``pool``: the
+images are resampled and each keeps its answers under every seed, so the interval holds
+both the images' and the threat's randomness.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..data.dataset import Measure  # "accuracy" or "agreement"
@@ -48,6 +61,10 @@ LOSSES: dict[str, str] = {
 }
 
 
+BOOTSTRAP = 1000  # resamples of the images for each interval
+BOOTSTRAP_SEED = 20260  # fixed: the same rows give the same intervals
+
+
 @dataclass(frozen=True)
 class Metrics:
     samples: int
@@ -57,26 +74,113 @@ class Metrics:
     attack_success_rate: float
     availability: float
     degraded: float
+    unscorable: float = 0.0  # answered, but with a NaN or an infinity in the output
+    clean_accuracy_low: float = math.nan
+    clean_accuracy_high: float = math.nan
+    accuracy_low: float = math.nan
+    accuracy_high: float = math.nan
+    accuracy_drop_low: float = math.nan
+    accuracy_drop_high: float = math.nan
+    outcomes: str = ""  # per image, right without and under threat (``pack``), for ``pool``
 
     def row(self) -> dict[str, float | int]:
         return asdict(self)
 
 
+def scored(output: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted class, scorable) for each row of ``output`` (N, classes), a tensor or an
+    array: a row with any NaN or infinity is not scorable and predicts class −1, which no
+    label is (argmax would call it class 0, or the position of the first NaN)."""
+    out = torch.as_tensor(output)
+    out = out.reshape(len(out), -1)
+    finite = torch.isfinite(out).all(1)
+    predicted = torch.where(finite, out.argmax(1), torch.full_like(finite, -1, dtype=torch.long))
+    return predicted, finite
+
+
 def measure(labels: torch.Tensor, clean: torch.Tensor, predicted: torch.Tensor,
-            answered: torch.Tensor, degraded: torch.Tensor | None = None) -> Metrics:
-    """Metrics from (N,) labels, clean predictions, predictions under threat and masks."""
+            answered: torch.Tensor, degraded: torch.Tensor | None = None,
+            scorable: torch.Tensor | None = None) -> Metrics:
+    """Metrics from (N,) labels, clean predictions, predictions under threat and masks
+    (``scored`` gives predictions and ``scorable`` from outputs), with 95 % intervals."""
     n = len(labels)
+    ok = answered if scorable is None else answered & scorable
     clean_right = clean == labels
-    right = answered & (predicted == labels)
-    clean_accuracy = float(clean_right.float().mean())
-    accuracy = float(right.float().mean())
+    right = ok & (predicted == labels)
+    clean_accuracy = float(clean_right.double().mean())
+    accuracy = float(right.double().mean())
     base = int(clean_right.sum())
     success = float((clean_right & ~right).sum()) / base if base else 0.0
+    (cl, ch), (al, ah), (dl, dh) = intervals(
+        np.stack([clean_right.numpy(), right.numpy()])[:, :, None])
     return Metrics(
         samples=n, clean_accuracy=clean_accuracy, accuracy=accuracy,
         accuracy_drop=clean_accuracy - accuracy, attack_success_rate=success,
         availability=float(answered.float().mean()),
-        degraded=float(degraded.float().mean()) if degraded is not None else 0.0)
+        degraded=float(degraded.float().mean()) if degraded is not None else 0.0,
+        unscorable=float((answered & ~ok).double().mean()),
+        clean_accuracy_low=cl, clean_accuracy_high=ch, accuracy_low=al, accuracy_high=ah,
+        accuracy_drop_low=dl, accuracy_drop_high=dh, outcomes=pack(clean_right, right))
+
+
+def resample_means(values: np.ndarray, resamples: int = BOOTSTRAP,
+                   seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """Bootstrap over images: ``values`` (C, N) → (C, resamples) means over resampled
+    images, the same resamples for every row (so differences between rows are paired)."""
+    n = values.shape[1]
+    if n == 0:
+        return np.full((values.shape[0], resamples), math.nan)
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    weights = np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float64)
+    means: np.ndarray = np.asarray(values, dtype=np.float64) @ weights.T / n
+    return means
+
+
+def interval(samples: np.ndarray) -> tuple[float, float]:
+    """The 95 % percentile interval of bootstrap ``samples``."""
+    if not np.isfinite(samples).all():
+        return math.nan, math.nan
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def intervals(outcomes: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Intervals of clean accuracy, accuracy and drop from ``outcomes`` (2, N, seeds): per
+    image, right without and under threat, in each seed. Images are resampled, each with
+    its answers under every seed."""
+    per_image = np.asarray(outcomes, dtype=np.float64).mean(2)  # (2, N)
+    clean, under = resample_means(per_image)
+    return interval(clean), interval(under), interval(clean - under)
+
+
+def pack(clean_right: torch.Tensor, right: torch.Tensor) -> str:
+    """Per-image outcomes of a row, compactly (hex of packed bits) for ``pool``."""
+    bits = np.stack([clean_right.numpy(), right.numpy()]).astype(bool)
+    return np.packbits(bits, axis=1).tobytes().hex()
+
+
+def _unpack(text: str, n: int) -> np.ndarray:
+    raw = np.frombuffer(bytes.fromhex(text), dtype=np.uint8).reshape(2, -1)
+    return np.unpackbits(raw, axis=1)[:, :n].astype(bool)
+
+
+def pool(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Rows of one condition under several seeds (on the same images) as one figure: mean
+    clean accuracy, accuracy and drop, each with its 95 % interval (images resampled with
+    their answers under every seed; rows without outcomes fall back to their own bounds)."""
+    keys = ("clean_accuracy", "accuracy", "accuracy_drop")
+    out = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    if rows and all(r.get("outcomes") for r in rows):
+        stacked = np.stack([_unpack(r["outcomes"], int(r["samples"])) for r in rows], axis=2)
+        bounds = intervals(stacked)
+    else:
+        bounds = tuple((float(np.mean([r.get(f"{k}_low", math.nan) for r in rows])),
+                        float(np.mean([r.get(f"{k}_high", math.nan) for r in rows])))
+                       for k in keys)
+    for k, (low, high) in zip(keys, bounds):
+        out.update({f"{k}_low": low, f"{k}_high": high})
+    out["seeds"] = len(rows)
+    return out
 
 
 def reference(labels: torch.Tensor | None,

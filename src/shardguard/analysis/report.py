@@ -135,21 +135,65 @@ def _demo(d: Path, where: str) -> dict[str, Any]:
 
 def _analysis(d: Path, where: str) -> dict[str, Any]:
     ranking = json.loads((d / "ranking.json").read_text())
-    measure, measured = _measured(_read(d / "analysis.json"))
+    setup = _read(d / "analysis.json")
+    measure, measured = _measured(setup)
     rows = [{"rank": r["rank"], "kind": r["kind"], "name": r["name"],
-             LOSSES[measure]: r["accuracy_drop"], "worst availability": r["availability"],
-             "attacks": r["attacks"]} for r in ranking]
+             LOSSES[measure]: r["accuracy_drop"],
+             "95% interval": _between(r.get("accuracy_drop_low"), r.get("accuracy_drop_high")),
+             "worst availability": r["availability"], "attacks": r["attacks"]} for r in ranking]
+    tables = [{"caption": "Criticality ranking: the device or link whose attack costs "
+                          "the most accuracy first", "rows": rows}]
+    conditions = _conditions(d / "conditions.csv", measure)
+    if conditions:
+        tables.append({"caption": f"Every condition, its seeds pooled ({setup.get('seeds', 1)}"
+                                  " per condition), with 95% intervals", "rows": conditions})
+    platform = d / "platform.yaml"
     return {"kind": "analysis", "title": "Vulnerability analysis and criticality", "where": where,
-            "measured": measured,
-            "tables": [{"caption": "Criticality ranking: the device or link whose attack costs "
-                                   "the most accuracy first", "rows": rows}],
+            "measured": measured, "setup": setup, "tables": tables,
+            "platform_yaml": platform.read_text() if platform.exists() else "",
             "figures": _figures(d, ANALYSIS_FIGURES), "plan": _plan(d)}
+
+
+def _conditions(path: Path, measure: str) -> list[dict[str, Any]]:
+    import csv
+
+    if not path.exists():
+        return []
+    word = "accuracy" if measure == "accuracy" else "agreement"
+    with path.open() as f:
+        found = list(csv.DictReader(f))
+    return [{"threat": threat_name(r), word: float(r["accuracy"]),
+             f"{word} 95% interval": _between(r.get("accuracy_low"), r.get("accuracy_high")),
+             LOSSES[measure]: float(r["accuracy_drop"]),
+             "lost: 95% interval": _between(r.get("accuracy_drop_low"),
+                                           r.get("accuracy_drop_high")),
+             "unscorable": float(r.get("unscorable") or 0.0),
+             "availability": float(r["availability"]), "seeds": int(float(r["seeds"]))}
+            for r in found]
+
+
+def threat_name(row: dict[str, Any]) -> str:
+    """A threat as people name it: ``L1 on every: ber=0.001, bits=exponent-high``."""
+    params = row.get("params") or "{}"
+    values = json.loads(params) if isinstance(params, str) else params
+    named = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+    return f"{row['threat']} on {row['target']}" + (f": {named}" if named else "")
+
+
+def _between(low: Any, high: Any) -> str:
+    """A 95 % interval as text, ``[0.812, 0.857]``; ``–`` where there is none."""
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        return "–"
+    return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "–"
 
 
 def _campaign(d: Path, where: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from .backend import Journal
+    from .metrics import pool
 
     # the last run's own rows (its tables); the journal may hold others' too
     table_file = d / "results.parquet"
@@ -159,25 +203,32 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
     setup = json.loads(spec.read_text()) if spec.exists() else {}
     measure, measured = _measured({**setup, "data": setup.get("data_used")})
     word = "accuracy" if measure == "accuracy" else "agreement"
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[(r["threat"], r.get("defence") or "none")].append(r)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:  # one line per strategy, threat (with its target and parameters), defence
+        groups[(r.get("strategy") or "", threat_name(r), r.get("defence") or "none")].append(r)
     table = []
-    for (threat, defence), rs in sorted(groups.items()):
+    for (strategy, threat, defence), rs in sorted(groups.items()):
+        both = pool(rs)
         mean = {k: _mean([r.get(k) for r in rs]) for k in (
-            "clean_accuracy", "accuracy", "availability", "detection_rate",
-            "false_positive_rate", "max_defence_energy_j")}
-        table.append({"threat": threat, "defence": defence, "trials": len(rs),
-                      f"clean {word}": mean["clean_accuracy"], word: mean["accuracy"],
-                      "availability": mean["availability"],
+            "availability", "unscorable", "detection_rate", "false_positive_rate",
+            "max_defence_energy_j")}
+        table.append({"strategy": strategy, "threat": threat, "defence": defence,
+                      "seeds": len(rs), f"clean {word}": both["clean_accuracy"],
+                      word: both["accuracy"],
+                      f"{word} 95% interval": _between(both["accuracy_low"], both["accuracy_high"]),
+                      LOSSES[measure]: both["accuracy_drop"],
+                      "lost: 95% interval": _between(both["accuracy_drop_low"],
+                                                both["accuracy_drop_high"]),
+                      "unscorable": mean["unscorable"], "availability": mean["availability"],
                       "detection rate": mean["detection_rate"],
                       "false positives": mean["false_positive_rate"],
                       "defence energy (mJ, busiest device)":
                           _scale(mean["max_defence_energy_j"], 1e3)})
     return {"kind": "campaign", "title": "Campaign: threats × defences", "where": where,
             "measured": measured,
-            "setup": setup, "tables": [{"caption": f"{len(rows)} trials, averaged per threat "
-                                                   "and defence", "rows": table}],
+            "setup": setup, "tables": [{"caption": f"{len(rows)} trials: one line per strategy, "
+                                                   "threat and defence, seeds pooled, with 95% "
+                                                   "intervals", "rows": table}],
             "figures": [], "plan": _plan(d)}
 
 
@@ -188,6 +239,7 @@ def _exploration(d: Path, where: str) -> dict[str, Any]:
               "deployment": r["deployment"], "max energy/device (mJ)": r["energy_mj"],
               "total energy (mJ)": r.get("total_energy_mj"), "latency (ms)": r["latency_ms"],
               LOSSES[measure]: r["vulnerability"],
+              "95% interval": _between(r.get("vulnerability_low"), r.get("vulnerability_high")),
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
     path = (d / rec["plan"]).resolve()

@@ -176,7 +176,7 @@ def run_exploration(spec: ExploreSpec, out: Path, *, budget: int = 300, method: 
     if method == "auto":
         method = "exhaustive" if size <= budget else "nsga2"
     claim(out, "spec.json", {**spec.model_dump(mode="json"), "data_used": data.describe()},
-          ("model", "weights", "platform", "threats", "samples", "seed", "input_shape",
+          ("model", "weights", "platform", "threats", "samples", "seed", "seeds", "input_shape",
            "preprocess", "data_used"))
     processes, threads = split_cores(processes)
     backend = Backend(init, (spec.model_dump_json(), threads), processes=processes, ray=ray)

@@ -64,7 +64,11 @@ def analyze(
                                          "if it holds an earlier run).")] = Path("out/analysis"),
     samples: Annotated[int, typer.Option("-n", help="Images per trial (the first N of the "
                                                      "data).")] = 2000,
-    seed: Annotated[int, typer.Option(help="Seed of every trial.")] = 0,
+    seed: Annotated[int, typer.Option(help="First seed (trials run under seed, seed+1, …; "
+                                           "each trial draws from its own stream).")] = 0,
+    seeds: Annotated[int | None, typer.Option(help="Seeds per condition, pooled into one "
+                                                   "figure with its 95% interval "
+                                                   "[default: 3].")] = None,
     data: DataDir = None,
     ray: Ray = None,
 ) -> None:
@@ -77,17 +81,24 @@ def analyze(
     from rich.console import Console
     from rich.table import Table
 
+    from ..analysis.analyze import DEFAULT_SEEDS
     from ..analysis.analyze import analyze as run
     from ..analysis.metrics import LOSSES, MEASURES
 
     count("-n", samples)
-    result = run(plan_file, output, samples=samples, seed=seed, ray=ray, data=data)
+    seeds = DEFAULT_SEEDS if seeds is None else seeds
+    count("--seeds", seeds)
+    result = run(plan_file, output, samples=samples, seed=seed, seeds=seeds, ray=ray, data=data)
     print(f"data: {result.data}")
-    table = Table("rank", "kind", "name", LOSSES[result.measure], "worst availability",
-                  "attacks", title=f"criticality (clean: {MEASURES[result.measure]} "
-                                   f"{result.clean_accuracy:.2%})")
+    low, high = result.clean_interval
+    table = Table("rank", "kind", "name", LOSSES[result.measure], "95% interval",
+                  "worst availability", "attacks",
+                  title=f"criticality (clean: {MEASURES[result.measure]} "
+                        f"{result.clean_accuracy:.2%} [{low:.2%}, {high:.2%}]; "
+                        f"{seeds} seeds pooled)")
     for r in result.ranking:
         table.add_row(str(r["rank"]), r["kind"], r["name"], f"{r['accuracy_drop']:.2%}",
+                      f"[{r['accuracy_drop_low']:.2%}, {r['accuracy_drop_high']:.2%}]",
                       f"{r['availability']:.0%}", r["attacks"])
     Console(width=140).print(table)
     print(f"{len(result.rows)} trials, figures and tables in {output}")
@@ -121,6 +132,8 @@ _Samples = Annotated[int, typer.Option("-n", help="Held-out test images per cand
                                                   "(the end of the test set).")]
 _Seed = Annotated[int, typer.Option(help="Seed of the NSGA-II search (threats carry their own, "
                                          "in the YAML).")]
+_Seeds = Annotated[int, typer.Option(help="Draws of each threat on each target (each its "
+                                          "own random stream), pooled with a 95% interval.")]
 _Processes = Annotated[int, typer.Option(help="Local worker processes (0: one per core).")]
 _Weights = Annotated[Path | None, typer.Option(
     "--weights", "-w", help="State-dict file for the model.")]
@@ -142,6 +155,7 @@ def explore(
     guards: _Guards = "both",
     samples: _Samples = 300,
     seed: _Seed = 0,
+    seeds: _Seeds = 3,
     processes: _Processes = 0,
     weights: _Weights = None,
     input_shape: InputShape = None,
@@ -168,10 +182,12 @@ def explore(
     count("--budget", budget)
     count("--max-devices", max_devices)
     count("--processes", processes, least=0)
+    count("--seeds", seeds)
     spec = _explore_spec(
         model=model, platform=platform, threats=threats, strategies=strategies,
         max_devices=max_devices, protections=protections, ends=ends, copies=copies,
-        guards=guards, samples=samples, seed=seed, weights=weights, input_shape=input_shape,
+        guards=guards, samples=samples, seed=seed, seeds=seeds, weights=weights,
+        input_shape=input_shape,
         preprocess=preprocess, classes=classes, data=data)
     result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
                              ray=ray)
@@ -180,7 +196,7 @@ def explore(
 
 def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
                   max_devices: int, protections: str, ends: str | None, copies: str,
-                  guards: str, samples: int, seed: int, weights: Path | None,
+                  guards: str, samples: int, seed: int, seeds: int, weights: Path | None,
                   input_shape: str | None, preprocess: str | None, classes: Path | None,
                   data: str | None) -> ExploreSpec:
     """The exploration spec the options describe, validated (the threats from their YAML)."""
@@ -200,7 +216,8 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
         "protections": _items(protections), "copies": _items(copies),
         "ends": _items(ends) if ends is not None else None,
         "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
-        "samples": samples, "seed": seed, "weights": str(weights) if weights else None,
+        "samples": samples, "seed": seed, "seeds": seeds,
+        "weights": str(weights) if weights else None,
         "input_shape": list(parse_shape(input_shape)) if input_shape else None,
         "preprocess": parse_preprocess(preprocess) if preprocess else None,
         "classes": str(classes) if classes else None, "data": data}, "explore")
@@ -208,6 +225,8 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
 
 def _print_front(result: Exploration, output: Path) -> None:
     """The Pareto front as a table, ★ on the recommended point, and where the files are."""
+    import math
+
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -216,14 +235,16 @@ def _print_front(result: Exploration, output: Path) -> None:
 
     print(f"data: {result.data}")
     table = Table("#", "deployment", "max energy/device (mJ)", "total energy (mJ)",
-                  "latency (ms)",
-                  labels(result.measure)["vulnerability"], title=f"Pareto front ({result.method}, "
-                  f"{len(result.rows)} of {result.space_size} candidates evaluated)")
+                  "latency (ms)", labels(result.measure)["vulnerability"], "95% interval",
+                  title=f"Pareto front ({result.method}, {len(result.rows)} of "
+                        f"{result.space_size} candidates evaluated)")
     for i, r in enumerate(result.front):
         mark = " ★" if r["key"] == result.recommended["key"] else ""
         table.add_row(f"{i}{mark}", escape(r["describe"]), f"{r['energy_j'] * 1e3:.3f}",
                       f"{r['total_energy_j'] * 1e3:.3f}", f"{r['latency_s'] * 1e3:.2f}",
-                      f"{r['vulnerability']:.1%}")
+                      f"{r['vulnerability']:.1%}",
+                      f"[{r.get('vulnerability_low', math.nan):.1%}, "
+                      f"{r.get('vulnerability_high', math.nan):.1%}]")
     Console(width=150).print(table)
     print(f"recommended ★: {result.recommended['describe']}\n  {result.reason}\n"
           f"  plan: {output}/plans/recommended.yaml; front, plans and figures in {output}")

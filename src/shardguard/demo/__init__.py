@@ -238,17 +238,20 @@ def _run_on_workers(demo: _Demo, planned: Any) -> None:
     result, local_out, labels = demo.steps.run(
         "run", f"running it on {len(planned.cost.devices)} local worker processes (ZeroMQ, "
         "onnxruntime) and checking every output", run_distributed)
-    answered = ~np.isnan(result.outputs).any(axis=1)
-    same = int((result.outputs[answered].argmax(1) == local_out[answered].argmax(1)).sum())
+    from ..analysis.metrics import rate, scored
+
+    scores = scored(result.outputs)  # a NaN or infinite output is no answer, no class
+    predicted, answered = scores[0].numpy(), scores[1].numpy()
+    same = int((predicted[answered] == local_out[answered].argmax(1)).sum())
     diff = float(np.abs(result.outputs[answered] - local_out[answered]).max())
+    right = int((predicted[answered] == labels[answered]).sum())
     pct = result.percentiles()
     demo.summary.lines += [
         f"workers    {result.answered}/{len(result.latency_s)} requests answered, "
         f"{result.throughput:.0f} images/s, p50 {pct.get('p50', float('nan')) * 1e3:.1f} ms; "
         f"same class as the local executor on {same}/{int(answered.sum())} "
         f"(max |difference| {diff:.1e}); {'accuracy' if test.labelled else 'agreement'} on "
-        f"these images "
-        f"{float((result.outputs[answered].argmax(1) == labels[answered]).mean()):.2%}"]
+        f"the answered images {rate(right, int(answered.sum()))}"]
     demo.summary.facts.update(distributed_answered=result.answered,
                               distributed_same_class=same,
                               distributed_throughput=result.throughput)
@@ -265,14 +268,17 @@ def _analyze(demo: _Demo) -> None:
                               lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
                                               samples=demo.sizes.analysis, data=demo.data))
     worst = analysis.ranking[0]
-    by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
+    by_class = {r["param_bits"]: r for r in analysis.conditions
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
+    nan = {"accuracy": float("nan"), "accuracy_low": float("nan"),
+           "accuracy_high": float("nan")}
     summary.lines += [
         f"attacks    at a bit-error rate of 1e-4 on every link, accuracy is "
-        f"{by_class.get('mantissa', float('nan')):.1%} with mantissa flips but "
-        f"{by_class.get('exponent-high', float('nan')):.1%} with flips of bit 30; "
-        f"most critical: {worst['kind']} {worst['name']} (−{worst['accuracy_drop']:.1%}) — "
-        f"{out_dir}/analysis/"]
+        f"{_ci(by_class.get('mantissa', nan), 'accuracy')} with mantissa flips but "
+        f"{_ci(by_class.get('exponent-high', nan), 'accuracy')} with flips of bit 30 "
+        f"({analysis.conditions[0]['seeds'] if analysis.conditions else 0} seeds pooled, 95% "
+        f"intervals); most critical: {worst['kind']} {worst['name']} "
+        f"(−{_ci(worst, 'accuracy_drop')}) — {out_dir}/analysis/"]
     if analysis.reconstruction:
         shallow, deep = analysis.reconstruction[0], analysis.reconstruction[-1]
         summary.lines.append(
@@ -280,7 +286,14 @@ def _analyze(demo: _Demo) -> None:
             f"{shallow['psnr_db']:.1f} dB / SSIM {shallow['ssim']:.2f} after {shallow['cut_after']}"
             f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
-                         l1_1e4_accuracy=by_class)
+                         l1_1e4_accuracy={k: r["accuracy"] for k, r in by_class.items()},
+                         l1_1e4_accuracy_interval={k: [r["accuracy_low"], r["accuracy_high"]]
+                                                   for k, r in by_class.items()})
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    """``81.2% [78.9%, 83.4%]``: a figure with its 95 % interval, from a row's columns."""
+    return f"{row[key]:.1%} [{row[f'{key}_low']:.1%}, {row[f'{key}_high']:.1%}]"
 
 
 def _refuse_untrained(loaded: Any, test: Any) -> None:
@@ -317,7 +330,7 @@ def _explore(model: str, platform: str, out: Path, data: str | None,
     return {"lines": [
         f"explore    {len(result.front)} deployments on the Pareto front of {len(result.rows)} "
         f"evaluated; recommended: {rec['describe']} — {rec['energy_j'] * 1e3:.2f} mJ on the "
-        f"busiest device, {rec['latency_s'] * 1e3:.2f} ms, {rec['vulnerability']:.1%} "
+        f"busiest device, {rec['latency_s'] * 1e3:.2f} ms, {_ci(rec, 'vulnerability')} "
         f"{labels(result.measure)['vulnerability'].split(' under')[0]} under bit flips and "
         f"replays — {out}/plans/recommended.yaml",
         f"           sealing every link of {levels[0]['deployment'].split(', links')[0]} "
@@ -327,12 +340,15 @@ def _explore(model: str, platform: str, out: Path, data: str | None,
         "instructions)"],
         "front_points": len(result.front), "recommended": rec["describe"],
         "recommended_energy_j": rec["energy_j"], "recommended_latency_s": rec["latency_s"],
-        "recommended_vulnerability": rec["vulnerability"]}
+        "recommended_vulnerability": rec["vulnerability"],
+        "recommended_vulnerability_interval": [rec["vulnerability_low"],
+                                               rec["vulnerability_high"]]}
 
 
 def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
             images: int) -> dict[str, Any]:
     """An on-path attacker replays tensors on the first link; then the links are sealed."""
+    from ..analysis.metrics import rate, scored
     from ..defences.catalogue import parse_defence
     from ..partition import bind
     from ..platform import load_platform
@@ -349,8 +365,8 @@ def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
     for protection, path in (("none", "plan.yaml"), (DEMO_PROTECTION, "plan-sealed.yaml")):
         result = run_under_threat(bind(out_dir / path), attacker, x.numpy(), deadline_s=5.0,
                                   max_attempts=10, window=32, on_reject="retry")
-        answered = ~np.isnan(result.outputs).any(axis=1)
-        right = int((result.outputs[answered].argmax(1) == y[answered]).sum())
+        predicted, answered = scored(result.outputs)  # NaN or infinite: no class
+        right = int((answered.numpy() & (predicted.numpy() == y)).sum())
         results[protection] = (result, right)
     target = load_platform(platform)
     energy = {p: parse_defence("none" if p == "none" else f"seal:{p}").energy_j(
@@ -364,10 +380,10 @@ def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
     return {
         "lines": [
             f"attack     replaying 30 % of the tensors on {link.src}>{link.dst}: "
-            f"{plain_right}/{n} right unsealed, nothing noticed",
+            f"{plain_right}/{n} right unsealed ({rate(plain_right, n)}), nothing noticed",
             f"defence    sealed with {DEMO_PROTECTION}: {len(sealed.rejected)} tampered "
             f"messages rejected and asked again; {sealed.answered}/{n} answered, "
-            f"{sealed_right}/{n} right — {out_dir}/plan-sealed.yaml",
+            f"{sealed_right}/{n} right ({rate(sealed_right, n)}) — {out_dir}/plan-sealed.yaml",
             f"cost       per inference (cost model): {extra_uj(DEMO_PROTECTION)}; "
             f"AES-128-GCM would cost {extra_uj('aead:aes-128-gcm')} "
             f"(the Pi 4 has no AES instructions)"],
