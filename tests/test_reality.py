@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from shardguard.analysis.metrics import wilson
+from shardguard.defences.sealed import SealedLinks
 from shardguard.local import LocalExecutor
 from shardguard.partition import bind
+from shardguard.protocol.control import MAX_ATTEMPTS
 from shardguard.runtime.threatened import run_under_threat
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
@@ -76,3 +79,34 @@ def test_random_bit_flips_give_the_same_accuracy_within_sampling_error(bound, da
     p_real = float((real.outputs.argmax(1) == y.numpy()).mean())
     sigma = np.sqrt(p_local * (1 - p_local) / SAMPLES * 2) + 1e-3
     assert abs(p_local - p_real) < 4 * sigma, (p_local, p_real)
+
+
+def _difference(a: int, b: int, n: int) -> tuple[float, float]:
+    """95 % interval of a/n - b/n (Newcombe's, from the two Wilson intervals)."""
+    (la, ua), (lb, ub), d = wilson(a, n), wilson(b, n), (a - b) / n
+    return (d - float(np.hypot(a / n - la, ub - b / n)),
+            d + float(np.hypot(ua - a / n, b / n - lb)))
+
+
+def test_a_sealed_link_under_replay_loses_as_many_requests_in_simulation_as_for_real(
+        tmp_path, data):
+    """Each retry meets the same attacker; after MAX_ATTEMPTS tampered submissions the
+    request fails, in the local model as on workers (about 0.3**3 of them)."""
+    x, y = data
+    sealed = bind(write_plan(tmp_path, planned(), "aead:chacha20-poly1305", name="sealed"))
+    threat = parse_threat({"id": "L4", "target": _link(sealed), "rate": 0.3, "seed": 5})
+    seal = SealedLinks("retry")
+    with torch.no_grad():
+        outcome = LocalExecutor(sealed.compiled,
+                                seal.around([ThreatInterceptor(threat)])).run_outcome(x)
+    real = run_under_threat(sealed, threat, x.numpy(), max_attempts=MAX_ATTEMPTS,
+                            on_reject="retry")
+    lost_sim, lost_real = int((~outcome.answered).sum()), len(real.errors)
+    low, high = _difference(lost_sim, lost_real, SAMPLES)
+    assert low <= 0.0 <= high, (lost_sim, lost_real, low, high)
+    right_sim = int((outcome.answered & (outcome.output.argmax(1) == y)).sum())
+    answered = ~np.isnan(real.outputs).any(axis=1)
+    right_real = int((answered & (real.outputs.argmax(1) == y.numpy())).sum())
+    low, high = _difference(right_sim, right_real, SAMPLES)
+    assert low <= 0.0 <= high, (right_sim, right_real, low, high)
+    assert lost_real > 0  # the attacker did win some requests

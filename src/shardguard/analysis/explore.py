@@ -353,7 +353,7 @@ def _vulnerability(planned: Any, c: Candidate) -> float:
         for target in _targets(threat, planned.plan):
             one = threat.model_copy(update={"target": target})
             seal = SealedLinks("retry", only=sealed)
-            hooks: list[Any] = [seal.sender, ThreatInterceptor(one), seal.receiver]
+            hooks: list[Any] = seal.around([ThreatInterceptor(one)])
             if c.copies > 1:
                 hooks.append(Vote(copies=c.copies))
             if bounds is not None:
