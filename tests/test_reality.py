@@ -110,3 +110,37 @@ def test_a_sealed_link_under_replay_loses_as_many_requests_in_simulation_as_for_
     low, high = _difference(right_sim, right_real, SAMPLES)
     assert low <= 0.0 <= high, (right_sim, right_real, low, high)
     assert lost_real > 0  # the attacker did win some requests
+
+
+#: chi-square 99th percentiles by degrees of freedom (any statistics table)
+CHI2_99 = {1: 6.635, 2: 9.210, 3: 11.345, 4: 13.277, 5: 15.086, 6: 16.812, 7: 18.475,
+           8: 20.090, 9: 21.666}
+
+
+def _homogeneity(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """Chi-square statistic that two class counts come from one distribution, and its
+    degrees of freedom (classes seen fewer than 10 times in all are pooled)."""
+    keep = (a + b) >= 10
+    a = np.append(a[keep], a[~keep].sum())
+    b = np.append(b[keep], b[~keep].sum())
+    a, b = a[(a + b) > 0], b[(a + b) > 0]
+    expected = np.outer([a.sum(), b.sum()], (a + b) / (a.sum() + b.sum()))
+    return float((((np.stack([a, b]) - expected) ** 2) / expected).sum()), len(a) - 1
+
+
+@pytest.mark.parametrize("target", ["every", "first"])
+def test_random_outputs_of_compromised_devices_give_the_same_classes_for_real(
+        bound, data, target):
+    x, y = data
+    device = bound.compiled.programs[0].device if target == "first" else "every"
+    threat = parse_threat({"id": "D4", "target": device, "mode": "random", "seed": 3})
+    local, _ = _local(bound, threat, x)
+    real = run_under_threat(bound, threat, x.numpy()).outputs.argmax(1)
+    counts = np.bincount(local, minlength=10), np.bincount(real, minlength=10)
+    statistic, dof = _homogeneity(*counts)
+    assert dof >= 1 and statistic < CHI2_99[dof], counts
+    if target == "every":  # the last stage's outputs are noise: any class, not one
+        assert (counts[1] >= 10).sum() >= 8, counts
+    right = int((local == y.numpy()).sum()), int((real == y.numpy()).sum())
+    low, high = _difference(*right, SAMPLES)
+    assert low <= 0.0 <= high, right
