@@ -258,12 +258,16 @@ def _analyze(demo: _Demo) -> None:
     """Step 6: a short vulnerability analysis of the plan; the most critical part, and what
     an eavesdropper rebuilds from a link."""
     from ..analysis.analyze import analyze
+    from ..threats.eavesdrop import EavesdropTraining
 
     out_dir, summary = demo.out_dir, demo.summary
+    eavesdropper = EavesdropTraining(images=demo.sizes.eavesdrop_images,
+                                     max_epochs=demo.sizes.eavesdrop_epochs)
     analysis = demo.steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
                               "crashes, per link)",
                               lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
-                                              samples=demo.sizes.analysis, data=demo.data))
+                                              samples=demo.sizes.analysis, data=demo.data,
+                                              eavesdropper=eavesdropper))
     worst = analysis.ranking[0]
     by_class = {r["param_bits"]: r["accuracy"] for r in analysis.rows
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
