@@ -282,7 +282,9 @@ def _analyze(demo: _Demo) -> None:
         summary.lines.append(
             f"eavesdrop  an attacker rebuilds the input from a link at PSNR "
             f"{shallow['psnr_db']:.1f} dB / SSIM {shallow['ssim']:.2f} after {shallow['cut_after']}"
-            f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
+            f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']} "
+            f"(decoders trained {'/'.join(str(r['epochs']) for r in analysis.reconstruction)}"
+            f" epochs)")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
                          l1_1e4_accuracy=by_class)
 
