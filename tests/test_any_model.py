@@ -91,7 +91,8 @@ def test_imagenet_size_models_go_through_every_command_without_a_traceback(tmp_p
                    str(plan)), "plan")
     succeeded(run_cli("check", str(plan), "-n", "2"), "check")
     succeeded(run_cli("run", str(plan), "--spawn-local", "-n", "2", "--check"), "run")
-    analysis = run_cli("analyze", str(plan), "-n", "2", "-o", str(tmp_path / "analysis"))
+    analysis = run_cli("analyze", str(plan), "-n", "2", "-o", str(tmp_path / "analysis"),
+                       "--eavesdrop-epochs", "2")
     succeeded(analysis, "analyze")
     assert "criticality" in analysis.out
 

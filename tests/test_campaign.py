@@ -89,7 +89,9 @@ def test_defences_are_a_campaign_dimension_with_detection_false_positives_and_en
     for threat in ("L4", "D4", "D5"):
         assert rows[(threat, "none")]["accuracy"] < clean - 0.3  # each attack does harm
     seal, vote = rows[("L4", "seal:aead:chacha20-poly1305")], rows[("D4", "vote:3")]
-    assert seal["detection_rate"] == 1.0 and seal["accuracy"] == clean  # replays caught, re-sent
+    # every replay is caught; an attacker replaying every message replays the re-sent ones
+    # too, so after the runtime's attempts the requests fail, as they do on real workers
+    assert seal["detection_rate"] == 1.0 and seal["availability"] < 0.05
     assert rows[("D4", "seal:aead:chacha20-poly1305")]["detection_rate"] == 0.0  # own sender
     assert vote["detection_rate"] == 1.0 and vote["accuracy"] == clean  # masked by two copies
     assert rows[("D4", "freivalds")]["detection_rate"] == 1.0

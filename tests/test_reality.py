@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from shardguard.analysis.metrics import wilson
+from shardguard.defences.sealed import SealedLinks
 from shardguard.local import LocalExecutor
 from shardguard.partition import bind
+from shardguard.protocol.control import MAX_ATTEMPTS
 from shardguard.runtime.threatened import run_under_threat
 from shardguard.threats.local import ThreatInterceptor
 from shardguard.threats.spec import parse_threat
@@ -76,3 +79,68 @@ def test_random_bit_flips_give_the_same_accuracy_within_sampling_error(bound, da
     p_real = float((real.outputs.argmax(1) == y.numpy()).mean())
     sigma = np.sqrt(p_local * (1 - p_local) / SAMPLES * 2) + 1e-3
     assert abs(p_local - p_real) < 4 * sigma, (p_local, p_real)
+
+
+def _difference(a: int, b: int, n: int) -> tuple[float, float]:
+    """95 % interval of a/n - b/n (Newcombe's, from the two Wilson intervals)."""
+    (la, ua), (lb, ub), d = wilson(a, n), wilson(b, n), (a - b) / n
+    return (d - float(np.hypot(a / n - la, ub - b / n)),
+            d + float(np.hypot(ua - a / n, b / n - lb)))
+
+
+def test_a_sealed_link_under_replay_loses_as_many_requests_in_simulation_as_for_real(
+        tmp_path, data):
+    """Each retry meets the same attacker; after MAX_ATTEMPTS tampered submissions the
+    request fails, in the local model as on workers (about 0.3**3 of them)."""
+    x, y = data
+    sealed = bind(write_plan(tmp_path, planned(), "aead:chacha20-poly1305", name="sealed"))
+    threat = parse_threat({"id": "L4", "target": _link(sealed), "rate": 0.3, "seed": 5})
+    seal = SealedLinks("retry")
+    with torch.no_grad():
+        outcome = LocalExecutor(sealed.compiled,
+                                seal.around([ThreatInterceptor(threat)])).run_outcome(x)
+    real = run_under_threat(sealed, threat, x.numpy(), max_attempts=MAX_ATTEMPTS,
+                            on_reject="retry")
+    lost_sim, lost_real = int((~outcome.answered).sum()), len(real.errors)
+    low, high = _difference(lost_sim, lost_real, SAMPLES)
+    assert low <= 0.0 <= high, (lost_sim, lost_real, low, high)
+    right_sim = int((outcome.answered & (outcome.output.argmax(1) == y)).sum())
+    answered = ~np.isnan(real.outputs).any(axis=1)
+    right_real = int((answered & (real.outputs.argmax(1) == y.numpy())).sum())
+    low, high = _difference(right_sim, right_real, SAMPLES)
+    assert low <= 0.0 <= high, (right_sim, right_real, low, high)
+    assert lost_real > 0  # the attacker did win some requests
+
+
+#: chi-square 99th percentiles by degrees of freedom (any statistics table)
+CHI2_99 = {1: 6.635, 2: 9.210, 3: 11.345, 4: 13.277, 5: 15.086, 6: 16.812, 7: 18.475,
+           8: 20.090, 9: 21.666}
+
+
+def _homogeneity(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """Chi-square statistic that two class counts come from one distribution, and its
+    degrees of freedom (classes seen fewer than 10 times in all are pooled)."""
+    keep = (a + b) >= 10
+    a = np.append(a[keep], a[~keep].sum())
+    b = np.append(b[keep], b[~keep].sum())
+    a, b = a[(a + b) > 0], b[(a + b) > 0]
+    expected = np.outer([a.sum(), b.sum()], (a + b) / (a.sum() + b.sum()))
+    return float((((np.stack([a, b]) - expected) ** 2) / expected).sum()), len(a) - 1
+
+
+@pytest.mark.parametrize("target", ["every", "first"])
+def test_random_outputs_of_compromised_devices_give_the_same_classes_for_real(
+        bound, data, target):
+    x, y = data
+    device = bound.compiled.programs[0].device if target == "first" else "every"
+    threat = parse_threat({"id": "D4", "target": device, "mode": "random", "seed": 3})
+    local, _ = _local(bound, threat, x)
+    real = run_under_threat(bound, threat, x.numpy()).outputs.argmax(1)
+    counts = np.bincount(local, minlength=10), np.bincount(real, minlength=10)
+    statistic, dof = _homogeneity(*counts)
+    assert dof >= 1 and statistic < CHI2_99[dof], counts
+    if target == "every":  # the last stage's outputs are noise: any class, not one
+        assert (counts[1] >= 10).sum() >= 8, counts
+    right = int((local == y.numpy()).sum()), int((real == y.numpy()).sum())
+    low, high = _difference(*right, SAMPLES)
+    assert low <= 0.0 <= high, right

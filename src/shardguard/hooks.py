@@ -1,7 +1,7 @@
 """The hooks threats and defences plug into, for both executors.
 
     LocalExecutor(compiled, [ThreatInterceptor(threat), RangeGuard(bounds)])   # local.py
-    DataPlane(name, deployment, ..., hooks=[Clip(guards), Faults(behave)])     # a worker
+    DataPlane(name, deployment, ..., hooks=[Clip(guards), Faults(behave, name)])  # a worker
 
 ``Interceptor`` sees what the local executor's stages send and its links carry
 (torch tensors, batched, differentiable); ``Redundant`` is one that checks a stage

@@ -28,8 +28,10 @@ Images come from ``data`` (``data.open_data``: the Fashion-MNIST test set by def
 preprocessed as the plan's model declares). Without labels, "accuracy" is agreement
 with the clean model's top-1 and "accuracy lost" the silent-data-corruption rate;
 every figure, table and file says which (``measure`` in analysis.json and each row).
-The eavesdropper trains on 4000 training images and is scored on 500 at 28×28, on
-proportionally fewer for larger inputs (``subject.profile_images``).
+The eavesdropper trains on 4000 training images until a held-out tenth stops improving
+(``threats.eavesdrop.EavesdropTraining``; its epochs are in each row) and is scored on
+500 at 28×28, on proportionally fewer for larger inputs (``subject.profile_images``);
+each cut's result is cached in the output directory, so a resumed analysis reuses it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ import pyarrow as pa
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .._progress import progress  # noqa: E402
 from ..partition.bind import bind  # noqa: E402
+from ..threats.eavesdrop import EavesdropTraining  # noqa: E402
 from .campaign import execute, plan_targets  # noqa: E402
 from .metrics import LOSSES, MEASURES, pool  # noqa: E402
 from .rows import table  # noqa: E402
@@ -87,42 +91,85 @@ class Analysis:
         return table(self.rows)
 
 
-def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4, train: int = 4000,
-                            test: int = 500, epochs: int = 2,
-                            seed: int = 0) -> list[dict[str, Any]]:
+def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4,
+                            training: EavesdropTraining | None = None, seed: int = 0,
+                            cache: Path | None = None) -> list[dict[str, Any]]:
     """L6 at cuts spread through the model: how well an eavesdropper rebuilds the input.
 
     Each cut is a two-stage pipeline cut where a single tensor is live; depth is the
     share of the model's MACs before the cut. ``data`` (``data.Data``) gives the images:
-    ``train`` of its training split (or its own, without one) and its first ``test``.
+    ``training.images`` of its training split (or its own, without one) and its first
+    ``training.test``. The decoder trains to convergence (``EavesdropTraining``); each
+    cut's result is kept in ``cache`` (a directory), keyed by the plan, the cut, the
+    data and the training settings, so a resumed analysis does not train it again.
     """
-    from ..partition.build import assemble_plan, whole
     from ..partition.pipeline import tables
-    from ..threats.eavesdrop import eavesdrop
 
-    graph, platform = bound.graph, bound.platform
-    t = tables(graph)
+    training = training or EavesdropTraining()
+    t = tables(bound.graph)
     n = len(t.names)
     single = [j for j in range(1, n) if t.valid[j] and int(t.live[j].sum()) == 1]
     if not single:
         return []
     picks = sorted({single[round(i * (len(single) - 1) / max(1, depths - 1))]
                     for i in range(depths)})
-    devices = platform.names[:2] if len(platform.names) > 1 else platform.names * 2
     shape = bound.plan.model.input_shape
-    train_x = data.train_images(profile_images(train, shape))
-    test_x = data.images(min(len(data), profile_images(test, shape)))
+    images = profile_images(training.images, shape), profile_images(training.test, shape)
+    loaded: list[Any] = []  # the images, loaded once if any cut is not in the cache
     results = []
-    for j in picks:
-        planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
-                                [whole(graph, 0, j - 1, "a", devices[0]),
-                                 whole(graph, j, n - 1, "b", devices[1])])
-        rec = eavesdrop(planned.compiled, "a>b", train_x, test_x, epochs=epochs, seed=seed,
-                        pixels=data.pixels)
-        results.append({"cut_after": t.names[j - 1], "depth": float(t.macs[j] / t.macs[n]),
-                        "psnr_db": rec.psnr_db, "ssim": rec.ssim,
-                        "tensor": "x".join(map(str, rec.tensor_shape))})
+    with progress() as bar:
+        for j in picks:
+            key = _cache_key(bound, t.names[j - 1], data, training, images, seed)
+            path = cache / f"{key[:24]}.json" if cache is not None else None
+            if path is not None and path.is_file():
+                results.append(json.loads(path.read_text()))
+                continue
+            if not loaded:
+                loaded += [data.train_images(images[0]),
+                           data.images(min(len(data), images[1]))]
+            row = _eavesdrop_cut(bar, bound, t, j, loaded, data, training, seed)
+            if path is not None:
+                path.write_text(json.dumps(row) + "\n")
+            results.append(row)
     return results
+
+
+def _eavesdrop_cut(bar: Any, bound: Any, t: Any, j: int, images: list[Any], data: Any,
+                   training: EavesdropTraining, seed: int) -> dict[str, Any]:
+    """The eavesdropper on the cut before node ``j``, trained under a progress bar."""
+    from ..partition.build import assemble_plan, whole
+    from ..threats.eavesdrop import eavesdrop
+
+    graph, platform, n = bound.graph, bound.platform, len(t.names)
+    devices = platform.names[:2] if len(platform.names) > 1 else platform.names * 2
+    task = bar.add_task(f"eavesdropper after {t.names[j - 1]}", total=training.max_epochs,
+                        info="")
+
+    def epoch(done: int, held_out_db: float) -> None:
+        bar.update(task, completed=done, info=f"held-out PSNR {held_out_db:.1f} dB")
+
+    planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
+                            [whole(graph, 0, j - 1, "a", devices[0]),
+                             whole(graph, j, n - 1, "b", devices[1])])
+    rec = eavesdrop(planned.compiled, "a>b", *images, epochs=training.max_epochs,
+                    patience=training.patience, min_gain_db=training.min_gain_db,
+                    holdout=training.holdout, seed=seed, pixels=data.pixels, on_epoch=epoch)
+    bar.update(task, total=rec.epochs, completed=rec.epochs)
+    return {"cut_after": t.names[j - 1], "depth": float(t.macs[j] / t.macs[n]),
+            "psnr_db": rec.psnr_db, "ssim": rec.ssim,
+            "tensor": "x".join(map(str, rec.tensor_shape)), "epochs": rec.epochs,
+            "converged": rec.converged}
+
+
+def _cache_key(bound: Any, cut: str, data: Any, training: EavesdropTraining,
+               images: tuple[int, int], seed: int) -> str:
+    """What an eavesdropper's result depends on: the plan (model, weights and platform as
+    named), the cut, the data, the image counts and the training settings."""
+    import hashlib
+
+    what = {"plan": bound.plan.model_dump(mode="json"), "cut": cut, "data": data.describe(),
+            "training": training.model_dump(mode="json"), "images": images, "seed": seed}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -> list[Trial]:
@@ -205,7 +252,7 @@ def save_setup(bound: Any, plan_file: Path, out: Path) -> dict[str, str]:
 
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
             seeds: int = DEFAULT_SEEDS, processes: int = 0, ray: str | None = None,
-            data: str | None = None) -> Analysis:
+            data: str | None = None, eavesdropper: EavesdropTraining | None = None) -> Analysis:
     """The standard analysis of ``plan_file`` under ``seeds`` seeds (``seed``, ``seed`` + 1,
     …) on the first ``samples`` images of ``data``; results, figures and setup in ``out``."""
     import hashlib
@@ -238,7 +285,9 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
     clean_interval = ((rows[0].get("clean_accuracy_low", math.nan),
                        rows[0].get("clean_accuracy_high", math.nan)) if rows else
                       (math.nan, math.nan))
-    reconstruction = reconstruction_by_depth(bound, dataset, seed=seed)
+    (out / "eavesdropper").mkdir(exist_ok=True)
+    reconstruction = reconstruction_by_depth(bound, dataset, training=eavesdropper, seed=seed,
+                                             cache=out / "eavesdropper")
     (out / "reconstruction.json").write_text(json.dumps(reconstruction, indent=2) + "\n")
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
     figures = _figures(conditions, ranking, reconstruction, targets, out, clean,

@@ -71,6 +71,11 @@ def analyze(
                                                    "[default: 3].")] = None,
     data: DataDir = None,
     ray: Ray = None,
+    eavesdrop_images: Annotated[int | None, typer.Option(
+        help="Images the eavesdropper trains on, a tenth held out to stop it (default "
+             "4000 at 28×28).")] = None,
+    eavesdrop_epochs: Annotated[int | None, typer.Option(
+        help="Most epochs it trains while the held-out PSNR rises (default 40).")] = None,
 ) -> None:
     """Standard vulnerability analysis of a plan: figures, table and criticality ranking.
 
@@ -84,11 +89,17 @@ def analyze(
     from ..analysis.analyze import DEFAULT_SEEDS
     from ..analysis.analyze import analyze as run
     from ..analysis.metrics import LOSSES, MEASURES
+    from ..threats.eavesdrop import EavesdropTraining
 
     count("-n", samples)
     seeds = DEFAULT_SEEDS if seeds is None else seeds
     count("--seeds", seeds)
-    result = run(plan_file, output, samples=samples, seed=seed, seeds=seeds, ray=ray, data=data)
+    count("--eavesdrop-images", eavesdrop_images, least=20)
+    count("--eavesdrop-epochs", eavesdrop_epochs)
+    given = {"images": eavesdrop_images, "max_epochs": eavesdrop_epochs}
+    result = run(plan_file, output, samples=samples, seed=seed, seeds=seeds, ray=ray, data=data,
+                 eavesdropper=EavesdropTraining(**{k: v for k, v in given.items()
+                                                   if v is not None}))
     print(f"data: {result.data}")
     low, high = result.clean_interval
     table = Table("rank", "kind", "name", LOSSES[result.measure], "95% interval",

@@ -1,7 +1,8 @@
 """The defences by name, for campaigns: what each adds to the executor and costs each device.
 
     none                      no defence
-    seal:PROTECTION           M1–M3, e.g. seal:aead:chacha20-poly1305 (tampered: asked again)
+    seal:PROTECTION           M1–M3, e.g. seal:aead:chacha20-poly1305 (tampered: asked again,
+                              as often as the runtime does, then lost)
     vote:2 | vote:3           M4, duplicate (detect) or triplicate (mask) every stage
     freivalds                 M4, every stage's affine layers checked on another device
     guard                     M5, per-channel range guards profiled on clean training data
@@ -52,7 +53,7 @@ class Defence:
         if self.kind == "seal":
             sealed = SealedLinks("retry")
             self.parts = [sealed]
-            return [sealed.sender, *threat, sealed.receiver]
+            return sealed.around(threat)  # retransmissions cross the threat again
         if self.kind == "vote":
             self.parts = [Vote(copies=self.replicas)]
         elif self.kind == "freivalds":

@@ -261,12 +261,16 @@ def _analyze(demo: _Demo) -> None:
     """Step 6: a short vulnerability analysis of the plan; the most critical part, and what
     an eavesdropper rebuilds from a link."""
     from ..analysis.analyze import analyze
+    from ..threats.eavesdrop import EavesdropTraining
 
     out_dir, summary = demo.out_dir, demo.summary
+    eavesdropper = EavesdropTraining(images=demo.sizes.eavesdrop_images,
+                                     max_epochs=demo.sizes.eavesdrop_epochs)
     analysis = demo.steps.run("analyze", "a short vulnerability analysis (bit flips, noise, "
                               "crashes, per link)",
                               lambda: analyze(out_dir / "plan.yaml", out_dir / "analysis",
-                                              samples=demo.sizes.analysis, data=demo.data))
+                                              samples=demo.sizes.analysis, data=demo.data,
+                                              eavesdropper=eavesdropper))
     worst = analysis.ranking[0]
     by_class = {r["param_bits"]: r for r in analysis.conditions
                 if r["threat"] == "L1" and r["target"] == "every" and r["param_ber"] == 1e-4}
@@ -284,7 +288,9 @@ def _analyze(demo: _Demo) -> None:
         summary.lines.append(
             f"eavesdrop  an attacker rebuilds the input from a link at PSNR "
             f"{shallow['psnr_db']:.1f} dB / SSIM {shallow['ssim']:.2f} after {shallow['cut_after']}"
-            f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']}")
+            f", {deep['psnr_db']:.1f} dB / {deep['ssim']:.2f} after {deep['cut_after']} "
+            f"(decoders trained {'/'.join(str(r['epochs']) for r in analysis.reconstruction)}"
+            f" epochs)")
     summary.facts.update(most_critical=f"{worst['kind']} {worst['name']}",
                          l1_1e4_accuracy={k: r["accuracy"] for k, r in by_class.items()},
                          l1_1e4_accuracy_interval={k: [r["accuracy_low"], r["accuracy_high"]]

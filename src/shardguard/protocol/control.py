@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 from ..errors import MalformedMessage
 
 __all__ = [
-    "COORDINATOR", "INPUT", "OUTPUT", "POLICIES", "Alarm", "Behave", "Deploy", "Port",
-    "StageArtifact", "parse_control",
+    "COORDINATOR", "INPUT", "MAX_ATTEMPTS", "OUTPUT", "POLICIES", "Alarm", "Behave", "Deploy",
+    "Port", "StageArtifact", "parse_control",
 ]
 
 COORDINATOR = "coordinator"  # the device name of the coordinator's end of its hops
@@ -32,6 +32,9 @@ INPUT, OUTPUT = "input", "output"  # the stage names of the coordinator's hops
 # again on the same route, send it again avoiding the sender, or (a piece of a split
 # tensor) go on with zeros in its place, the answer flagged degraded.
 POLICIES = ("drop", "retry", "failover", "degrade")
+# Submissions of one request, the first included, before the coordinator fails it: the
+# runtime's default, and the sealed-link model's in the local executor (defences/sealed.py).
+MAX_ATTEMPTS = 3
 CORRUPT_MODES = ("zero", "scale", "sign", "random")
 
 MAX_NAME = 128

@@ -176,10 +176,10 @@ def _node_tensors(node: Any, where: str) -> Iterator[tuple[str, Any]]:
             yield from _tensors(g, here)
 
 
-def fault_injection() -> Callable[[Behave], WorkerHook]:
-    """What makes a worker's hook from a ``behave`` message: the threats' worker half (D3,
-    D4, D5 at rest, a faulty wire). Loaded only for a worker started with
+def fault_injection() -> Callable[[Behave, str], WorkerHook]:
+    """What makes a worker's hook from a ``behave`` message and the worker's name: the
+    threats' worker half (D3, D4, D5 at rest, a faulty wire). Loaded only for a worker started with
     ``--allow-fault-injection``: without the flag no code that corrupts outputs is loaded."""
-    faults: Callable[[Behave], WorkerHook] = importlib.import_module(
+    faults: Callable[[Behave, str], WorkerHook] = importlib.import_module(
         "shardguard.threats.faults").Faults
     return faults

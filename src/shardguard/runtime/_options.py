@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..protocol.control import POLICIES
+from ..protocol.control import MAX_ATTEMPTS, POLICIES
 from .relay import Tamper
 
 
@@ -37,7 +37,7 @@ class ClusterOptions:
     """Requests in flight at once."""
     deadline_s: float = 10.0
     """How long a request may go unanswered before it is resubmitted or fails."""
-    max_attempts: int = 3
+    max_attempts: int = MAX_ATTEMPTS
     """Submissions of one request, the first included, before it fails."""
     emulate_links: bool = False
     """Carry every link through a relay with the platform's latency, bandwidth and loss."""

@@ -38,7 +38,7 @@ from ..errors import ConfigError, TransportError
 from ..partition.bind import Bound
 from ..partition.compile import OUTPUT, CompiledPlan
 from ..protections import strongest
-from ..protocol.control import COORDINATOR, Behave
+from ..protocol.control import COORDINATOR, MAX_ATTEMPTS, Behave
 from ._collect import Collector
 from ._fleet import Fleet, Handle, planned_link
 from ._options import ClusterOptions
@@ -91,8 +91,9 @@ class Cluster:
 
     def __init__(self, bound: Bound, *, workers: dict[str, str] | None = None,
                  spawn_local: bool = False, keys: Path | None = None, window: int = 32,
-                 deadline_s: float = 10.0, max_attempts: int = 3, emulate_links: bool = False,
-                 threads: int = 1, advertise: str = "127.0.0.1", seed: int = 0,
+                 deadline_s: float = 10.0, max_attempts: int = MAX_ATTEMPTS,
+                 emulate_links: bool = False, threads: int = 1, advertise: str = "127.0.0.1",
+                 seed: int = 0,
                  attackers: Sequence[Any] = (), on_reject: str = "failover",
                  guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1,
                  freivalds: int = 0, taps: dict[str, Sequence[Tamper]] | None = None,

@@ -194,7 +194,7 @@ class Worker:
             self.log("refused a behave message: started without --allow-fault-injection")
             return {"ok": False, "error": "fault injection is off on this worker (start it "
                                           "with --allow-fault-injection to allow behave)"}
-        hook = self.injector(behave)
+        hook = self.injector(behave, self.name)  # its own noise stream
         if self.plane is not None:
             if self.injected in self.plane.hooks:
                 self.plane.hooks.remove(self.injected)

@@ -8,21 +8,43 @@ image as pixels in [0, 1] — the model's input with its normalisation undone
 scale as one that takes raw pixels. Reported as PSNR (dB, peak 1) and SSIM (Wang et
 al., 2004: 7×7 Gaussian window, σ = 1.5, C1 = 0.01², C2 = 0.03²), averaged over the
 test images. Simulation only.
+
+Trained to convergence (``EavesdropTraining``): a tenth of the attacker's images is
+held out, and training stops when the held-out PSNR has not risen by ``min_gain_db``
+for ``patience`` epochs (or after ``max_epochs``); the best epoch's decoder is scored.
+A fixed ``epochs`` without ``patience`` trains exactly that many epochs on every image.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
+from .._config import Config
 from ..hooks import Interceptor, Traffic
 from ..local import LocalExecutor
 from ..partition.compile import CompiledPlan, Transfer
 from .local import link_matches
+
+BATCH = 32  # images per step when converging: a held-out gain per epoch comes sooner
+
+
+class EavesdropTraining(Config):
+    """How long the eavesdropper trains: to convergence on a held-out split."""
+
+    images: Annotated[int, Field(ge=20)] = 4000  # the attacker's known inputs (at 28×28)
+    test: Annotated[int, Field(ge=1)] = 500  # test images it is scored on (at 28×28)
+    max_epochs: Annotated[int, Field(ge=1)] = 40
+    patience: Annotated[int, Field(ge=1)] = 2  # epochs without a gain before it stops
+    min_gain_db: Annotated[float, Field(ge=0)] = 0.1  # held-out PSNR rise that counts
+    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.1  # share of ``images`` held out
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,8 @@ class Reconstruction:
     psnr_db: float
     ssim: float
     tensor_shape: tuple[int, ...]
+    epochs: int = 0  # epochs trained
+    converged: bool = False  # stopped by the held-out criterion, before the epoch limit
 
 
 class _Recorder(Interceptor):
@@ -110,12 +134,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: torch.Tensor,
-              *, epochs: int = 3, seed: int = 0,
-              pixels: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Reconstruction:
+              *, epochs: int = 3, patience: int | None = None, min_gain_db: float = 0.1,
+              holdout: float = 0.1, seed: int = 0,
+              pixels: Callable[[torch.Tensor], torch.Tensor] | None = None,
+              on_epoch: Callable[[int, float], None] | None = None) -> Reconstruction:
     """Train a decoder on what ``link`` carries for ``train_x``; score it on ``test_x``.
 
-    ``pixels`` maps model inputs back to pixels in [0, 1] (``Data.pixels``); without it
-    the inputs must already be pixels."""
+    With ``patience``, ``epochs`` is the limit and training stops early on a held-out
+    ``holdout`` share of ``train_x`` (see the module docstring); ``on_epoch(epoch,
+    held-out PSNR)`` follows it. ``pixels`` maps model inputs back to pixels in [0, 1]
+    (``Data.pixels``); without it the inputs must already be pixels."""
     torch.manual_seed(seed)
     z_train, z_test = overheard(compiled, link, train_x), overheard(compiled, link, test_x)
     if pixels is not None:
@@ -123,13 +151,52 @@ def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: 
     decoder = Decoder(z_train[:1], tuple(train_x.shape[1:]))  # type: ignore[arg-type]
     optimiser = torch.optim.Adam(decoder.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.split(torch.randperm(len(z_train), generator=generator), 128):
-            loss = F.mse_loss(decoder(z_train[idx]), train_x[idx])
-            optimiser.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
-            optimiser.step()
+    if patience is None:  # a fixed budget, every image trained on
+        for _ in range(epochs):
+            _epoch(decoder, optimiser, z_train, train_x,
+                   torch.randperm(len(z_train), generator=generator), 128)
+        trained, converged = epochs, False
+    else:
+        trained, converged = _converge(decoder, optimiser, z_train, train_x, generator, epochs,
+                                       patience, min_gain_db, holdout, on_epoch)
     with torch.no_grad():
         rebuilt = decoder(z_test)
     return Reconstruction(link, float(psnr(rebuilt, test_x).mean()),
-                          float(ssim(rebuilt, test_x).mean()), tuple(z_train.shape[1:]))
+                          float(ssim(rebuilt, test_x).mean()), tuple(z_train.shape[1:]),
+                          trained, converged)
+
+
+def _epoch(decoder: Decoder, optimiser: torch.optim.Optimizer, z: torch.Tensor,
+           x: torch.Tensor, order: torch.Tensor, batch: int) -> None:
+    for idx in torch.split(order, batch):
+        loss = F.mse_loss(decoder(z[idx]), x[idx])
+        optimiser.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
+        optimiser.step()
+
+
+def _converge(decoder: Decoder, optimiser: torch.optim.Optimizer, z: torch.Tensor,
+              x: torch.Tensor, generator: torch.Generator, epochs: int, patience: int,
+              min_gain_db: float, holdout: float,
+              on_epoch: Callable[[int, float], None] | None) -> tuple[int, bool]:
+    """Train until the held-out PSNR stops rising; leave the best epoch's weights in
+    ``decoder``. Returns the epochs trained and whether the criterion stopped it."""
+    order = torch.randperm(len(z), generator=generator)
+    held = max(1, int(len(z) * holdout))
+    fit, check = order[held:], order[:held]
+    best, best_state, waited, trained = float("-inf"), decoder.state_dict(), 0, 0
+    for trained in range(1, epochs + 1):
+        _epoch(decoder, optimiser, z, x, fit[torch.randperm(len(fit), generator=generator)],
+               BATCH)
+        with torch.no_grad():
+            score = float(psnr(decoder(z[check]), x[check]).mean())
+        if on_epoch is not None:
+            on_epoch(trained, score)
+        waited = 0 if score >= best + min_gain_db else waited + 1  # only a real gain counts
+        if score > best:
+            best, best_state = score, copy.deepcopy(decoder.state_dict())
+        if waited >= patience:
+            decoder.load_state_dict(best_state)
+            return trained, True
+    decoder.load_state_dict(best_state)
+    return trained, False

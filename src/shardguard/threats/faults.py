@@ -8,6 +8,7 @@ message is refused and no code that corrupts outputs is loaded at all.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -19,27 +20,36 @@ from ..hooks import WorkerHook
 from ..protocol.control import Behave
 
 
+def device_stream(seed: int, device: str) -> np.random.Generator:
+    """D4 random's noise on ``device``: one stream per (seed, device), drawn from message
+    after message, the same on a worker (``Faults``) and in the local executor."""
+    key = int.from_bytes(hashlib.blake2b(device.encode(), digest_size=8).digest(), "big")
+    return np.random.default_rng(np.random.SeedSequence([seed, key]))
+
+
 def compromise(x: np.ndarray, mode: str, factor: float, rng: np.random.Generator) -> np.ndarray:
-    """D4: what a compromised device sends instead of a stage's output ``x``."""
+    """D4: what a compromised device sends instead of a stage's output ``x`` (B, ...)."""
     if mode == "zero":
         return np.zeros_like(x)
     if mode == "scale":
         return x * np.float32(factor)
     if mode == "sign":
         return -x
-    if mode == "random":  # Gaussian noise as large as the tensor's own spread
-        spread = float(x.std()) if x.size > 1 else 1.0
-        return (rng.standard_normal(x.shape) * (spread or 1.0)).astype(np.float32)
+    if mode == "random":  # Gaussian noise as large as each sample's own spread
+        rows = x.reshape(len(x), -1) if x.ndim > 1 else x.reshape(1, -1)
+        spread = rows.std(axis=1) if rows.shape[1] > 1 else np.ones(len(rows))
+        spread = np.where(spread > 0, spread, 1.0).reshape(-1, *[1] * (x.ndim - 1))
+        return (rng.standard_normal(x.shape) * spread).astype(np.float32)
     raise ConfigError(f"D4 mode {mode!r} cannot act on a worker (zero, scale, sign, random)")
 
 
 class Faults(WorkerHook):
     """One ``behave`` message's faults, acting on what the worker computes and sends."""
 
-    def __init__(self, behave: Behave) -> None:
+    def __init__(self, behave: Behave, worker: str) -> None:
         self.behave = behave  # its corrupt mode is one of CORRUPT_MODES (Behave checks it)
         # D4 random: fresh noise for every message, from this worker's own stream
-        self.rng = np.random.default_rng(behave.seed)
+        self.rng = device_stream(behave.seed, worker)
 
     def on_stage(self, stage: str, outputs: list[np.ndarray],
                  elapsed_s: float) -> list[np.ndarray]:

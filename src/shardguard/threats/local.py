@@ -20,7 +20,7 @@ import torch
 from ..hooks import Interceptor, Traffic
 from ..partition.compile import CompiledPlan, StageProgram, Transfer
 from .bits import bit_positions, flip_at, flip_bits
-from .faults import compromise
+from .faults import compromise, device_stream
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
 
@@ -42,6 +42,7 @@ class ThreatInterceptor(Interceptor):
         self.rng = np.random.default_rng(threat.seed)
         self.generator = torch.Generator().manual_seed(threat.seed)
         self.history: dict[str, torch.Tensor] = {}  # replay: each link's last tensors
+        self.streams: dict[str, np.random.Generator] = {}  # D4 random: each device's own
 
     # -- devices ----------------------------------------------------------------------------
     def on_stage(self, program: StageProgram, outputs: list[torch.Tensor],
@@ -52,14 +53,16 @@ class ThreatInterceptor(Interceptor):
         if isinstance(t, Crash):
             return None
         if isinstance(t, Compromised):
-            return [self._compromise(t, o) for o in outputs]
+            return [self._compromise(t, program.device, o) for o in outputs]
         return outputs
 
-    def _compromise(self, t: Compromised, x: torch.Tensor) -> torch.Tensor:
-        """D4, as a compromised worker does it (``faults.compromise``)."""
+    def _compromise(self, t: Compromised, device: str, x: torch.Tensor) -> torch.Tensor:
+        """D4, as a compromised worker does it (``faults.compromise``), from the device's
+        own stream: a batch of B samples draws what B one-sample messages would."""
         if t.mode == "adversarial":
             raise ValueError("D4 adversarial needs gradients: use attacks.adversarial_device")
-        wrong = compromise(x.detach().cpu().numpy(), t.mode, t.factor, self.rng)
+        rng = self.streams.setdefault(device, device_stream(t.seed, device))
+        wrong = compromise(x.detach().cpu().numpy(), t.mode, t.factor, rng)
         return torch.from_numpy(wrong).to(x.dtype)
 
     # -- links ------------------------------------------------------------------------------
