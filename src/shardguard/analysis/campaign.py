@@ -255,13 +255,14 @@ def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0
 
 
 def _bounds(bound: Any) -> Any:
-    """Range-guard bounds for this plan, profiled once on clean training images."""
+    """Range-guard bounds (links, activations) for this plan, profiled once on clean
+    training images."""
     cache = _STATE.setdefault("bounds", {})
     if id(bound) not in cache:
-        from ..defences.guards import profile_bounds
+        from ..defences.guards import profile_guards
 
         count = profile_images(5000, bound.plan.model.input_shape)
-        cache[id(bound)] = profile_bounds(bound.compiled, _STATE["data"].train_images(count))
+        cache[id(bound)] = profile_guards(bound.compiled, _STATE["data"].train_images(count))
     return cache[id(bound)]
 
 

@@ -5,7 +5,9 @@
                               as often as the runtime does, then lost)
     vote:2 | vote:3           M4, duplicate (detect) or triplicate (mask) every stage
     freivalds                 M4, every stage's affine layers checked on another device
-    guard                     M5, per-channel range guards profiled on clean training data
+    guard | guard:PLACEMENT   M5, Ranger's per-channel range guards profiled on clean
+                              training data: on links, on every ReLU-family activation
+                              inside the stages, or both (``guard`` = ``guard:both``)
     digest                    M7, weight digests checked on load; a changed stage is reloaded
 
 ``Defence.hooks`` places the defence's interceptors around the threat's;
@@ -40,9 +42,16 @@ class Defence:
         """Devices per stage the plan needs for this defence."""
         return int(self.arg) if self.kind == "vote" else 1
 
+    @property
+    def placement(self) -> str:
+        """Where a guard defence clips: links, activations or both (see ``guards.py``)."""
+        return (self.arg or "both") if self.kind == "guard" else ""
+
     def hooks(self, compiled: CompiledPlan, threat: list[Interceptor],
               bounds: Any = None, seed: int = 0) -> list[Interceptor]:
-        """Fresh interceptors for one run: the threat's, with this defence's around them."""
+        """Fresh interceptors for one run: the threat's, with this defence's around them.
+
+        ``bounds``: for a guard, ``(links, activations)`` from ``guards.profile_guards``."""
         from .freivalds import Freivalds
         from .guards import RangeGuard
         from .integrity import WeightCheck
@@ -59,7 +68,9 @@ class Defence:
         elif self.kind == "freivalds":
             self.parts = [Freivalds(rounds=2, seed=seed)]
         elif self.kind == "guard":
-            self.parts = [RangeGuard(bounds)]
+            links, activations = bounds
+            self.parts = [RangeGuard(links if self.placement != "activations" else None,
+                                     activations if self.placement != "links" else None)]
         elif self.kind == "digest":
             self.parts = [WeightCheck(compiled)]  # digests of the weights as deployed
             return threat  # it checks stored weights, not what runs or crosses links
@@ -96,6 +107,8 @@ class Defence:
             return {d: c.active_j - (base.devices[d].active_j if d in base.devices else 0.0)
                     for d, c in voted.devices.items()}
         part = self.parts[0] if self.parts else None
+        if self.kind == "guard":
+            return _guard_energy(compiled, platform, self.placement)
         verifiers: dict[str, list[str]] | None = None  # Freivalds: as workers place them
         for p in compiled.programs:
             # who checks this stage: the device of the stage its outputs go to; for the
@@ -124,12 +137,21 @@ class Defence:
                     if t.src != INPUT:
                         _radio(extra, platform, compiled.by_name[t.src].device, checker, t.nbytes)
                 continue
-            if checker is None:
-                continue
-            spec = platform.devices[checker]
-            if self.kind == "guard":  # two comparisons per element received
-                extra[checker] += spec.active_power_w * 2 * (p.bytes_out / 4) / spec.mac_rate
         return extra
+
+
+def _guard_energy(compiled: CompiledPlan, platform: Platform, placement: str
+                  ) -> dict[str, float]:
+    """Range guards: each guarded element (``guards.guarded_elements``) costs
+    ``GUARD_OPS_PER_ELEMENT`` operations, each priced as a MAC, on the stage's device."""
+    from .guards import GUARD_OPS_PER_ELEMENT, guarded_elements
+
+    extra = {d: 0.0 for d in compiled.plan.devices_used()}
+    for name, elements in guarded_elements(compiled, placement).items():
+        device = compiled.by_name[name].device
+        spec = platform.devices[device]
+        extra[device] += spec.active_power_w * GUARD_OPS_PER_ELEMENT * elements / spec.mac_rate
+    return extra
 
 
 def _radio(extra: dict[str, float], platform: Platform, src: str, dst: str, nbytes: int) -> None:
@@ -144,13 +166,16 @@ def parse_defence(name: str) -> Defence:
     kind, _, arg = name.partition(":")
     if kind not in KINDS:
         raise ConfigError(f"unknown defence {name!r} (known: {', '.join(KINDS)}; "
-                          "seal:PROTECTION, vote:2 or vote:3)")
+                          "seal:PROTECTION, vote:2 or vote:3, guard:PLACEMENT)")
     if kind == "seal":
         from .seal import check_algorithm
 
         check_algorithm(arg)
     if kind == "vote" and arg not in ("2", "3"):
         raise ConfigError(f"defence {name!r}: vote:2 (detect) or vote:3 (mask)")
-    if kind in ("none", "freivalds", "guard", "digest") and arg:
+    if kind == "guard" and arg not in ("", "links", "activations", "both"):
+        raise ConfigError(f"defence {name!r}: guard, guard:links, guard:activations or "
+                          "guard:both")
+    if kind in ("none", "freivalds", "digest") and arg:
         raise ConfigError(f"defence {name!r} takes no argument")
     return Defence(name, kind, arg)
