@@ -94,6 +94,7 @@ def _projections(result: Exploration, path: Path) -> Path:
         ax.scatter([r[oa] * SCALE[oa] for r in result.front],
                    [r[ob] * SCALE[ob] for r in result.front], s=22, color="C0",
                    label=f"Pareto front ({len(result.front)})")
+        _front_errors(ax, result.front, oa, ob)
         rec = result.recommended
         ax.scatter([rec[oa] * SCALE[oa]], [rec[ob] * SCALE[ob]], marker="*", s=220,
                    color="C3", label="recommended", zorder=3)
@@ -102,6 +103,20 @@ def _projections(result: Exploration, path: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, six views")
     return _save(fig, path)
+
+
+def _front_errors(ax: Any, front: list[dict[str, Any]], x: str, y: str) -> None:
+    """The front points' 95 % intervals of accuracy lost, as error bars on that axis."""
+    from .search import SCALE
+
+    for axis, key in (("x", x), ("y", y)):
+        if key != "vulnerability":
+            continue
+        value = [r[key] for r in front]
+        err = [[max(0.0, v - r.get(f"{key}_low", v)) for v, r in zip(value, front)],
+               [max(0.0, r.get(f"{key}_high", v) - v) for v, r in zip(value, front)]]
+        ax.errorbar([r[x] * SCALE[x] for r in front], [r[y] * SCALE[y] for r in front],
+                    fmt="none", ecolor="C0", capsize=2, lw=0.8, **{f"{axis}err": err})
 
 
 def _per_device(result: Exploration, path: Path) -> Path:
