@@ -44,17 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import pyarrow as pa
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from .._progress import progress  # noqa: E402
 from ..partition.bind import bind  # noqa: E402
 from ..threats.eavesdrop import EavesdropTraining  # noqa: E402
+from .analysis_figures import figures as draw  # noqa: E402
 from .campaign import execute, plan_targets  # noqa: E402
-from .metrics import LOSSES, MEASURES, pool  # noqa: E402
+from .metrics import pool  # noqa: E402
 from .rows import table  # noqa: E402
 from .subject import profile_images  # noqa: E402
 from .trials import Trial  # noqa: E402
@@ -290,8 +287,8 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
                                              cache=out / "eavesdropper")
     (out / "reconstruction.json").write_text(json.dumps(reconstruction, indent=2) + "\n")
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
-    figures = _figures(conditions, ranking, reconstruction, targets, out, clean,
-                       dataset.measure)
+    figures = draw(conditions, ranking, reconstruction, targets, out, clean, dataset.measure,
+                   BIT_CLASSES)
     return Analysis(rows, ranking, figures, clean, reconstruction, dataset.measure,
                     dataset.describe(), conditions, clean_interval)
 
@@ -305,110 +302,3 @@ def _write_conditions(conditions: list[dict[str, Any]], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=columns(conditions))
         writer.writeheader()
         writer.writerows(conditions)
-
-
-def _figures(conditions: list[dict[str, Any]], ranking: list[dict[str, Any]],
-             reconstruction: list[dict[str, Any]], targets: dict[str, list[str]], out: Path,
-             clean: float, measure: str) -> dict[str, Path]:
-    return {"ber": _ber_figure(conditions, out / "accuracy_vs_ber.png", clean, measure),
-            "snr": _snr_figure(conditions, out / "accuracy_vs_snr.png", clean, measure),
-            "epsilon": _epsilon_figure(conditions, targets["links"],
-                                       out / "accuracy_vs_epsilon.png", clean, measure),
-            "ranking": _ranking_figure(ranking, out / "criticality.png", measure),
-            "reconstruction": _reconstruction_figure(reconstruction,
-                                                     out / "reconstruction_by_depth.png")}
-
-
-def _errorbar(ax: Any, points: list[dict[str, Any]], x: str, **style: Any) -> None:
-    """Accuracy against ``x``, each point with its 95 % interval as an error bar."""
-    points = sorted(points, key=lambda p: p[x])
-    if not points:
-        return
-    acc = [p["accuracy"] for p in points]
-    err = [[max(0.0, a - p.get("accuracy_low", a)) for a, p in zip(acc, points)],
-           [max(0.0, p.get("accuracy_high", a) - a) for a, p in zip(acc, points)]]
-    ax.errorbar([p[x] for p in points], acc, yerr=err, marker="o", capsize=3, **style)
-
-
-def _ber_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for bits in BIT_CLASSES:
-        _errorbar(ax, [r for r in rows if r["threat"] == "L1" and r["target"] == "every"
-                       and r.get("param_bits") == bits], "param_ber", label=bits)
-    ax.set_xscale("log")
-    return _finish(fig, ax, path, clean, "bit-error rate on every link (per bit of the class)",
-                   "Bit flips in transit (L1): by float32 bit class", measure)
-
-
-def _snr_figure(rows: list[dict[str, Any]], path: Path, clean: float, measure: str) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    _errorbar(ax, [r for r in rows if r["threat"] == "L2" and r["target"] == "every"],
-              "param_snr_db")
-    return _finish(fig, ax, path, clean, "signal-to-noise ratio on every link (dB)",
-                   "Gaussian noise in transit (L2)", measure)
-
-
-def _epsilon_figure(rows: list[dict[str, Any]], links: list[str], path: Path,
-                    clean: float, measure: str) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for link in links:
-        _errorbar(ax, [r for r in rows if r["threat"] == "L5" and r["target"] == link],
-                  "param_epsilon", label=link)
-    return _finish(fig, ax, path, clean, "ε (FGSM step, relative to the tensor's range)",
-                   "Adversarial tampering on each link (L5, white-box on downstream stages)",
-                   measure)
-
-
-def _reconstruction_figure(points: list[dict[str, Any]], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    if points:
-        depth = [p["depth"] for p in points]
-        ax.plot(depth, [p["psnr_db"] for p in points], marker="o", color="tab:purple")
-        ax2 = ax.twinx()
-        ax2.plot(depth, [p["ssim"] for p in points], marker="s", color="tab:green")
-        ax2.set_ylabel("SSIM", color="tab:green")
-        ax2.set_ylim(0, 1)
-        for p in points:
-            ax.annotate(p["cut_after"], (p["depth"], p["psnr_db"]), fontsize=7,
-                        textcoords="offset points", xytext=(3, 4))
-    ax.set_xlabel("cut depth (share of the model's MACs before the cut)")
-    ax.set_ylabel("PSNR of the rebuilt input (dB)", color="tab:purple")
-    ax.set_title("Eavesdropping (L6): how well the input can be rebuilt from a link")
-    return _save(fig, path)
-
-
-def _ranking_figure(ranking: list[dict[str, Any]], path: Path, measure: str) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * max(1, len(ranking))))
-    names = [f"{r['kind']} {r['name']}" for r in ranking]
-    colours = ["tab:red" if r["kind"] == "device" else "tab:blue" for r in ranking]
-    drops = [r["accuracy_drop"] for r in ranking]
-    err = [[max(0.0, d - r.get("accuracy_drop_low", d)) for d, r in zip(drops, ranking)],
-           [max(0.0, r.get("accuracy_drop_high", d) - d) for d, r in zip(drops, ranking)]]
-    ax.barh(range(len(ranking)), drops, xerr=err, capsize=3, color=colours)
-    ax.set_yticks(range(len(ranking)), names)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{LOSSES[measure]} (device: crash; link: mean of standard attacks; "
-                  "bars: 95% interval)")
-    ax.set_title("Criticality: which device or link to hit first")
-    return _save(fig, path)
-
-
-def _finish(fig: Any, ax: Any, path: Path, clean: float, xlabel: str, title: str,
-            measure: str) -> Path:
-    """An accuracy plot's common parts: the clean line, labels (saying what is measured:
-    accuracy, or agreement with the clean model without labels), the [0, 1] axis."""
-    ax.axhline(clean, color="grey", ls="--", lw=0.8, label="clean")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(MEASURES[measure])
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..partition.plan import Plan  # noqa: E402
-from .analyze import _save  # noqa: E402
+from .analysis_figures import save  # noqa: E402
 
 if TYPE_CHECKING:
     from .search import Exploration
@@ -102,7 +102,7 @@ def _projections(result: Exploration, path: Path) -> Path:
         ax.set_ylabel(names[ob])
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{result.spec.model} on {result.spec.platform}: the front, six views")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _front_errors(ax: Any, front: list[dict[str, Any]], x: str, y: str) -> None:
@@ -135,7 +135,7 @@ def _per_device(result: Exploration, path: Path) -> Path:
     ax.set_ylabel("energy per inference (mJ)")
     ax.set_title("energy per device of chosen front points")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.12))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _security(levels: list[dict[str, Any]], types: dict[str, str], path: Path) -> Path:
@@ -155,4 +155,4 @@ def _security(levels: list[dict[str, Any]], types: dict[str, str], path: Path) -
     where = levels[0]["deployment"].split(", links")[0] if levels else ""
     ax.set_title(f"what each security level costs each device type\n({where})", fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
