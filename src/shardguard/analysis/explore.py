@@ -319,7 +319,7 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     if c.copies > 1:
         extras.append(parse_defence(f"vote:{c.copies}"))
     if c.guard:
-        extras.append(parse_defence("guard"))
+        extras.append(parse_defence("guard:links"))  # what _vulnerability applies
     for defence in extras:
         for d, j in defence.energy_j(planned.compiled, platform).items():
             energy[d] = energy.get(d, 0.0) + j
