@@ -285,6 +285,7 @@ def lie_detection(model: str, x: torch.Tensor, rounds: int = 2, share: float = 0
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("model", ZOO)
 def test_a_lie_of_one_percent_of_the_rms_is_caught_at_the_freivalds_rate_on_every_layer(
@@ -305,6 +306,7 @@ def test_a_lie_of_one_percent_of_the_rms_is_caught_at_the_freivalds_rate_on_ever
         assert high >= 1 - 2.0 ** -rounds, (name, caught, n, low, high)
 
 
+@pytest.mark.slow
 def test_honest_claims_are_never_flagged_over_many_inputs(test_split):
     """No false positive on any layer of the zoo models over 1000 inputs and 4 rounds."""
     x, _ = test_split.tensors(1000)
