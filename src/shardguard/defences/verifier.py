@@ -5,7 +5,8 @@ A checked stage ``S`` is split by ``defences.freivalds.checked_plan`` into a pro
 verifier stage ``S~check`` on another device, which receives ``S``'s inputs from
 their producers and the claims from ``S``, recomputes the cheap rest of ``S`` from
 them (its ONNX also returns each affine layer's input ``z``) and checks every claim
-``y = A z + c`` against a secret pool of ``(r, Aᵀr, <r, c>)`` made by the
+``y = A z + c`` against a secret pool of ``(r, Aᵀr, <r, c>)``, with what the
+rounding bound needs (``|A|ᵀr``, ``<r, |c|>``, ``|A|ᵀ(r ⊙ w)``, ``<r, c²>``), made by the
 coordinator and sent only to the verifier, over the authenticated control plane.
 Each sample and round draws its own vector from the pool, so the prover cannot know
 which one; the pool is new at every deployment. See ``defences/freivalds.py`` for
@@ -24,8 +25,6 @@ import numpy as np
 from ..errors import MalformedMessage
 
 SUFFIX = "~check"  # the verifier stage of S is "S~check"
-
-
 UNIT_ROUNDOFF = 2.0 ** -24  # float32: the prover's arithmetic
 _U64 = 2.0 ** -53
 LAMBDA = 8.0  # the default tolerance: honest rounding exceeds the bound w.p. ≤ 2·exp(−32)
