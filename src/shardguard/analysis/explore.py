@@ -325,7 +325,8 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     platform, cost = _STATE["platform"], planned.cost
     energy = {d: dc.active_j for d, dc in cost.devices.items()}
     crypto = {d: dc.crypto_j for d, dc in cost.devices.items()}
-    extras = [parse_defence("guard")] if c.guard else []  # the copies are in ``cost``
+    # the copies are in ``cost``; the guards are on links only, as ``vulnerability`` runs them
+    extras = [parse_defence("guard:links")] if c.guard else []
     for defence in extras:
         for d, j in defence.energy_j(planned.compiled, platform).items():
             energy[d] = energy.get(d, 0.0) + j

@@ -111,7 +111,8 @@ _Freivalds = Annotated[int, typer.Option(
          "too; see the README for what it does not cover.")]
 _Guards = Annotated[int, typer.Option(
     help="M5: clip link tensors to per-channel ranges profiled on this many clean "
-         "training images (0: off).")]
+         "training images (0: off). Guards on activations inside stages (Ranger) run in "
+         "the local executor only: campaign defences guard:activations or guard.")]
 
 
 @app.command()

@@ -23,12 +23,12 @@ from torch import fx
 from ..errors import ConfigError
 from ..partition import regions
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
-from ._freivalds_affine import Chain, Record, adjoints, affine_chains
-from .verifier import SUFFIX, Pool, Verifier
+from ._freivalds_affine import Chain, Record, accumulation, affine_chains, probes
+from .verifier import LAMBDA, SUFFIX, Pool, Verifier
 
 
 def checked_plan(compiled: CompiledPlan, *, rounds: int = 2, pool: int = 16,
-                 tolerance: float = 1e-4, stages: list[str] | None = None
+                 tolerance: float = LAMBDA, stages: list[str] | None = None
                  ) -> tuple[CompiledPlan, dict[str, Verifier]]:
     """``compiled`` with every covered stage ``S`` split into a prover and a verifier.
 
@@ -85,10 +85,11 @@ class _Split:
         for k, chain in enumerate(chains):
             y_shape = tuple(record.outputs[chain.last].shape[1:])
             r = torch.randint(0, 2, (pool, *y_shape), generator=generator).float()
-            u, offset = adjoints(chain.layer(p.module), r,
-                                 tuple(record.inputs[chain.last].shape[1:]))
-            pools.append(Pool(f"in{len(p.inputs) + k}", r.numpy(), u.numpy(),
-                              offset.double().numpy()))
+            layer = chain.layer(p.module)
+            z_shape = tuple(record.inputs[chain.last].shape[1:])
+            u, offset, ua, oa, uw, oa2 = (t.numpy() for t in probes(layer, r, z_shape))
+            pools.append(Pool(f"in{len(p.inputs) + k}", r.numpy(), u, offset, ua, oa, uw, oa2,
+                              accumulation(layer)))
         self.verifiers[name] = Verifier(p.name, f"{p.name}>{name}", pools, self.rounds,
                                         tolerance)
 
@@ -130,8 +131,10 @@ class _Split:
             module=_verifier(p.module, affine_chains(p.module)),
             inputs=[replace(t, dst=name) for t in p.inputs] + self.claims[p.name],
             outputs=forward,
-            macs=self.rounds * sum(q.r[0].size + q.u[0].size for q in pools),
-            param_bytes=sum(q.r.nbytes + q.u.nbytes for q in pools),
+            # per round: <r, y>, and <u, z>, <ua, |z|>, <uw, z²> (the check and its bound)
+            macs=self.rounds * sum(q.r[0].size + 3 * q.u[0].size for q in pools),
+            param_bytes=sum(q.r.nbytes + q.u.nbytes + q.ua.nbytes + q.uw.nbytes
+                            for q in pools),
             activation_bytes=p.activation_bytes)
 
 

@@ -15,10 +15,19 @@ affine layer), so a check costs two dot products, not the layer's MACs.
 Error probability: a claim that is wrong by ``e`` passes one round only if
 ``<r, e> = 0``, which for uniform ``r`` in {0, 1}^n happens with probability at most
 1/2 (Freivalds 1977); ``rounds`` independent vectors leave at most ``2**-rounds``.
-Float rounding makes the test ``|<r, y> − <Aᵀr, z> − <r, c>| ≤ tolerance · scale``,
-with ``scale`` the Euclidean norm of the terms (rounding grows with it, not with
-the layer's size), so an error smaller than about ``tolerance`` of that norm passes
-by design. The vectors are the verifier's secret, drawn anew for every sample.
+Float rounding makes the test ``|<r, y> − <Aᵀr, z> − <r, c>| ≤ bound``, with ``bound``
+what float32 rounding can make of the difference (``verifier.rounding_bound``): from
+the layer's accumulation length ``n`` (``accumulation``) and its operands' magnitudes
+``|A|ᵀr``, ``<r, |c|>``, ``|z|``, never from ``<r, c>`` itself. Per output it is the
+forward-error bound ``γ_n Σ|a_i||b_i|``, ``γ_n = nu/(1−nu)`` (Higham, Accuracy and
+Stability of Numerical Algorithms, 2nd ed., §3.1); summed over the outputs as
+independent rounding errors (Higham and Mary, SIAM J. Sci. Comput. 2019) with
+``tolerance`` = λ = 8 standard bounds, an honest claim fails with probability below
+``2 exp(−32)`` under that model (the worst case caps it), and a lie of 1% of the
+layer's output rms on one element is caught at the ``2**-rounds`` rate on every
+layer of the zoo models (``tests/test_freivalds.py``). Each claim is one convolution
+or linear layer with its batch norms, so the bound is that of one accumulation.
+The vectors are the verifier's secret, drawn anew for every sample.
 A sample whose check fails is not answered (fail closed) and is counted.
 
 On workers (``Cluster(..., freivalds=ROUNDS)``, ``shardguard run --freivalds 2``),
@@ -58,9 +67,17 @@ from torch import nn
 
 from ..hooks import Redundant, Traffic
 from ..partition.compile import StageProgram
-from ._freivalds_affine import AFFINE, Chain, Record, adjoints, affine_chains
+from ._freivalds_affine import (
+    AFFINE,
+    Chain,
+    Record,
+    accumulation,
+    adjoints,
+    affine_chains,
+    probes,
+)
 from ._freivalds_plan import assign_verifiers, checked_plan, verifier_devices
-from .verifier import fails
+from .verifier import LAMBDA, fails
 
 __all__ = ["AFFINE", "Chain", "Freivalds", "adjoints", "affine_chains", "assign_verifiers",
            "checked_plan", "verifier_devices"]
@@ -69,8 +86,8 @@ __all__ = ["AFFINE", "Chain", "Freivalds", "adjoints", "affine_chains", "assign_
 class Freivalds(Redundant):
     """Verifies covered stages' affine layers with ``rounds`` Freivalds vectors each."""
 
-    def __init__(self, rounds: int = 2, tolerance: float = 1e-4, stages: list[str] | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, rounds: int = 2, tolerance: float = LAMBDA,
+                 stages: list[str] | None = None, seed: int = 0) -> None:
         self.rounds, self.tolerance, self.stages = rounds, tolerance, stages
         self.generator = torch.Generator().manual_seed(seed)
         self.checked = self.caught = 0
@@ -116,7 +133,8 @@ class Freivalds(Redundant):
                 claims[chain.last]
             for _ in range(self.rounds):
                 bad |= self._fails(layer, z, y)
-            work += self.rounds * (z[0].numel() + y[0].numel())
+            # <r, y>, and <u, z>, <ua, |z|>, <uw, z²>: the check and its rounding bound
+            work += self.rounds * (3 * z[0].numel() + y[0].numel())
         self.checked += batch
         self.caught += int(bad.sum())
         self.flagged.append(bad)
@@ -134,9 +152,11 @@ class Freivalds(Redundant):
     def _fails(self, layer: nn.Module, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(B,) samples whose claim ``y`` fails one round, each with its own vector."""
         r = torch.randint(0, 2, y.shape, generator=self.generator).to(y.dtype)
-        u, offset = adjoints(layer, r, tuple(z.shape[1:]))  # a worker's verifier uses a pool
-        return torch.from_numpy(fails(y.numpy(), z.numpy(), r.numpy(), u.numpy(),
-                                      offset.double().numpy(), self.tolerance))
+        # a worker's verifier uses a pool of these
+        z_shape = tuple(z.shape[1:])
+        u, offset, ua, oa, uw, oa2 = (t.numpy() for t in probes(layer, r, z_shape))
+        return torch.from_numpy(fails(y.numpy(), z.numpy(), r.numpy(), u, offset, ua, oa,
+                                      (accumulation(layer), uw, oa2), self.tolerance))
 
     def report(self) -> dict[str, float]:
         return {"checked": self.checked, "caught": self.caught,
