@@ -17,6 +17,7 @@ from shardguard.defences.guards import (
 )
 from shardguard.errors import ConfigError
 from shardguard.local import LocalExecutor
+from shardguard.partition import bind
 from shardguard.threats.local import ThreatInterceptor, weight_flips
 from shardguard.threats.spec import parse_threat
 
@@ -135,10 +136,16 @@ def test_a_campaign_run_from_the_cli_compares_guard_placements_under_weight_flip
     with (tmp_path / "out" / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
     accuracy: dict[str, list[float]] = {}
-    energy: dict[str, float] = {}
+    energy: dict[str, dict[str, float]] = {}
     for r in rows:
         accuracy.setdefault(r["defence"], []).append(float(r["accuracy"]))
-        energy[r["defence"]] = float(r.get("max_defence_energy_j") or 0.0)
+        energy[r["defence"]] = json.loads(r.get("defence_energy_j") or "{}")
     assert set(accuracy) == {"none", "guard:links", "guard:activations"}
     assert np.mean(accuracy["guard:activations"]) > np.mean(accuracy["none"]) + 0.1
-    assert energy["guard:activations"] > energy["guard:links"]  # lenet5 here: one stage
+    # each row charges what the catalogue prices for its placement on the campaign's plan
+    compiled = bind(tmp_path / "out" / "plans" / "pipeline.yaml").compiled
+    for placement in ("links", "activations"):
+        priced = parse_defence(f"guard:{placement}").energy_j(compiled, load_platform(PLATFORM))
+        assert energy[f"guard:{placement}"] == pytest.approx(
+            {d: round(j, 9) for d, j in priced.items()}, abs=1e-9)
+    assert sum(energy["guard:activations"].values()) > sum(energy["guard:links"].values())
