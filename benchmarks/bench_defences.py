@@ -60,7 +60,7 @@ def defence_energy_per_device() -> list[dict[str, Any]]:
 
     from shardguard.data import load_split
     from shardguard.defences.catalogue import parse_defence
-    from shardguard.defences.guards import profile_bounds
+    from shardguard.defences.guards import profile_guards
     from shardguard.errors import PlanningError
     from shardguard.local import LocalExecutor
 
@@ -76,7 +76,7 @@ def defence_energy_per_device() -> list[dict[str, Any]]:
             rows.append({"name": f"defence_energy[{name}]", "note": f"not planned: {exc}"})
             continue
         compiled = compile_plan(planned.plan, graph)
-        bounds = profile_bounds(compiled, load_split("train").tensors(500)[0])
+        bounds = profile_guards(compiled, load_split("train").tensors(500)[0])
         for spec in DEFENCES:
             defence = parse_defence(spec)
             hooks = defence.hooks(compiled, [], bounds=bounds)
