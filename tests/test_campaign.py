@@ -130,3 +130,18 @@ def test_a_ray_backed_campaign_gives_the_same_rows_as_the_local_pool(tmp_path):
     assert {r["defence"] for r in local} == {"none", "guard"} and len(local) >= 2 * 6
     same = [json.dumps(sorted(rows, key=lambda r: r["trial"])) for rows in (local, on_ray)]
     assert same[0] == same[1]  # as JSON: a NaN detection rate equals itself there
+
+
+def test_a_reused_worker_process_starts_each_campaign_afresh(tmp_path):
+    """Ray keeps its worker processes between campaigns: a second campaign's set-up must
+    not keep the first's images, clean answers or cached false-positive rates."""
+    from shardguard.analysis import campaign
+
+    from .conftest import planned, write_plan
+
+    plan = str(write_plan(tmp_path, planned("lenet5", objective="energy")))
+    campaign._init({"pipeline": plan}, 20, 1)
+    campaign._STATE["fpr"] = {("pipeline", "guard"): 0.5}
+    campaign._init({"pipeline": plan}, 30, 1)
+    assert len(campaign._STATE["x"]) == 30 and len(campaign._STATE["clean"]["pipeline"]) == 30
+    assert "fpr" not in campaign._STATE

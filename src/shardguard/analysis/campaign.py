@@ -144,6 +144,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     from .metrics import scored
 
     torch.set_num_threads(threads)
+    _STATE.clear()  # a reused process (Ray keeps its workers) starts this campaign afresh
     _STATE.update(bound={}, clean={}, deadline_s=deadline_s)
     for key, path in plan_files.items():
         bound = bind(path)
