@@ -118,13 +118,7 @@ def test_an_unknown_defence_is_named(tmp_path, defence, message):
 @pytest.mark.timeout(600)
 def test_a_ray_backed_campaign_gives_the_same_rows_as_the_local_pool(tmp_path):
     """Against a local Ray instance started for the run (``--ray local``)."""
-    # mantissa flips only: exponent flips overflow to inf, and whether inf - inf meets in a
-    # sum (NaN) depends on the kernel's summation order, which PyTorch does not fix across
-    # processes (memory alignment picks the vectorised path), so those rows may differ
-    threats = [{"id": "L1", "target": "every", "ber": [1e-6, 1e-3], "bits": ["mantissa", 22]},
-               {"id": "D1", "target": "devices"}]
-    spec = CampaignSpec.model_validate({**SPEC, "seeds": [0], "defences": ["none", "guard"],
-                                        "threats": threats})
+    spec = CampaignSpec.model_validate({**SPEC, "seeds": [0], "defences": ["none", "guard"]})
     local = run_campaign(spec, tmp_path / "local")
     on_ray = run_campaign(spec, tmp_path / "ray", ray="local")
     assert {r["defence"] for r in local} == {"none", "guard"} and len(local) >= 2 * 6
