@@ -52,7 +52,7 @@ from ..threats.eavesdrop import EavesdropTraining  # noqa: E402
 from .analysis_figures import figures as draw  # noqa: E402
 from .campaign import execute, plan_targets  # noqa: E402
 from .metrics import pool  # noqa: E402
-from .rows import table  # noqa: E402
+from .rows import table, write_csv  # noqa: E402
 from .subject import profile_images  # noqa: E402
 from .trials import Trial  # noqa: E402
 
@@ -276,7 +276,7 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
     rows = execute(trials, {label: str(plan_file)}, samples, processes, out,
                    description="analysis", ray=ray, data=data)
     conditions = list(pooled(rows).values())
-    _write_conditions(conditions, out / "conditions.csv")
+    write_csv(conditions, out / "conditions.csv")
     ranking = criticality(rows, targets)
     clean = rows[0]["clean_accuracy"] if rows else 0.0
     clean_interval = ((rows[0].get("clean_accuracy_low", math.nan),
@@ -291,14 +291,3 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
                    BIT_CLASSES)
     return Analysis(rows, ranking, figures, clean, reconstruction, dataset.measure,
                     dataset.describe(), conditions, clean_interval)
-
-
-def _write_conditions(conditions: list[dict[str, Any]], path: Path) -> None:
-    import csv
-
-    from .rows import columns
-
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(conditions))
-        writer.writeheader()
-        writer.writerows(conditions)

@@ -43,7 +43,7 @@ from pydantic import Field
 from .._progress import progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
-from .rows import Rows, columns, table
+from .rows import Rows, table, write_csv
 from .subject import (
     Subject,
     check_memory,
@@ -370,16 +370,10 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
 
 
 def write_tables(rows: list[dict[str, Any]], out: Path) -> None:
-    import csv
-
     import pyarrow.parquet as pq
 
-    with (out / "results.csv").open("w", newline="") as f:
-        # per-image outcomes (for pooling seeds) stay in results.jsonl and the Parquet file
-        writer = csv.DictWriter(f, fieldnames=[c for c in columns(rows) if c != "outcomes"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    # per-image outcomes (for pooling seeds) stay in results.jsonl and the Parquet file
+    write_csv(rows, out / "results.csv", leave_out=("outcomes",))
     pq.write_table(table(rows), out / "results.parquet")
 
 

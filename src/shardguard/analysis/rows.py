@@ -9,6 +9,8 @@ empty is null there.
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -31,3 +33,12 @@ class Rows(list[Row]):
 
     def table(self) -> pa.Table:
         return table(self)
+
+
+def write_csv(rows: list[Row], path: Path, leave_out: tuple[str, ...] = ()) -> None:
+    """``rows`` as a CSV file with every row's columns but ``leave_out``."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[c for c in columns(rows) if c not in leave_out],
+                                extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
