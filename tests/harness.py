@@ -36,8 +36,10 @@ def rss(pid: int) -> int:
 
 class Harness:
     def __init__(self, tmp_path: Path, bound: Any, device: str, *, protection: str = "none",
-                 fault_injection: bool = False, cwd: Path | None = None) -> None:
+                 fault_injection: bool = False, cwd: Path | None = None,
+                 deadline_s: float = 5.0) -> None:
         self.bound, self.device, self.protection = bound, device, protection
+        self.deadline_s = deadline_s
         self.compiled = bound.compiled
         self.keys = tmp_path / "harness-keys"
         keyring.generate(self.keys, [device], force=True)
@@ -126,7 +128,7 @@ class Harness:
             stages=tuple(artifacts[s] for s in mine), devices=addresses,
             sink=self.sink.getsockopt_string(zmq.LAST_ENDPOINT), publics=publics,
             hosts={p.name: (p.device, *p.replicas) for p in programs},
-            protection=protection, deadline_s=5.0).to_wire()
+            protection=protection, deadline_s=self.deadline_s).to_wire()
 
     def deploy(self, stages: list[str] | None = None) -> dict[str, Any]:
         reply = self.call(self.deploy_message(stages))

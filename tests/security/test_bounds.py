@@ -44,7 +44,10 @@ def _wait(h: Harness, table: str, value: int, timeout: float = 60.0) -> dict:
 
 def test_requests_waiting_for_pieces_stop_at_their_bound(tmp_path):
     bound, gather = _gather(tmp_path)
-    with Harness(tmp_path, bound, gather.device) as h:
+    # a deadline well past the time to send every piece on a loaded machine: none expires
+    # while the table fills, so exactly the ``extra`` beyond the bound are refused
+    deadline = 30.0
+    with Harness(tmp_path, bound, gather.device, deadline_s=deadline) as h:
         h.deploy()
         link, arrays = next((k, v) for k, v in h.inputs(gather.name).items()
                             if h.route()[k.split(">")[0]] != gather.device)
@@ -53,8 +56,9 @@ def test_requests_waiting_for_pieces_stop_at_their_bound(tmp_path):
         for req in range(MAX_PENDING + extra):  # one piece of each: never complete
             h.send(h.encode(sender, req, link, arrays))
         stats = _wait(h, "pending", MAX_PENDING)
-        # past the deployment's deadline (5 s): the waiting requests expire
-        later = eventually(h.stats, lambda s: s["expired"] >= MAX_PENDING, timeout=60)
+        # past the deployment's deadline: the waiting requests expire
+        later = eventually(h.stats, lambda s: s["expired"] >= MAX_PENDING,
+                           timeout=deadline + 60)
         h.feed(gather.name, req=10**9)  # and a whole request goes through again
         assert len(h.received("output")) == 1
     assert stats["tables"]["pending"] == MAX_PENDING

@@ -209,7 +209,10 @@ class Cluster:
 
     def stream(self, x: np.ndarray | Any, *, batch: int = 1, show_progress: bool = True,
                on_request: Any = None) -> StreamResult:
-        """Stream ``x`` (N, C, H, W) in requests of ``batch`` samples, ``window`` in flight."""
+        """Stream ``x`` (N, C, H, W) in requests of ``batch`` samples, ``window`` in flight.
+
+        ``on_request(k)`` is called just before request ``k`` is sent, so that whatever it
+        does (a fault injected, say) acts on request ``k`` and every later one."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         starts = list(range(0, len(x), batch))
         outputs = np.full((len(x), *self.bound.graph.output_shape[1:]), np.nan, dtype=np.float32)
@@ -236,9 +239,9 @@ class Cluster:
         """Submit new requests until ``window`` are in flight or none is left."""
         while len(flight.inflight) < self.window and flight.next_index < len(flight.starts):
             s = flight.starts[flight.next_index]
-            r = self.router.admit(flight, x[s:s + batch])
-            if on_request is not None:
-                on_request(r.index)
+            if on_request is not None:  # before it is sent: what it does, request k sees
+                on_request(flight.next_index)
+            self.router.admit(flight, x[s:s + batch])
 
     def _fail_over(self, flight: Flight) -> None:
         """A device whose connection was lost since: what went through it goes elsewhere."""
