@@ -3,7 +3,8 @@
 Each ``bench_*.py`` module beside this file defines ``BENCHMARKS``: a list of
 functions returning a dict with ``value``, ``unit`` and, for targets, ``ratio``
 (measured against a baseline in the same run, since shared machines are noisy)
-and ``target`` (the ratio it must not exceed or fall below, see ``better``).
+and ``target`` (the ratio it must not exceed or fall below, see ``better``; or a
+``[low, high]`` range it must fall within).
 Results go to ``benchmarks/results/latest.json`` and a readable ``latest.md``.
 """
 
@@ -36,6 +37,8 @@ def _modules() -> list[Any]:
 def _verdict(row: dict[str, Any]) -> str:
     if "target" not in row or "ratio" not in row:
         return "recorded"
+    if isinstance(row["target"], list):  # [low, high]: the ratio must fall within
+        return "met" if row["target"][0] <= row["ratio"] <= row["target"][1] else "MISSED"
     better = row.get("better", "lower")
     ok = row["ratio"] <= row["target"] if better == "lower" else row["ratio"] >= row["target"]
     return "met" if ok else "MISSED"
@@ -76,8 +79,9 @@ def main(selected: list[str]) -> int:
     for r in rows:
         value = f"{r['value']:.4g} {r.get('unit', '')}" if "value" in r else ""
         ratio = f"{r['ratio']:.3f}" if "ratio" in r else ""
-        target = (("≤ " if r.get("better", "lower") == "lower" else "≥ ") + str(r["target"])
-                  if "target" in r else "")
+        target = ("" if "target" not in r else
+                  "{}–{}".format(*r["target"]) if isinstance(r["target"], list) else
+                  ("≤ " if r.get("better", "lower") == "lower" else "≥ ") + str(r["target"]))
         lines.append(f"| {r['name']} | {value} | {ratio} | {target} | {r['verdict']} | "
                      f"{r.get('note', '')} |")
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")

@@ -109,6 +109,12 @@ _Freivalds = Annotated[int, typer.Option(
          "Freivalds rounds (a wrong claim passes with probability at most 2^-N; 0: off). "
          "With sealed links, a device that lies while verifying another's stage is caught "
          "too; see the README for what it does not cover.")]
+_Json = Annotated[Path | None, typer.Option(
+    "--json", help="Write the run's measured latency, throughput and busy time per device, "
+                   "beside the cost model's prediction, to this JSON file.")]
+_Calibrate = Annotated[bool, typer.Option(
+    "--calibrate", help="Measure this machine for the host profile again first (else the "
+                        "cached calibration is used, measured once if there is none).")]
 _Guards = Annotated[int, typer.Option(
     help="M5: clip link tensors to per-channel ranges profiled on this many clean "
          "training images (0: off). Guards on activations inside stages (Ranger) run in "
@@ -133,6 +139,8 @@ def run(
     freivalds: _Freivalds = 0,
     guards: _Guards = 0,
     data: DataDir = None,
+    json_file: _Json = None,
+    calibrate: _Calibrate = False,
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
 
@@ -156,7 +164,7 @@ def run(
         raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
     count("-n", n)
     count("--guards", guards, least=0)
-    bound = bind(plan_file)
+    bound = bind(_calibrate_host(plan_file, calibrate))
     dataset = plan_data(data, bound)
     print(f"data: {dataset.describe()}")
     x, y = dataset.images(n), dataset.labels(n)
@@ -170,9 +178,41 @@ def run(
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
     _print_answers(result, y.numpy() if y is not None else None, ok)
     _print_devices(result, stats, on_reject)
+    _report_fidelity(bound, result, stats, window, batch, vote, emulate_links, json_file)
     if check:
         _check_against_local(bound, bounds, x, result, ok)
     _raise_on_failed_requests(result)
+
+
+def _calibrate_host(plan_file: Path, force: bool) -> Path:
+    """Calibrate the host profile when the plan's platform uses it (and none of this
+    machine is cached), or always with ``force``; ``plan_file``."""
+    from ..partition.plan import load_plan
+    from ..platform import load_platform
+    from ..platform.host import calibration_file
+    from ..runtime.calibrate import ensure_calibrated
+
+    platform = load_platform(load_plan(plan_file).platform)
+    if force or any(d.profile == "host" for d in platform.devices.values()):
+        if ensure_calibrated(force):
+            print(f"calibrated this machine for the host profile: {calibration_file()}")
+    return plan_file
+
+
+def _report_fidelity(bound: Any, result: Any, stats: dict[str, Any], window: int, batch: int,
+                     vote: int, emulated: bool, json_file: Path | None) -> None:
+    """Measured against predicted, printed; and written to ``json_file`` if given."""
+    import json
+
+    from ..runtime.fidelity import fidelity
+
+    network = "links emulated by relays over loopback" if emulated else "loopback"
+    fid = fidelity(bound, result, stats, window=window, batch=batch, vote=vote,
+                   emulated=emulated, network=network)
+    print("\n".join(fid.lines()))
+    if json_file is not None:
+        json_file.write_text(json.dumps(fid.to_dict(), indent=2) + "\n")
+        print(f"wrote {json_file}")
 
 
 def _raise_on_failed_requests(result: Any) -> None:

@@ -1,20 +1,28 @@
 """The cost model: latency, throughput, memory and energy per device of a compiled plan.
 
-Per stage: compute time = MACs / the device's effective MAC rate (per layer type, for
-the types the device has a rate for: ``Device.rate_for``); crypto time =
-protected bytes × cycles per byte / clock, paid by the sender (seal) and the
-receiver (open); on the coordinator's hops (``input>S``, ``S>output``) only the
-device end is a platform device, and pays. Per transfer: link time = latency +
-bytes / bandwidth (zero between stages on one device). End-to-end latency is the
-critical path of one request (stages on one device run one at a time). When requests stream, the
-period is the busiest resource: a device's compute + crypto, or a link's
-serialisation time (a shared medium carries all transfers). Per device and
-inference, energy = active power × busy time + radio energy per byte sent and
-received + idle power × the rest of the period. *Active* energy (compute,
-crypto, radio) is what the planners minimise; idle energy depends on the period
-and is reported beside it. The platform's boards that the plan does not use are
-powered all the same: each pays idle power for the whole period (``idle_boards``),
-and ``total_energy_j`` is the platform's, theirs included.
+Per stage: compute time = the device's fixed time per stage run (``stage_s``) + MACs /
+its effective MAC rate (per layer type, for the types the device has a rate for:
+``Device.rate_for``); crypto time = protected bytes × cycles per byte / clock + a fixed
+time per message (``crypto_fixed_s``), paid by the sender (seal) and the receiver
+(open); message time = the device's fixed time per message (``message_s``), paid by both
+ends as well. Per transfer: link time = latency + bytes / bandwidth + the software's
+latency per hop (``hop_s``, the device end's; zero between stages on one device). The
+coordinator is priced as the devices it talks to (on a ``host`` platform it runs on this
+machine): its sealing and opening as theirs, and its work per message it sends or
+receives (``coordinator_s``), which it is busy with, not the hop (whose ``hop_s``
+includes the coordinator's framing where it was measured). End-to-end latency is the
+critical path of one request (stages on one device run one at a time). When requests
+stream, the period is the busiest resource: a device's compute + crypto + messages, the
+coordinator, or a link's serialisation time (a shared medium carries all transfers);
+and, for the ``host`` devices (worker processes on this machine, with the coordinator),
+their busy time together over this machine's cores (``host_share_s``). The figures other
+than MACs and bytes are zero unless measured (``host``). Per device and inference,
+energy = active power × busy time + radio energy per byte sent and received + idle power
+× the rest of the period. *Active* energy (compute, crypto, radio) is what the planners
+minimise; idle energy depends on the period and is reported beside it. The platform's
+boards that the plan does not use are powered all the same: each pays idle power for the
+whole period (``idle_boards``), and ``total_energy_j`` is the platform's, theirs
+included.
 
 Replicas are on standby (failover): they cost memory, not time. With ``vote=k``
 the first ``k`` devices of each stage (its device, then its replicas) all run it,
@@ -30,6 +38,7 @@ may go on with two agreeing copies).
 from __future__ import annotations
 
 import itertools
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -52,6 +61,7 @@ class DeviceCost:
     replicas: list[str]
     compute_s: float = 0.0
     crypto_s: float = 0.0
+    message_s: float = 0.0  # fixed per-message work (framing, sockets), both ends
     bytes_sent: int = 0
     bytes_received: int = 0
     memory_bytes: int = 0
@@ -63,7 +73,7 @@ class DeviceCost:
 
     @property
     def busy_s(self) -> float:
-        return self.compute_s + self.crypto_s
+        return self.compute_s + self.crypto_s + self.message_s
 
     @property
     def active_j(self) -> float:
@@ -100,6 +110,9 @@ class PlanCost:
     stage_start_s: dict[str, float] = field(default_factory=dict)
     #: platform devices the plan does not use → their idle energy over the period (J)
     idle_boards: dict[str, float] = field(default_factory=dict)
+    #: the ``host`` devices' and the coordinator's busy time over this machine's cores
+    host_share_s: float = 0.0
+    coordinator_busy_s: float = 0.0  # the coordinator's work per inference
 
     @property
     def throughput(self) -> float:
@@ -153,15 +166,18 @@ def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanC
     hosts = _hosts(compiled, vote)
     compute = {copy_name(p.name, j): compute_seconds(compiled, p, platform.devices[d])
                for p in compiled.programs for j, d in enumerate(hosts[p.name])}
-    transfers, crypto_of = _transfers(compiled, platform, devices, hosts)
+    transfers, crypto_of, message_of, coordinator = _transfers(compiled, platform, devices,
+                                                               hosts)
     for p in compiled.programs:
         for j, d in enumerate(hosts[p.name]):
             name, dev, spec = copy_name(p.name, j), devices[d], platform.devices[d]
             dev.compute_s += compute[name]
             dev.crypto_s += crypto_of[name]
+            dev.message_s += message_of[name]
             dev.compute_j += spec.active_power_w * compute[name]
-            dev.crypto_j += spec.active_power_w * crypto_of[name]
-    latency, finish, start_s = _critical_path(compiled, transfers, compute, crypto_of, hosts)
+            dev.crypto_j += spec.active_power_w * (crypto_of[name] + message_of[name])
+    work = {name: crypto_of[name] + message_of[name] for name in compute}
+    latency, finish, start_s = _critical_path(compiled, transfers, compute, work, hosts)
     # streaming period: the busiest device or link
     link_busy: dict[object, float] = defaultdict(float)
     for tc in transfers:
@@ -169,25 +185,42 @@ def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanC
             continue
         key = "medium" if platform.medium.shared else (tc.src_device, tc.dst_device)
         link_busy[key] += tc.occupancy_s
-    period = max([d.busy_s for d in devices.values()] + list(link_busy.values()))
+    share = host_share_s(platform, devices, coordinator)
+    period = max([d.busy_s for d in devices.values()] + list(link_busy.values())
+                 + [share, coordinator])
     for name, dev in devices.items():
         dev.idle_j = platform.devices[name].idle_power_w * max(0.0, period - dev.busy_s)
     idle_boards = {name: spec.idle_power_w * period for name, spec in platform.devices.items()
                    if name not in devices}
     stage_compute = {p.name: compute[p.name] for p in compiled.programs}
     return PlanCost(latency, period, devices, transfers, stage_compute, finish, start_s,
-                    idle_boards)
+                    idle_boards, share, coordinator)
+
+
+def host_share_s(platform: Platform, devices: dict[str, DeviceCost], coordinator: float
+                 ) -> float:
+    """The used ``host`` devices' busy time per inference, and the coordinator's, over this
+    machine's cores: however the processes are scheduled, the period is no shorter."""
+    busy = [d.busy_s for name, d in devices.items() if platform.devices[name].profile == "host"]
+    return (sum(busy) + coordinator) / _cores() if busy else 0.0
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def compute_seconds(compiled: CompiledPlan, p: StageProgram, device: Device) -> float:
     """Seconds ``device`` computes stage ``p``: its MACs at the device's rate for each layer
     type (a piece of a layer, a tile or channel group, in proportion)."""
     if not device.layer_speed or not p.macs:
-        return p.macs / device.mac_rate
+        return device.stage_s + p.macs / device.mac_rate
     nodes = [compiled.graph.by_name[n] for n in p.nodes]
     whole = sum(n.macs for n in nodes)
     seconds = sum(n.macs / device.rate_for(n.layer_type) for n in nodes)
-    return p.macs * seconds / whole if whole else p.macs / device.mac_rate
+    return device.stage_s + (p.macs * seconds / whole if whole else p.macs / device.mac_rate)
 
 
 def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:
@@ -207,13 +240,17 @@ def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]
 
 
 def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, DeviceCost],
-               hosts: dict[str, list[str]]) -> tuple[list[TransferCost], dict[str, float]]:
+               hosts: dict[str, list[str]]
+               ) -> tuple[list[TransferCost], dict[str, float], dict[str, float], float]:
     """One message per (src copy, dst copy) of each pair of stages, and request (latency
-    once, bytes summed), with the radio energy each end pays; and per stage copy, its
-    seconds sealing and opening."""
+    once, bytes summed), with the radio energy each end pays; per stage copy, its seconds
+    sealing and opening, and its fixed seconds per message sent or received; and the
+    coordinator's seconds on its messages."""
     plan = compiled.plan
     transfers: list[TransferCost] = []
     crypto_of: dict[str, float] = defaultdict(float)  # stage copy → seal/open seconds
+    message_of: dict[str, float] = defaultdict(float)  # stage copy → per-message seconds
+    at_coordinator = 0.0
     for (src_stage, dst_stage), group in compiled.links().items():
         nbytes = sum(t.nbytes for t in group)
         protection = plan.protection(src_stage, dst_stage)  # the coordinator's hops too
@@ -223,17 +260,25 @@ def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, De
             sender, receiver = copy_name(src_stage, i), copy_name(dst_stage, j)
             link = platform.medium if SOURCE in (src, dst) else platform.link(src, dst)
             same = src == dst
+            coordinator = 0.0  # the coordinator's sealing or opening: priced as the device's
+            for end, name in ((src, sender), (dst, receiver)):
+                if same:
+                    break
+                other = dst if end == src else src
+                spec = platform.devices[other if end == SOURCE else end]
+                if end == SOURCE:
+                    coordinator = spec.crypto_seconds(alg, nbytes)
+                    at_coordinator += coordinator + spec.coordinator_s
+                else:
+                    crypto_of[name] += spec.crypto_seconds(alg, nbytes)
+                    message_of[name] += spec.message_s
+            hop = 0.0 if same else platform.devices[src if dst == SOURCE else dst].hop_s
             transfers.append(TransferCost(
                 sender, receiver, group, nbytes, src, dst, protection,
-                0.0 if same else link.seconds(nbytes),
+                0.0 if same else link.seconds(nbytes) + coordinator + hop,
                 0.0 if same else 8 * nbytes / link.bandwidth_bps))
             if same:
                 continue
-            if alg != "none":  # seal and open, each on a platform device (not the source)
-                if src != SOURCE:
-                    crypto_of[sender] += platform.devices[src].crypto_seconds(alg, nbytes)
-                if dst != SOURCE:
-                    crypto_of[receiver] += platform.devices[dst].crypto_seconds(alg, nbytes)
             if src != SOURCE:
                 devices[src].radio_j += platform.devices[src].radio_j_per_byte(link, True) * nbytes
                 devices[src].bytes_sent += nbytes
@@ -241,11 +286,11 @@ def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, De
                 devices[dst].radio_j += (platform.devices[dst].radio_j_per_byte(link, False)
                                          * nbytes)
                 devices[dst].bytes_received += nbytes
-    return transfers, crypto_of
+    return transfers, crypto_of, message_of, at_coordinator
 
 
 def _critical_path(compiled: CompiledPlan, transfers: list[TransferCost],
-                   compute: dict[str, float], crypto_of: dict[str, float],
+                   compute: dict[str, float], work: dict[str, float],
                    hosts: dict[str, list[str]]
                    ) -> tuple[float, dict[str, float], dict[str, float]]:
     """One request's latency, each stage copy's finish and start; a device runs one stage
@@ -261,7 +306,7 @@ def _critical_path(compiled: CompiledPlan, transfers: list[TransferCost],
             name = copy_name(p.name, j)
             ready = max((finish[tc.src] + tc.seconds for tc in by_dst[name]), default=0.0)
             start_s[name] = max(ready, free[device])
-            finish[name] = start_s[name] + compute[name] + crypto_of[name]
+            finish[name] = start_s[name] + compute[name] + work[name]
             free[device] = finish[name]
     latency = max(finish[tc.src] + tc.seconds for tc in by_dst[OUTPUT])
     return latency, finish, start_s

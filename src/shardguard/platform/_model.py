@@ -70,6 +70,14 @@ class DeviceProfile(Config):
     #: MAC/s for one type of layer (conv, depthwise, linear), where a source gives one;
     #: the others run at ``mac_rate``
     mac_rates: dict[LayerType, Figure] = {}
+    #: fixed seconds per stage run, per message sent or received, per message sealed or
+    #: opened (per algorithm), a message's wake-up latency per hop, and the coordinator's
+    #: work per request, where measured (the calibrated ``host``); else none
+    stage_s: Figure | None = None
+    message_s: Figure | None = None
+    hop_s: Figure | None = None
+    coordinator_s: Figure | None = None
+    crypto_fixed_s: dict[str, Figure] = {}
 
 
 class MediumProfile(Config):
@@ -172,6 +180,11 @@ class Device:
     #: per layer type, its MAC rate over ``mac_rate`` (so a device slowed down later, a
     #: straggler's, keeps its per-type rates in proportion)
     layer_speed: dict[str, float] = field(default_factory=dict, compare=False)
+    stage_s: float = 0.0  # fixed seconds per stage run (a runtime's call into its executor)
+    message_s: float = 0.0  # fixed seconds per message sent or received (framing, sockets)
+    hop_s: float = 0.0  # a message's latency in software per hop (wake-ups), beyond the link
+    coordinator_s: float = 0.0  # a coordinator on this device: its work per request
+    crypto_fixed_s: dict[str, float] = field(default_factory=dict, compare=False)
 
     def rate_for(self, layer_type: str | None) -> float:
         """MAC/s for a layer of ``layer_type`` (``Node.layer_type``): its own rate where the
@@ -196,7 +209,8 @@ class Device:
         """Time to seal or open ``nbytes`` with ``algorithm`` on this device."""
         if algorithm == "none" or nbytes == 0:
             return 0.0
-        return nbytes * self.crypto_cycles(algorithm) / self.clock_hz
+        return (nbytes * self.crypto_cycles(algorithm) / self.clock_hz
+                + self.crypto_fixed_s.get(algorithm, 0.0))
 
 
 @dataclass(frozen=True)
@@ -271,6 +285,12 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
         for alg, fig in base.crypto_cycles_per_byte.items():
             crypto[alg] = fig.value
             sources[f"crypto_cycles_per_byte.{alg}"] = fig.source
+        for key in ("stage_s", "message_s", "hop_s", "coordinator_s"):
+            fig = getattr(base, key)
+            if fig is not None:
+                values[key], sources[key] = fig.value, fig.source
+        values["crypto_fixed_s"] = {a: f.value for a, f in base.crypto_fixed_s.items()}
+        sources.update({f"crypto_fixed_s.{a}": f.source for a, f in base.crypto_fixed_s.items()})
         if base.media_in_power is not None:
             values["media_in_power"] = frozenset(base.media_in_power.value)
             sources["media_in_power"] = base.media_in_power.source

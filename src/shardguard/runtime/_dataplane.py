@@ -43,6 +43,7 @@ class Counters:
     send_failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    busy_s: float = 0.0  # handling data messages: open, check, run stages, seal, send
     bytes_per_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -64,6 +65,13 @@ class DataPlane:
 
     # -- receiving ------------------------------------------------------------------------
     def handle(self, frames: list[Any]) -> None:
+        start = time.perf_counter()
+        try:
+            self._handle(frames)
+        finally:
+            self.counters.busy_s += time.perf_counter() - start
+
+    def _handle(self, frames: list[Any]) -> None:
         self.counters.received += 1
         opened = self.d.inbox.open(frames, self.d.schema)
         if opened is None:
@@ -231,7 +239,7 @@ class DataPlane:
     def stats(self) -> dict[str, Any]:
         c, inbox = self.counters, self.d.inbox
         return {"received": c.received, "processed": c.processed, "duplicates": c.duplicates,
-                "expired": c.expired, "send_failed": c.send_failed,
+                "expired": c.expired, "send_failed": c.send_failed, "busy_s": c.busy_s,
                 "rejected": dict(inbox.rejected),
                 "rejected_by_link": {k: dict(v) for k, v in inbox.rejected_by_link.items()},
                 "clipped": 0, "flagged": 0, "bytes_in": c.bytes_in,

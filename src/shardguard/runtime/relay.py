@@ -15,7 +15,9 @@ socket connected to the receiver. The link is one FIFO pipe:
     link_free_at = start + 8 * bytes / bandwidth  # serialisation
     due         = link_free_at + latency          # propagation
 
-so order is preserved and ``due`` never decreases. ``bytes`` is the sum of the
+so order is preserved and ``due`` never decreases. A message is forwarded within a
+fraction of a millisecond of its ``due`` (the last millisecond is slept, not polled:
+a message arriving meanwhile is read up to that much later). ``bytes`` is the sum of the
 message's frame lengths (ZMTP framing overhead, a few bytes per frame, is not
 counted). An on-path attacker lives in the ``tamper`` hooks: they see the frames
 exactly as they cross the wire, before loss and delay, and may alter, drop or
@@ -250,7 +252,11 @@ class Relay:
                 poller.register(push, zmq.POLLOUT if blocked else 0)
                 timeout: int | None = None
                 if link and not blocked:
-                    timeout = max(0, math.ceil((link[0][0] - time.monotonic()) * 1000))
+                    wait = link[0][0] - time.monotonic()
+                    if 0 < wait < 1e-3:  # poll counts whole ms: sleep the rest precisely
+                        time.sleep(wait)
+                        continue
+                    timeout = max(0, math.floor(wait * 1000))
                 events = dict(poller.poll(timeout))
                 if wake in events:
                     return
