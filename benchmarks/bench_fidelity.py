@@ -29,7 +29,7 @@ import shardguard as sg
 from shardguard.partition import bind
 from shardguard.runtime.calibrate import ensure_calibrated
 from shardguard.runtime.cluster import Cluster, ClusterOptions
-from shardguard.runtime.fidelity import estimate_run, predicted
+from shardguard.runtime.fidelity import estimate_run, measured, predicted
 
 TARGET = [0.8, 1.25]
 WINDOW = 32
@@ -60,17 +60,19 @@ def _platform(directory: Path, mbit: int) -> Path:
 
 
 def _measure(bound: Any, keywords: dict[str, Any], alone: int, streamed: int
-             ) -> tuple[float, float]:
-    """(median latency one request at a time, images/s with WINDOW in flight)."""
+             ) -> tuple[float, dict[str, Any]]:
+    """(median latency one request at a time, ``fidelity.measured`` with WINDOW in flight)."""
     x = np.random.default_rng(0).random((streamed, *bound.graph.input_shape), np.float32)
     with Cluster(bound, spawn_local=True, window=1, deadline_s=60.0, **keywords) as c:
         c.stream(x[:2], show_progress=False)  # warm up: sessions, connections
         one = c.stream(x[:alone], show_progress=False)
         c.options.window = WINDOW
+        before = c.stats()
         many = c.stream(x, show_progress=False)
+        stream = measured(many, c.stats(), before)
     if one.errors or many.errors:
         raise RuntimeError(f"{len(one.errors) + len(many.errors)} requests failed")
-    return float(np.median(one.latency_s)), many.throughput
+    return float(np.median(one.latency_s)), stream
 
 
 def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[str, Any],
@@ -80,11 +82,14 @@ def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[
             devices=2).plan.save(plan_file)
     bound = bind(plan_file)
     alone, streamed = MODELS[model]
-    latency, throughput = _measure(bound, keywords, alone, streamed)
+    latency, stream = _measure(bound, keywords, alone, streamed)
+    throughput = stream["throughput"]
     expect = predicted(estimate_run(bound, emulated="emulate_links" in keywords), WINDOW,
                        images=streamed)
     where = f"{model}, {strategy}, {mbit} Mbit/s"
-    busy = ", ".join(f"{d} {v * 1e3:.2f}" for d, v in expect["busy_s"].items())
+    busy = ", ".join(f"{d} {stream['busy_s'].get(d, 0) * 1e3:.2f}/{v * 1e3:.2f}"
+                     for d, v in expect["busy_s"].items())
+    note = f"{note}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
     return [
         {"name": f"fidelity_latency[{where}]", "value": latency * 1e3, "unit": "ms",
          "ratio": latency / expect["latency_s"], "target": TARGET,
@@ -93,7 +98,7 @@ def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[
         {"name": f"fidelity_throughput[{where}]", "value": throughput, "unit": "images/s",
          "ratio": throughput / expect["throughput"], "target": TARGET,
          "note": f"measured / predicted {expect['throughput']:.1f} images/s, {WINDOW} in "
-                 f"flight ({streamed}); predicted busy ms/image {busy}, coordinator "
+                 f"flight ({streamed}); busy ms/image measured/predicted {busy}, coordinator "
                  f"{expect['coordinator_busy_s'] * 1e3:.2f}; {note}"}]
 
 
