@@ -27,7 +27,7 @@ import numpy as np
 
 import shardguard as sg
 from shardguard.partition import bind
-from shardguard.runtime.calibrate import ensure_calibrated
+from shardguard.runtime.calibrate import calibrate
 from shardguard.runtime.cluster import Cluster, ClusterOptions
 from shardguard.runtime.fidelity import estimate_run, measured, predicted
 
@@ -105,7 +105,7 @@ def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[
 def model_fidelity() -> list[dict[str, Any]]:
     """Measured / predicted latency and throughput of each model, strategy and link rate."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ensure_calibrated()
+    calibrate()  # this machine now, as loaded as the runs below will find it
     keywords, note = network()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,10 @@ class Counters:
     send_failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    busy_s: float = 0.0  # handling data messages: open, check, run stages, seal, send
+    #: CPU time of the worker's thread handling data messages: open, check, run stages,
+    #: seal, send (CPU, not wall time: waiting for a core another process holds is not
+    #: being busy)
+    busy_s: float = 0.0
     bytes_per_link: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -65,11 +68,11 @@ class DataPlane:
 
     # -- receiving ------------------------------------------------------------------------
     def handle(self, frames: list[Any]) -> None:
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             self._handle(frames)
         finally:
-            self.counters.busy_s += time.perf_counter() - start
+            self.counters.busy_s += time.thread_time() - start
 
     def _handle(self, frames: list[Any]) -> None:
         self.counters.received += 1
@@ -151,7 +154,7 @@ class DataPlane:
 
     # -- running and sending --------------------------------------------------------------
     def run(self, stage: Stage, req: int, inputs: list[np.ndarray], route: dict[str, str]) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         feeds = {p.name: x for p, x in zip(stage.inputs, inputs)}
         try:
             outputs = stage.session.run(None, feeds)
@@ -160,6 +163,7 @@ class DataPlane:
             return
         elapsed = time.perf_counter() - start
         stage.compute_s += elapsed
+        stage.cpu_s += time.thread_time() - cpu
         stage.runs += 1
         self.counters.processed += 1
         if stage.check is not None and not self._verified(stage, req, feeds, outputs, route):
@@ -245,7 +249,7 @@ class DataPlane:
                 "clipped": 0, "flagged": 0, "bytes_in": c.bytes_in,
                 "bytes_out": c.bytes_out, "bytes_per_link": dict(c.bytes_per_link),
                 "pending": len(self.pending), "tables": self.tables(),
-                "stages": {s.name: {"runs": s.runs, "compute_s": s.compute_s}
+                "stages": {s.name: {"runs": s.runs, "compute_s": s.compute_s, "cpu_s": s.cpu_s}
                            for s in self.d.stages.values()},
                 **{k: v for hook in self.hooks for k, v in hook.counters().items()}}
 

@@ -40,6 +40,7 @@ class Stage:
     sha256: str
     check: Verifier | None = None  # a Freivalds verifier stage (M4): its secret pool
     compute_s: float = 0.0
+    cpu_s: float = 0.0  # the worker thread's CPU time running it (compute_s is wall time)
     runs: int = 0
 
     def is_piece(self, tensor: str) -> bool:

@@ -17,6 +17,8 @@ What is measured (each the median of repeated timings, on one thread as spawned 
   coordinator (``relay_cpu_s``; ``relay_hop_s`` from a message through a relay alone:
   the emulator's costs, not the network's;
   not profile figures: ``runtime.fidelity`` adds them to predictions for emulated links);
+* ``core_share``: the share of a core a busy thread gets (other processes' load; not a
+  profile figure: ``runtime.fidelity`` counts it in a stream's period);
 * per protection, the per-byte cost (as cycles per byte at the clock) and the fixed cost of
   sealing or opening a message: a line fitted to the same hop on a link so protected, on
   a few sizes, less the unsealed hop, halved (sealing and opening cost about the same).
@@ -230,15 +232,15 @@ def measure_relay_hop(latency_s: float = 1e-3, repeats: int = 200) -> float:
 
 def _probe_round(c: Any, x: np.ndarray, window: int, rows: dict[str, list[float]],
                  prefix: str) -> None:
-    """One stream of ``x``: the worker's busy and compute time per request, and the
-    coordinator's CPU time; into ``rows`` (names after ``prefix``) what this window
+    """One stream of ``x``: the worker's busy and compute CPU time per request, and the
+    coordinator's; into ``rows`` (names after ``prefix``) what this window
     measures."""
     before, cpu = c.stats()["w1"], time.process_time()
     result = c.stream(x, show_progress=False)
     cpu = (time.process_time() - cpu) / len(x)
     after = c.stats()["w1"]
     busy = (after["busy_s"] - before["busy_s"]) / len(x)
-    compute = sum(after["stages"][k]["compute_s"] - v["compute_s"]
+    compute = sum(after["stages"][k]["cpu_s"] - v["cpu_s"]
                   for k, v in before["stages"].items()) / len(x)
     rows[f"{prefix}message_s"].append((busy - compute) / 2)  # one message in, one out
     if window == 1:
@@ -247,12 +249,22 @@ def _probe_round(c: Any, x: np.ndarray, window: int, rows: dict[str, list[float]
         rows[f"{prefix}coordinator_s"].append(cpu / 2)
 
 
+def measure_core_share(seconds: float = 0.5) -> float:
+    """The share of a core a busy process gets now (1.0 on an idle machine): CPU time
+    over wall time of a thread that only computes, for ``seconds``."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    while time.perf_counter() - wall < seconds:
+        sum(range(10_000))
+    return min(1.0, (time.thread_time() - cpu) / (time.perf_counter() - wall))
+
+
 def calibrate() -> dict[str, Any]:
     """Measure this machine now, cache the figures (with the machine) and return them."""
     clock, _ = clock_hz()
     stage_s, rates = measure_compute()
     cpb, fixed = measure_seals(clock)
     run = measure_runtime()
+    share = statistics.median(measure_core_share() for _ in range(3))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     src = f"{CALIBRATED} {when} ({calibration_file()})"
     hop = "encode, loopback ZeroMQ hop, open"
@@ -277,6 +289,8 @@ def calibrate() -> dict[str, Any]:
                                                "latency, less 1 ms and a direct hop"),
         "relay_cpu_s": fig(run["relay_cpu_s"], f"{probe}: coordinator_s with pass-through "
                                                "relays less without"),
+        "core_share": fig(share, "CPU over wall time of a thread that only computes: the "
+                                 "share of a core other processes left it"),
         "crypto_cycles_per_byte": {a: fig(v, f"line fitted to sealed hops ({hop}) less the "
                                              "unsealed, halved") for a, v in cpb.items()},
         "crypto_fixed_s": {a: fig(v, f"line fitted to sealed hops ({hop}) less the unsealed, "

@@ -9,8 +9,8 @@ of a stream (``period_s``: its busiest resource). With ``window`` requests in fl
 stream is a closed loop, so by Little's law its throughput is the smaller of
 1 / period and window / latency, and a request's latency the larger of the latency
 alone and window × period (it queues behind the others). Busy time is per image: a
-worker's time handling data messages (opening, checking, running its stages, sealing,
-sending; ``busy_s`` in its stats) over the images streamed. Requests of more than one
+worker's CPU time handling data messages (opening, checking, running its stages,
+sealing, sending; ``busy_s`` in its stats) over the images streamed. Requests of more than one
 image are priced as that many images one after another (an approximation: a batch
 shares its messages' fixed costs).
 
@@ -19,6 +19,12 @@ does not: each relayed message a little latency and some of the coordinator's ti
 ``estimate_run`` adds both as calibrated on this machine (``relay_hop_s``,
 ``relay_cpu_s``: ``runtime.calibrate``), so that a prediction for emulated links is
 one for the emulator on this machine; with no calibration, nothing is added.
+
+A machine shared with other work leaves the run's processes part of its cores. The
+calibration measures the share of a core a lone busy thread gets (``core_share``), so
+the others' runnable load (cores / share - 1); under a fair scheduler the run's k
+processes (the devices used and the coordinator) get k / (others + k) of the cores
+together, and ``estimate_run``'s period is no shorter than their busy time over that.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 from ..partition.bind import Bound
 from ..partition.cost import PlanCost, estimate, host_share_s
 from ..platform.host import cached_calibration
+from ..platform.host import host_cores as machine_cores
 
 CALIBRATED_PREFIX = "calibrated"
 QUICK = "quick stand-in"  # a host figure measured without the calibration (platform.host)
@@ -140,19 +147,31 @@ def relay_figures() -> tuple[float, float]:
 
 
 def estimate_run(bound: Bound, vote: int = 1, emulated: bool = False) -> PlanCost:
-    """The cost model's figures for ``bound`` run on this machine's workers; with
-    ``emulated`` links, the relays' own costs added (module docstring)."""
-    if not emulated:
-        return estimate(bound.compiled, bound.platform, vote)
-    hop, cpu = relay_figures()
+    """The cost model's figures for ``bound`` run on this machine's workers: with
+    ``emulated`` links, the relays' own costs added; the period stretched by the other
+    processes' load on the cores (module docstring)."""
+    hop, cpu = relay_figures() if emulated else (0.0, 0.0)
     platform = replace(bound.platform, devices={
         n: replace(d, hop_s=d.hop_s + hop) for n, d in bound.platform.devices.items()})
     cost = estimate(bound.compiled, platform, vote)
     relayed = sum(1 for t in cost.transfers if t.src_device != t.dst_device)
     cost.coordinator_busy_s += cpu * relayed
     cost.host_share_s = host_share_s(platform, cost.devices, cost.coordinator_busy_s)
-    cost.period_s = max(cost.period_s, cost.coordinator_busy_s, cost.host_share_s)
+    hosts = [d for n, d in cost.devices.items() if platform.devices[n].profile == "host"]
+    if hosts:  # the run's processes together, on what the others leave of the cores
+        together = sum(d.busy_s for d in hosts) + cost.coordinator_busy_s
+        cost.period_s = max(cost.period_s, together / cores_left(len(hosts) + 1))
     return cost
+
+
+def cores_left(busy: int) -> float:
+    """The cores ``busy`` processes of ours get together, with the others' load as
+    calibrated (``core_share``; all of them without a calibration)."""
+    figures = cached_calibration() or {}
+    alone = float(figures.get("core_share", {}).get("value", 1.0))
+    cores = machine_cores()
+    others = max(cores / alone - 1, 0.0) if alone > 0 else 0.0
+    return cores * min(1.0, busy / (others + busy))
 
 
 def fidelity(bound: Bound, result: Any, stats: dict[str, dict[str, Any]], *, window: int,
