@@ -6,8 +6,11 @@ host-calibrated platform (``profile: host``, ``runtime.calibrate``; the calibrat
 cached per machine) joined by 10 Mbit/s and 100 Mbit/s links with 1 ms latency, run by
 spawned workers. Latency: the median of requests sent one at a time; throughput: a
 stream with ``WINDOW`` requests in flight, against the model's Little's-law figure for
-that window (``runtime.fidelity.predicted``). Two workers on this 2-core machine: at
-most as many busy workers as cores (the model adds the coordinator's share of them).
+that window (``runtime.fidelity.predicted``), for the run on this machine
+(``runtime.fidelity.estimate_run``: the relays' own cost on emulated links, and the
+share of the cores the machine's other load leaves, measured again before each row).
+Two workers on this 2-core machine: at most as many busy workers as cores; the model
+adds the coordinator, and all of them share the cores.
 
 The links: ``Cluster(..., network="namespaces")`` (a network namespace per worker,
 shaped in the kernel) when that option exists and this process is root; else the
@@ -27,7 +30,7 @@ import numpy as np
 
 import shardguard as sg
 from shardguard.partition import bind
-from shardguard.runtime.calibrate import calibrate
+from shardguard.runtime.calibrate import calibrate, refresh_core_share
 from shardguard.runtime.cluster import Cluster, ClusterOptions
 from shardguard.runtime.fidelity import estimate_run, measured, predicted
 
@@ -82,6 +85,7 @@ def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[
             devices=2).plan.save(plan_file)
     bound = bind(plan_file)
     alone, streamed = MODELS[model]
+    share = refresh_core_share()  # the others' load, as near to this run as it can be
     latency, stream = _measure(bound, keywords, alone, streamed)
     throughput = stream["throughput"]
     expect = predicted(estimate_run(bound, emulated="emulate_links" in keywords), WINDOW,
@@ -89,7 +93,8 @@ def _rows(model: str, strategy: str, mbit: int, directory: Path, keywords: dict[
     where = f"{model}, {strategy}, {mbit} Mbit/s"
     busy = ", ".join(f"{d} {stream['busy_s'].get(d, 0) * 1e3:.2f}/{v * 1e3:.2f}"
                      for d, v in expect["busy_s"].items())
-    note = f"{note}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
+    note = (f"{note}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus, "
+            f"a lone busy thread had {share:.2f} of a core")
     return [
         {"name": f"fidelity_latency[{where}]", "value": latency * 1e3, "unit": "ms",
          "ratio": latency / expect["latency_s"], "target": TARGET,

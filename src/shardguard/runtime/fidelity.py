@@ -24,7 +24,9 @@ A machine shared with other work leaves the run's processes part of its cores. T
 calibration measures the share of a core a lone busy thread gets (``core_share``), so
 the others' runnable load (cores / share - 1); under a fair scheduler the run's k
 processes (the devices used and the coordinator) get k / (others + k) of the cores
-together, and ``estimate_run``'s period is no shorter than their busy time over that.
+together, and ``estimate_run``'s period is no shorter than their busy time over that;
+one request alone keeps one process busy at a time, on its share of a core: the
+latency is that of devices so much slower.
 """
 
 from __future__ import annotations
@@ -154,6 +156,12 @@ def estimate_run(bound: Bound, vote: int = 1, emulated: bool = False) -> PlanCos
     platform = replace(bound.platform, devices={
         n: replace(d, hop_s=d.hop_s + hop) for n, d in bound.platform.devices.items()})
     cost = estimate(bound.compiled, platform, vote)
+    alone = cores_left(1)  # one request at a time: one of the run's processes busy at once
+    if alone < 1.0:
+        slowed = replace(platform, devices={
+            n: _slowed(d, alone) if d.profile == "host" else d
+            for n, d in platform.devices.items()})
+        cost.latency_s = estimate(bound.compiled, slowed, vote).latency_s
     relayed = sum(1 for t in cost.transfers if t.src_device != t.dst_device)
     cost.coordinator_busy_s += cpu * relayed
     cost.host_share_s = host_share_s(platform, cost.devices, cost.coordinator_busy_s)
@@ -162,6 +170,13 @@ def estimate_run(bound: Bound, vote: int = 1, emulated: bool = False) -> PlanCos
         together = sum(d.busy_s for d in hosts) + cost.coordinator_busy_s
         cost.period_s = max(cost.period_s, together / cores_left(len(hosts) + 1))
     return cost
+
+
+def _slowed(device: Any, share: float) -> Any:
+    """``device`` (a ``platform.Device``) on ``share`` of a core: its work takes longer."""
+    return replace(device, mac_rate=device.mac_rate * share, clock_hz=device.clock_hz * share,
+                   stage_s=device.stage_s / share, message_s=device.message_s / share,
+                   crypto_fixed_s={a: v / share for a, v in device.crypto_fixed_s.items()})
 
 
 def cores_left(busy: int) -> float:
