@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -93,6 +93,10 @@ _Deadline = Annotated[float, typer.Option(help="Seconds before a request is retr
 _EmulateLinks = Annotated[bool, typer.Option(
     "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
                             "on every link.")]
+_Network = Annotated[str, typer.Option(
+    help="loopback, or namespaces (root): each worker and the coordinator in a network "
+         "namespace of its own, links shaped to the platform's bandwidth (tc tbf) and loss "
+         "(nftables), its latency added by relays; starts the workers itself.")]
 _Keys = Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
                                                  "for --spawn-local).")]
 _Advertise = Annotated[str, typer.Option(
@@ -133,6 +137,7 @@ def run(
     freivalds: _Freivalds = 0,
     guards: _Guards = 0,
     data: DataDir = None,
+    network: _Network = "loopback",
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
 
@@ -145,6 +150,8 @@ def run(
     Example: shardguard run plan-replicas3.yaml --spawn-local --vote 3 --guards 5000
 
     Example: shardguard run plan.yaml --spawn-local --freivalds 2 --check -n 500
+
+    Example: sudo shardguard run plan.yaml --network namespaces --check -n 200
     """
     import numpy as np
 
@@ -152,7 +159,13 @@ def run(
     from ..partition import bind
     from ..runtime.cluster import Cluster
 
-    if not spawn_local and not workers:
+    if network not in ("loopback", "namespaces"):
+        raise ConfigError(f"--network must be loopback or namespaces, got {network!r}")
+    if network == "namespaces":
+        from ..runtime.netns import check_available
+
+        check_available()  # before anything is loaded: one line if this cannot work
+    elif not spawn_local and not workers:
         raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
     count("-n", n)
     count("--guards", guards, least=0)
@@ -164,7 +177,8 @@ def run(
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
-                 vote=vote, guards=bounds, freivalds=freivalds) as c:
+                 vote=vote, guards=bounds, freivalds=freivalds,
+                 network=cast(Any, network)) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
