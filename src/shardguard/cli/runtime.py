@@ -159,14 +159,7 @@ def run(
     from ..partition import bind
     from ..runtime.cluster import Cluster
 
-    if network not in ("loopback", "namespaces"):
-        raise ConfigError(f"--network must be loopback or namespaces, got {network!r}")
-    if network == "namespaces":
-        from ..runtime.netns import check_available
-
-        check_available()  # before anything is loaded: one line if this cannot work
-    elif not spawn_local and not workers:
-        raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
+    _check_workers(network, spawn_local, workers)
     count("-n", n)
     count("--guards", guards, least=0)
     bound = bind(plan_file)
@@ -187,6 +180,18 @@ def run(
     if check:
         _check_against_local(bound, bounds, x, result, ok)
     _raise_on_failed_requests(result)
+
+
+def _check_workers(network: str, spawn_local: bool, workers: str | None) -> None:
+    """Where the workers come from, checked before anything is loaded."""
+    if network not in ("loopback", "namespaces"):
+        raise ConfigError(f"--network must be loopback or namespaces, got {network!r}")
+    if network == "namespaces":
+        from ..runtime.netns import check_available
+
+        check_available()  # one line if this cannot work here
+    elif not spawn_local and not workers:
+        raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
 
 
 def _raise_on_failed_requests(result: Any) -> None:

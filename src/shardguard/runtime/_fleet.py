@@ -158,13 +158,26 @@ class Fleet:
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = keyring.load_public(self.keys, device)
             sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_ms())
+            sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_ms())
             try:
                 sock.connect(handle.control)
             except zmq.ZMQError as exc:
                 raise ConfigError(f"worker {device}: bad address {handle.control!r} ({exc})") \
                     from exc
+
+    def _heartbeat_ms(self) -> int:
+        """How long a control connection may stay silent before its device counts as lost.
+        A ping waits behind the deploy on its connection: on a shaped link (namespaces) the
+        wait is as long as the most any device's stages take to cross it, twice over."""
+        if self.net is None:
+            return HEARTBEAT_TIMEOUT_MS
+        hosted: dict[str, int] = defaultdict(int)
+        for p in self.compiled.programs:
+            for device in [p.device, *p.replicas]:
+                hosted[device] += p.param_bytes
+        crossing = 8 * max(hosted.values(), default=0) / self.bound.platform.medium.bandwidth_bps
+        return max(HEARTBEAT_TIMEOUT_MS, int(2000 * crossing) + 1000)
 
     def _hello(self) -> dict[str, bytes]:
         """Each worker's data address and link key: every member's public key, by name."""

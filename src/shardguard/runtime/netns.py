@@ -16,7 +16,8 @@
   ``eth0`` for what it sends, the hub side for what it receives: a switch port); the
   coordinator's own link is not shaped, it is no device of the platform;
 * the medium's loss as an nftables rule in each device's namespace dropping the packets
-  it sends at random (``numgen random``): TCP retransmits them, as on a real lossy link;
+  that arrive on its link at random (``numgen random``), as a lossy wire would (TCP
+  retransmits them); what the coordinator receives is not dropped;
 * latency, which needs netem and this kernel has none, from the coordinator's relays
   (``relay.py``), which then carry latency only: bandwidth and loss are the kernel's.
 
@@ -97,9 +98,9 @@ def _run(*argv: str, stdin: str | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise TransportError(f"network set-up: {' '.join(argv)}: {exc}") from exc
     if done.returncode:
-        why = (done.stderr or done.stdout).strip().splitlines()
+        why = [line for line in (done.stderr or done.stdout).splitlines() if "rror" in line]
         raise TransportError(f"network set-up: {' '.join(argv)} failed: "
-                             f"{why[-1] if why else f'exit {done.returncode}'}")
+                             f"{why[0].strip() if why else f'exit {done.returncode}'}")
     return done.stdout
 
 
@@ -202,9 +203,9 @@ class Namespaces:
         if shaped and self.link.loss > 0:
             below = round(self.link.loss * LOSS_SCALE)
             _run("ip", "netns", "exec", ns, "nft", "-f", "-", stdin=(
-                "table inet shardguard_loss { chain out { type filter hook output priority 0; "
-                f'policy accept; oifname "eth0" numgen random mod {LOSS_SCALE} < {below} '
-                "drop } }"))
+                "table inet shardguard_loss { chain in { type filter hook input priority 0; "
+                f'policy accept; iifname "eth0" numgen random mod {LOSS_SCALE} < {below} '
+                "drop; }; }\n"))
 
     def _catch_sigterm(self) -> None:
         """SIGTERM ends the run as Ctrl-C does, so that ``close`` runs (main thread only)."""
@@ -262,7 +263,8 @@ class Namespaces:
 
 
 def _tbf(bandwidth_bps: float) -> list[str]:
-    """``tc`` arguments of a token bucket at ``bandwidth_bps``: a burst of 10 ms of traffic
-    (at least 10 full frames), a queue of at most 200 ms before it drops."""
-    burst = max(15_140, int(bandwidth_bps / 8 * 0.01))
+    """``tc`` arguments of a token bucket at ``bandwidth_bps``: a burst of 1 ms of traffic,
+    at least one full frame (an idle link sends that much at once, the rest at the rate),
+    and a queue of at most 200 ms before it drops."""
+    burst = max(1_600, int(bandwidth_bps / 8 * 0.001))
     return ["tbf", "rate", f"{int(bandwidth_bps)}bit", "burst", str(burst), "latency", "200ms"]
