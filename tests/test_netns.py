@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from shardguard.runtime.netns import Namespaces
+from shardguard import load_platform
+from shardguard.runtime.netns import Namespaces, uniform_link
 from tests.conftest import eventually, run_cli, succeeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
@@ -176,3 +178,52 @@ def test_without_root_it_says_what_it_needs():
     assert proc.returncode == 1
     assert lines == ["error: --network namespaces needs root (it creates network namespaces); "
                      "run as root or use --network loopback"]
+
+
+def test_the_readme_boards_flow_fails_over_when_a_board_dies(plans, tmp_path):
+    """README "Running workers on real boards", each board a namespace at its own address on
+    100 Mbit/s links: keys made by ``keys generate``; each board given its own secret and
+    ``authorized/`` only, running its own ``shardguard worker --bind tcp://0.0.0.0:5555``;
+    the coordinator, in a namespace of its own, runs the sealed plan with replicas through
+    them. pi1 (s0's first copy) is SIGKILLed mid-stream: every request is answered once,
+    as the local executor answers it."""
+    devices = ["pi1", "pi2", "pi3", "pi4"]
+    keys = tmp_path / "keys"
+    succeeded(run_cli("keys", "generate", str(keys), "--devices", ",".join(devices)), "keys")
+    workers: dict[str, subprocess.Popen[str]] = {}
+    medium = uniform_link(load_platform("rpi4x4-ethernet"))
+    with Namespaces(["coordinator", *devices], medium) as net:
+        try:
+            for device in devices:  # ssh pi1 mkdir -m 700 keys; scp pi1.key_secret, authorized/
+                board = tmp_path / device / "keys"
+                board.mkdir(parents=True, mode=0o700)
+                shutil.copy(keys / f"{device}.key_secret", board)
+                shutil.copytree(keys / "authorized", board / "authorized")
+                with open(tmp_path / device / "worker.log", "w") as log:
+                    workers[device] = subprocess.Popen(net.command(device, [
+                        sys.executable, "-m", "shardguard", "worker", "--bind",
+                        "tcp://0.0.0.0:5555", "--name", device, "--keys", str(board)]),
+                        stdout=subprocess.PIPE, stderr=log, text=True, env=ENV)
+            for device, worker in workers.items():
+                assert worker.stdout is not None
+                assert worker.stdout.readline().startswith(f"READY {device} tcp://0.0.0.0:5555")
+            run = subprocess.Popen(net.command("coordinator", [
+                sys.executable, "-m", "shardguard", "run", str(plans["replicas"]),
+                "--keys", str(keys), "--advertise", net.address["coordinator"], "--check",
+                "-n", "4000", "--workers",
+                ",".join(f"{d}=tcp://{net.address[d]}:5555" for d in devices)]),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+            eventually(lambda: received(os.getpid()), lambda n: n > 3e6, timeout=90)
+            assert run.poll() is None, "the stream ended before the board died"
+            workers["pi1"].kill()
+            out, err = run.communicate(timeout=120)
+        finally:
+            for worker in workers.values():
+                worker.kill()
+                worker.communicate()
+    assert run.returncode == 0, err[-2000:]
+    assert "pi1: FAILED during the run" in out, out
+    assert re.search(r"4000/4000 requests answered \(4000 images, 0 failed, [1-9]\d* resubmitted",
+                     out), out
+    assert "distributed run matches the local executor on 4000 answered images" in out
+    assert leftovers(os.getpid()) == []
