@@ -170,9 +170,10 @@ def test_the_kernel_drops_at_the_platform_loss_rate():
     assert leftovers(os.getpid()) == []
 
 
-def test_without_root_it_says_what_it_needs():
+@pytest.mark.parametrize("command", [["run", "plan.yaml"], ["demo"]])
+def test_without_root_it_says_what_it_needs(command):
     proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                           sys.executable, "-m", "shardguard", "run", "plan.yaml", "--network",
+                           sys.executable, "-m", "shardguard", *command, "--network",
                            "namespaces"], capture_output=True, text=True, env=ENV, cwd="/")
     lines = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if line]
     assert proc.returncode == 1
