@@ -119,7 +119,7 @@ def test_ctrl_c_of_the_coordinator_mid_stream_leaves_nothing(plans):
 def test_links_are_shaped_to_the_platform_bandwidth_and_latency(plans):
     """1 Mbit/s and 20 ms per hop: an image is 3136 bytes (and ~300 of headers) into s0, so
     at most ~36 images/s cross its link, and three hops take at least 60 ms; over loopback
-    the same plan answers in a few ms, hundreds of images a second."""
+    the same plan streams many times faster."""
     runs = {name: succeeded(run_cli("run", str(plans["slow"]), *flags, "-n", "80",
                                     env={"OMP_NUM_THREADS": "1"}), name)
             for name, flags in (("namespaces", ["--network", "namespaces"]),
@@ -131,7 +131,7 @@ def test_links_are_shaped_to_the_platform_bandwidth_and_latency(plans):
     (p50, rate), (plain_p50, plain_rate) = figures["namespaces"], figures["loopback"]
     assert 20 <= rate <= 40
     assert p50 >= 60
-    assert plain_rate > 150 and plain_p50 < 60
+    assert plain_rate > 4 * rate and plain_p50 < p50 / 4  # loopback: unshaped
 
 
 RECEIVE = """import socket, sys
