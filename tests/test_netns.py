@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shardguard import load_platform
-from shardguard.runtime.netns import Namespaces, uniform_link
+from shardguard.runtime.netns import Namespaces, sweep, uniform_link
 from tests.conftest import eventually, run_cli, succeeded
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("netns")]
@@ -114,6 +114,19 @@ def test_ctrl_c_of_the_coordinator_mid_stream_leaves_nothing(plans):
     for pid in workers:  # the workers died with their namespaces
         assert eventually(lambda p=pid: Path(f"/proc/{p}").exists(), lambda e: not e,
                           timeout=10) is False
+
+
+def test_what_a_killed_coordinator_left_the_next_run_removes(plans):
+    """SIGKILL cannot be caught: its namespaces stay until a later run's sweep, which
+    removes those of runs whose process is gone (and only those)."""
+    proc = start_run(plans["slow"], "-n", "2000")
+    eventually(lambda: received(proc.pid), lambda n: n > 6e5, timeout=90)
+    proc.kill()
+    proc.communicate(timeout=30)
+    left = leftovers(proc.pid)
+    assert any(f"sg-{proc.pid}-hub" in line for line in left)
+    assert f"sg-{proc.pid}-hub" in sweep()
+    assert leftovers(proc.pid) == []
 
 
 def test_links_are_shaped_to_the_platform_bandwidth_and_latency(plans):
