@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -23,6 +23,9 @@ def demo(
         "--platform", "-p", help="Built-in platform name or platform YAML (default: "
         "rpi4x4-ethernet; rpi4x4-12mb for a 224×224 model, whose boards force a split).")]
     = None,
+    network: Annotated[str, typer.Option(
+        help="Where step 5's workers talk: loopback, or namespaces (root; see run "
+             "--network).")] = "loopback",
 ) -> None:
     """Run ShardGuard end to end on a trained model and summarise what it found.
 
@@ -31,8 +34,10 @@ def demo(
     Example: shardguard demo --model efficientnet-lite0-fmnist --out out/demo-224
     """
     from ..demo import run_demo
+    from .runtime import _check_workers
 
-    summary = run_demo(out, data, model=model, platform=platform)
+    _check_workers(network, spawn_local=True, workers=None)
+    summary = run_demo(out, data, model=model, platform=platform, network=cast(Any, network))
     print("\nShardGuard demo — summary")
     for line in summary.lines:
         print("  " + line)

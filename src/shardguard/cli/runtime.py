@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 
@@ -93,6 +93,10 @@ _Deadline = Annotated[float, typer.Option(help="Seconds before a request is retr
 _EmulateLinks = Annotated[bool, typer.Option(
     "--emulate-links", help="Put a relay with the platform's bandwidth, latency and loss "
                             "on every link.")]
+_Network = Annotated[str, typer.Option(
+    help="loopback, or namespaces (root): each worker and the coordinator in a network "
+         "namespace of its own, links shaped to the platform's bandwidth (tc tbf) and loss "
+         "(nftables), its latency added by relays; starts the workers itself.")]
 _Keys = Annotated[Path | None, typer.Option(help="Key directory (default: fresh keys "
                                                  "for --spawn-local).")]
 _Advertise = Annotated[str, typer.Option(
@@ -141,6 +145,7 @@ def run(
     data: DataDir = None,
     json_file: _Json = None,
     calibrate: _Calibrate = False,
+    network: _Network = "loopback",
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
 
@@ -153,6 +158,8 @@ def run(
     Example: shardguard run plan-replicas3.yaml --spawn-local --vote 3 --guards 5000
 
     Example: shardguard run plan.yaml --spawn-local --freivalds 2 --check -n 500
+
+    Example: sudo shardguard run plan.yaml --network namespaces --check -n 200
     """
     import numpy as np
 
@@ -160,8 +167,7 @@ def run(
     from ..partition import bind
     from ..runtime.cluster import Cluster
 
-    if not spawn_local and not workers:
-        raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
+    _check_workers(network, spawn_local, workers)
     count("-n", n)
     count("--guards", guards, least=0)
     bound = bind(_calibrate_host(plan_file, calibrate))
@@ -172,13 +178,15 @@ def run(
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
-                 vote=vote, guards=bounds, freivalds=freivalds) as c:
+                 vote=vote, guards=bounds, freivalds=freivalds,
+                 network=cast(Any, network)) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
     ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
     _print_answers(result, y.numpy() if y is not None else None, ok)
     _print_devices(result, stats, on_reject)
-    _report_fidelity(bound, result, stats, window, batch, vote, emulate_links, json_file)
+    _report_fidelity(bound, result, stats, window, batch, vote, emulate_links, json_file,
+                     network)
     if check:
         _check_against_local(bound, bounds, x, result, ok)
     _raise_on_failed_requests(result)
@@ -200,19 +208,32 @@ def _calibrate_host(plan_file: Path, force: bool) -> Path:
 
 
 def _report_fidelity(bound: Any, result: Any, stats: dict[str, Any], window: int, batch: int,
-                     vote: int, emulated: bool, json_file: Path | None) -> None:
+                     vote: int, emulated: bool, json_file: Path | None,
+                     network: str) -> None:
     """Measured against predicted, printed; and written to ``json_file`` if given."""
     import json
 
     from ..runtime.fidelity import fidelity
 
-    network = "links emulated by relays over loopback" if emulated else "loopback"
+    where = {"namespaces": "network namespaces: links shaped in the kernel, latency by relays",
+             "loopback": "links emulated by relays over loopback" if emulated else "loopback"}
+    # in namespaces every link goes through a relay (the platform's latency): its costs count
     fid = fidelity(bound, result, stats, window=window, batch=batch, vote=vote,
-                   emulated=emulated, network=network)
+                   emulated=emulated or network == "namespaces", network=where[network])
     print("\n".join(fid.lines()))
     if json_file is not None:
         json_file.write_text(json.dumps(fid.to_dict(), indent=2) + "\n")
         print(f"wrote {json_file}")
+def _check_workers(network: str, spawn_local: bool, workers: str | None) -> None:
+    """Where the workers come from, checked before anything is loaded."""
+    if network not in ("loopback", "namespaces"):
+        raise ConfigError(f"--network must be loopback or namespaces, got {network!r}")
+    if network == "namespaces":
+        from ..runtime.netns import check_available
+
+        check_available()  # one line if this cannot work here
+    elif not spawn_local and not workers:
+        raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
 
 
 def _raise_on_failed_requests(result: Any) -> None:

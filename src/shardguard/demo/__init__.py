@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .._progress import log
+from ..runtime.netns import Network
 from ._settings import (
     DEMO_MODEL,
     DEMO_PLATFORM,
@@ -86,7 +87,7 @@ class _Demo:
 
 
 def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MODEL,
-             platform: str | None = None) -> DemoSummary:
+             platform: str | None = None, network: Network = "loopback") -> DemoSummary:
     """The demo on ``model`` (a trained zoo model) and ``platform`` (default:
     ``DEMO_PLATFORM``, or ``LARGE_PLATFORM`` for an ImageNet-size model)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,7 +97,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     steps, platform = demo.steps, demo.platform
     evaluated, accuracy, graph = _evaluate_and_profile(demo)
     planned, checked = _plan_and_check(demo, graph)
-    _run_on_workers(demo, planned)
+    _run_on_workers(demo, planned, network)
     _analyze(demo)
     defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
                         f"sealed with {DEMO_PROTECTION}",
@@ -218,7 +219,7 @@ def _plan_and_check(demo: _Demo, graph: Any) -> tuple[Any, Any]:
     return planned, checked
 
 
-def _run_on_workers(demo: _Demo, planned: Any) -> None:
+def _run_on_workers(demo: _Demo, planned: Any, network: Network) -> None:
     """Step 5: the plan on local worker processes, every output compared with the local
     executor's."""
     test, sizes = demo.test, demo.sizes
@@ -229,7 +230,7 @@ def _run_on_workers(demo: _Demo, planned: Any) -> None:
 
         bound = bind(demo.out_dir / "plan.yaml")
         x = test.images(sizes.distributed)
-        with Cluster(bound, spawn_local=True) as c:
+        with Cluster(bound, spawn_local=True, network=network) as c:
             result = c.stream(x.numpy(), batch=4)
         with_local = planned_outputs(bound, x)
         y = test.labels(sizes.distributed)
@@ -252,8 +253,7 @@ def _run_on_workers(demo: _Demo, planned: Any) -> None:
         f"same class as the local executor on {same}/{int(answered.sum())} "
         f"(max |difference| {diff:.1e}); {'accuracy' if test.labelled else 'agreement'} on "
         f"the answered images {rate(right, int(answered.sum()))}"]
-    demo.summary.facts.update(distributed_answered=result.answered,
-                              distributed_same_class=same,
+    demo.summary.facts.update(distributed_answered=result.answered, distributed_same_class=same,
                               distributed_throughput=result.throughput)
 
 

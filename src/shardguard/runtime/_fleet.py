@@ -10,7 +10,9 @@ Workers are reached over CurveZMQ-authenticated DEALER sockets with ZeroMQ
 heartbeats; a socket monitor tells when a device is lost (``watch``). Alarms arrive
 on the same connections, between replies, and are kept for the stream to act on.
 A relay sits on a link when links are emulated or something listens on it
-(an attacker, a tap).
+(an attacker, a tap). With ``network="namespaces"`` the workers and this coordinator
+run in network namespaces of their own (``netns.py``): the kernel shapes bandwidth and
+drops packets, and relays add only the platform's latency.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,7 @@ from ._options import ClusterOptions
 from ._sockets import push_socket
 from .export import export_plan
 from .linksec import LinkSecurity
+from .netns import Namespaces, uniform_link
 from .relay import LinkModel, Relay, Tamper
 
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 250, 1500
@@ -82,6 +86,9 @@ class Fleet:
         self.relays: list[Relay] = []
         self.alarms: list[dict[str, Any]] = []  # reported, not yet taken by the stream
         self.calls = 0
+        self.advertise = options.advertise  # where the workers reach this coordinator
+        self.net: Namespaces | None = None
+        self._network = ExitStack()  # the namespaces, and this thread inside its own
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -90,6 +97,11 @@ class Fleet:
             self._tmp = tempfile.TemporaryDirectory(prefix="shardguard-keys-")
             self.keys = Path(self._tmp.name)
             keyring.generate(self.keys, self.devices)
+        if self.options.network == "namespaces":
+            self.net = self._network.enter_context(Namespaces(
+                [COORDINATOR, *self.devices], uniform_link(self.bound.platform)))
+            self._network.enter_context(self.net.inside(COORDINATOR))  # sockets made there
+            self.advertise = self.net.address[COORDINATOR]
         if self.options.spawn_local:
             self._spawn()
         self._connect()
@@ -97,9 +109,9 @@ class Fleet:
         self.security.configure(self.security.protection, publics)
         self.sink = self.ctx.socket(zmq.PULL)
         self.sink.setsockopt(zmq.LINGER, 0)
-        self.sink.bind(f"tcp://{self.options.advertise}:*")
+        self.sink.bind(f"tcp://{self.advertise}:*")
         sink_address = self.sink.getsockopt_string(zmq.LAST_ENDPOINT)
-        if self.options.emulate_links or self.attackers or self.taps:
+        if self.options.emulate_links or self.attackers or self.taps or self.net:
             self.relay_of = self._start_relays(sink_address)
         self._deploy(sink_address, publics)
         for t in self.compiled.input_transfers:  # connect now: the first requests must not
@@ -113,11 +125,12 @@ class Fleet:
         for device in self.devices:
             log = open(Path(self._logs.name) / f"{device}.log", "w")  # noqa: SIM115
             flags = ["--allow-fault-injection"] if self.options.fault_injection else []
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "shardguard.runtime.worker", "--bind", "tcp://127.0.0.1:0",
-                 "--name", device, "--keys", str(self.keys),
-                 "--threads", str(self.options.threads), "--exit-with-parent", *flags],
-                stdout=subprocess.PIPE, stderr=log, text=True)
+            host = self.net.address[device] if self.net else "127.0.0.1"
+            argv = [sys.executable, "-m", "shardguard.runtime.worker", "--bind",
+                    f"tcp://{host}:0", "--name", device, "--keys", str(self.keys),
+                    "--threads", str(self.options.threads), "--exit-with-parent", *flags]
+            proc = subprocess.Popen(self.net.command(device, argv) if self.net else argv,
+                                    stdout=subprocess.PIPE, stderr=log, text=True)
             log.close()  # the child holds its own descriptor
             self.handles[device] = Handle(device, "", None, None, process=proc)  # type: ignore[arg-type]
         for device, handle in self.handles.items():
@@ -145,13 +158,26 @@ class Fleet:
             sock.curve_publickey, sock.curve_secretkey = public, secret
             sock.curve_serverkey = keyring.load_public(self.keys, device)
             sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, self._heartbeat_ms())
+            sock.setsockopt(zmq.HEARTBEAT_TTL, self._heartbeat_ms())
             try:
                 sock.connect(handle.control)
             except zmq.ZMQError as exc:
                 raise ConfigError(f"worker {device}: bad address {handle.control!r} ({exc})") \
                     from exc
+
+    def _heartbeat_ms(self) -> int:
+        """How long a control connection may stay silent before its device counts as lost.
+        A ping waits behind the deploy on its connection: on a shaped link (namespaces) the
+        wait is as long as the most any device's stages take to cross it, twice over."""
+        if self.net is None:
+            return HEARTBEAT_TIMEOUT_MS
+        hosted: dict[str, int] = defaultdict(int)
+        for p in self.compiled.programs:
+            for device in [p.device, *p.replicas]:
+                hosted[device] += p.param_bytes
+        crossing = 8 * max(hosted.values(), default=0) / self.bound.platform.medium.bandwidth_bps
+        return max(HEARTBEAT_TIMEOUT_MS, int(2000 * crossing) + 1000)
 
     def _hello(self) -> dict[str, bytes]:
         """Each worker's data address and link key: every member's public key, by name."""
@@ -198,26 +224,33 @@ class Fleet:
                 from ..threats.distributed import RelayAttacker
 
                 hooks.append(RelayAttacker(attackers))
-            if not hooks and not self.options.emulate_links:
-                continue
             src_device = COORDINATOR if src == INPUT else self.compiled.by_name[src].device
             receivers = ([OUTPUT] if dst == OUTPUT else
                          [self.compiled.by_name[dst].device, *self.compiled.by_name[dst].replicas])
             for device in receivers:
-                if device == src_device and not hooks:
-                    continue  # stages on one device talk in memory
-                out[f"{link}@{device}"] = self._relay(src_device, device, hooks, sink)
+                model = self._link_model(src_device, device)
+                if not hooks and (device == src_device or model is None):
+                    continue  # stages on one device talk in memory; nothing to add here
+                out[f"{link}@{device}"] = self._relay(device, model or LinkModel(), hooks, sink)
         return out
 
-    def _relay(self, src_device: str, device: str, hooks: list[Tamper], sink: str) -> str:
-        """A started relay from ``src_device`` to ``device`` (the sink for ``OUTPUT``)."""
+    def _link_model(self, src_device: str, device: str) -> LinkModel | None:
+        """What a relay from ``src_device`` to ``device`` emulates: the platform's link with
+        ``emulate_links``; in namespaces its latency alone (the kernel does the rest)."""
         platform = self.bound.platform
         ends = {src_device, device} & {COORDINATOR, OUTPUT}
         spec = platform.medium if ends else platform.link(src_device, device)
-        options = self.options
-        model = LinkModel.of(spec, options.seed) if options.emulate_links else LinkModel()
+        if self.options.emulate_links:
+            return LinkModel.of(spec, self.options.seed)
+        if self.net is not None and spec.latency_s > 0:
+            return LinkModel(latency_s=spec.latency_s)
+        return None
+
+    def _relay(self, device: str, model: LinkModel, hooks: list[Tamper], sink: str) -> str:
+        """A started relay to ``device`` (the sink for ``OUTPUT``)."""
         target = sink if device == OUTPUT else self.handles[device].data
-        relay = Relay("tcp://127.0.0.1:*", target, model, tamper=hooks, context=self.ctx)
+        relay = Relay(f"tcp://{self.advertise}:*", target, model, tamper=hooks,
+                      context=self.ctx)
         relay.start()
         self.relays.append(relay)
         return relay.address
@@ -253,6 +286,7 @@ class Fleet:
             if other is not None:
                 other.close(linger=0)
         self.ctx.destroy(linger=0)
+        self._network.close()  # back to this thread's namespace; then the run's removed
         for tmp in (self._tmp, self._logs):
             if tmp is not None:
                 tmp.cleanup()

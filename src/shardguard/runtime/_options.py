@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..protocol.control import MAX_ATTEMPTS, POLICIES
+from .netns import Network
 from .relay import Tamper
 
 
@@ -65,8 +66,22 @@ class ClusterOptions:
     """Link → on-path hooks in its relays (tests, red teams)."""
     fault_injection: bool = False
     """Start spawned workers with ``--allow-fault-injection``, so they obey ``behave``."""
+    network: Network = "loopback"
+    """Where spawned workers talk: ``loopback``, or ``namespaces`` (root): each worker and
+    the coordinator in a network namespace of its own on the platform's shaped links
+    (``netns.py``); it spawns the workers itself."""
 
     def __post_init__(self) -> None:
+        if self.network not in ("loopback", "namespaces"):
+            raise ConfigError(f"network must be loopback or namespaces, got {self.network!r}")
+        if self.network == "namespaces":
+            if self.workers:
+                raise ConfigError("--network namespaces starts its own workers in namespaces: "
+                                  "give no --workers")
+            if self.emulate_links:
+                raise ConfigError("--network namespaces shapes the links in the kernel: "
+                                  "drop --emulate-links")
+            self.spawn_local = True
         if not self.spawn_local and not self.workers:
             raise ConfigError("give worker addresses (--workers) or spawn them locally")
         if self.on_reject not in POLICIES:

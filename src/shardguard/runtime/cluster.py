@@ -44,6 +44,7 @@ from ._fleet import Fleet, Handle, planned_link
 from ._options import ClusterOptions
 from ._routing import Flight, Router
 from .linksec import Inbox, LinkSecurity
+from .netns import Network
 from .relay import Tamper
 
 __all__ = ["Cluster", "ClusterOptions", "Handle", "StreamResult", "cluster"]
@@ -97,13 +98,13 @@ class Cluster:
                  attackers: Sequence[Any] = (), on_reject: str = "failover",
                  guards: dict[str, tuple[Any, Any]] | None = None, vote: int = 1,
                  freivalds: int = 0, taps: dict[str, Sequence[Tamper]] | None = None,
-                 fault_injection: bool = False) -> None:
+                 fault_injection: bool = False, network: Network = "loopback") -> None:
         self.options = options = ClusterOptions(
             workers=workers, spawn_local=spawn_local, keys=keys, window=window,
             deadline_s=deadline_s, max_attempts=max_attempts, emulate_links=emulate_links,
             threads=threads, advertise=advertise, seed=seed, attackers=attackers,
             on_reject=on_reject, guards=guards, vote=vote, freivalds=freivalds, taps=taps,
-            fault_injection=fault_injection)
+            fault_injection=fault_injection, network=network)
         self.bound = bound
         # M4 by Freivalds: each stage proves its affine layers to a verifier stage elsewhere
         self.compiled: CompiledPlan = bound.compiled
