@@ -80,6 +80,9 @@ _Devices = Annotated[int | None, typer.Option(
          "tiles or channel groups of a spatial or channel split.")]
 _Weights = Annotated[Path | None, typer.Option("--weights", "-w",
                                                help="State-dict file for the model.")]
+_Precision = Annotated[str, typer.Option(
+    help="fp32, or int8: every stage post-training quantized (calibrated when run or "
+         "checked, on --data).")]
 _Figure = Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")]
 
 
@@ -98,6 +101,7 @@ def plan(
     weights: _Weights = None,
     preprocess: PreprocessOption = None,
     classes: Classes = None,
+    precision: _Precision = "fp32",
     figure: _Figure = None,
     force: Force = False,
 ) -> None:
@@ -113,10 +117,15 @@ def plan(
     written relative to the plan's directory.
     """
     from ..partition import make_plan
+    from ..partition.build import with_precision
     from ..platform import load_platform
     from ._tables import show, stage_table, summary_line
 
     _check_plan_options(strategy, objective, replicas, stages, devices)
+    if precision not in ("fp32", "int8"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--precision {precision!r}: expected fp32 or int8")
     refuse_overwrite(output, force)
     if figure is not None:
         refuse_overwrite(figure, force)
@@ -126,6 +135,8 @@ def plan(
     planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
                         objective=objective, replicas=replicas,  # type: ignore[arg-type]
                         protection=protection, devices=devices or stages)
+    if precision == "int8":
+        planned = with_precision(planned, graph, target, "int8")
     planned.plan.save(output, force=force)
     show(stage_table(planned))
     print(summary_line(planned))
