@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .errors import ConfigError
 from .hooks import Interceptor, Redundant, Traffic
 from .partition._segment import assemble_tensors
 from .partition.compile import OUTPUT, CompiledPlan, StageProgram, Transfer
@@ -60,6 +61,10 @@ class Outcome:
 class LocalExecutor:
     def __init__(self, compiled: CompiledPlan, interceptors: Sequence[Interceptor] = ()) -> None:
         self.compiled = compiled.build()
+        int8 = [p.name for p in compiled.programs if p.precision == "int8"]
+        if int8 and compiled.quantized is None:
+            raise ConfigError(f"stage {int8[0]} is int8: quantize the plan first "
+                              "(runtime.quantize.quantize_plan, on calibration images)")
         self.interceptors = list(interceptors)
         # how many pieces each stage receives per tensor: a lost piece of a split tensor is
         # filled with zeros (degraded); a lost whole tensor means the stage cannot run

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import ConfigError
-from ._options import DataDir, Force, count
+from ._options import CalibrationImages, DataDir, Force, count
 from .app import app
 
 keys_app = typer.Typer(help="CurveZMQ keys for the coordinator and the devices.",
@@ -133,6 +133,7 @@ def run(
     freivalds: _Freivalds = 0,
     guards: _Guards = 0,
     data: DataDir = None,
+    calibration_images: CalibrationImages = 256,
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
 
@@ -151,6 +152,7 @@ def run(
     from ..data import plan_data
     from ..partition import bind
     from ..runtime.cluster import Cluster
+    from ..runtime.quantize import calibrate
 
     if not spawn_local and not workers:
         raise ConfigError("give --workers dev1=tcp://HOST:PORT,... or --spawn-local")
@@ -160,6 +162,7 @@ def run(
     dataset = plan_data(data, bound)
     print(f"data: {dataset.describe()}")
     x, y = dataset.images(n), dataset.labels(n)
+    print(calibrate(bound.compiled, dataset, calibration_images) or "", end="")
     bounds = _profiled_bounds(bound, dataset, guards) if guards else None
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
@@ -242,6 +245,7 @@ def _check_against_local(bound: Any, bounds: Any, x: Any, result: Any, ok: Any) 
     import numpy as np
     import torch
 
+    from ..analysis.metrics import rate
     from ..errors import IntegrityError
     from ..local import LocalExecutor
 
@@ -255,6 +259,11 @@ def _check_against_local(bound: Any, bounds: Any, x: Any, result: Any, ok: Any) 
     same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
     print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
           f"same class on {same}/{int(ok.sum())}")
-    if diff / scale > 1e-4 or same != int(ok.sum()):
+    if bound.compiled.quantized is not None:  # int8: the same stages, top-1 agreement
+        print(f"int8: local and distributed top-1 agreement {rate(same, int(ok.sum()))}")
+        if same < 0.999 * int(ok.sum()):
+            raise IntegrityError("distributed int8 answers agree with the local executor's "
+                                 "on fewer than 99.9% of images")
+    elif diff / scale > 1e-4 or same != int(ok.sum()):
         raise IntegrityError("distributed outputs differ from the local executor")
     print(f"distributed run matches the local executor on {int(ok.sum())} answered images")

@@ -29,7 +29,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import ModelError
+from ..errors import ConfigError, ModelError
 from ..partition._segment import assemble_tensors
 from ..partition.compile import INPUT, CompiledPlan, Quantized, StageProgram
 from ..partition.regions import crop, full
@@ -79,6 +79,18 @@ def quantize_plan(compiled: CompiledPlan, images: torch.Tensor) -> Quantized:
     runners = {name: _runner(art) for name, art in artifacts.items()}
     compiled.quantized = Quantized(codecs, runners, artifacts)
     return compiled.quantized
+
+
+def calibrate(compiled: CompiledPlan, dataset: Any, n: int = CALIBRATION_IMAGES) -> str:
+    """Quantize an int8 plan on the first ``n`` training images of ``dataset`` (a
+    ``data.Dataset``); a line saying so, or "" for a plan without int8 stages."""
+    if not any(p.precision == "int8" for p in compiled.programs):
+        return ""
+    if n < 1:
+        raise ConfigError(f"--calibration-images {n}: must be at least 1")
+    images = dataset.train_images(n)
+    quantize_plan(compiled, images)
+    return f"int8: calibrated on {len(images)} images, {dataset.training_note}\n"
 
 
 def _calibrate(compiled: CompiledPlan, fp32: Mapping[str, StageArtifact],
