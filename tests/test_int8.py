@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -140,3 +141,45 @@ def test_workers_count_a_quarter_of_the_fp32_bytes_on_int8_links(tmp_path, train
     assert set(received["int8"]) == {"input>s0", "s0>s1"}
     assert received["fp32"]["input>s0"] == 40 * 784 * 4
     assert all(received["int8"][link] * 4 == received["fp32"][link] for link in received["fp32"])
+
+
+def _int8_lenet() -> Any:
+    """lenet5 in two int8 stages (compiled, not yet quantized)."""
+    from shardguard import load_model, load_platform, make_plan, trace
+    from shardguard.partition import compile_plan
+    from shardguard.partition.build import with_precision
+    from shardguard.partition.plan import ModelRef
+
+    graph = trace(load_model("lenet5").module, (1, 28, 28))
+    platform = load_platform(PLATFORM)
+    base = make_plan(graph, ModelRef(ref="lenet5", input_shape=[1, 28, 28]), platform,
+                     devices=2)
+    return compile_plan(with_precision(base, graph, platform, "int8").plan, graph)
+
+
+def test_the_local_executor_runs_int8_plans_with_int8_tensors_on_their_links(train_split,
+                                                                            test_split):
+    import torch
+
+    from shardguard.errors import ConfigError
+    from shardguard.hooks import Interceptor
+    from shardguard.local import LocalExecutor
+    from shardguard.runtime.quantize import quantize_plan
+
+    compiled = _int8_lenet()
+    with pytest.raises(ConfigError, match="is int8: quantize the plan first"):
+        LocalExecutor(compiled)  # never the float stages under an int8 plan's name
+    quantize_plan(compiled, train_split.tensors(64)[0])
+    seen: dict[str, torch.dtype] = {}
+
+    class Recorder(Interceptor):
+        def on_link(self, transfer, value, traffic):
+            seen[transfer.id] = value.dtype
+            return value
+
+    x, y = test_split.tensors(500)
+    with torch.no_grad():
+        logits = LocalExecutor(compiled, [Recorder()])(x)
+    assert set(seen) == {t.id for t in compiled.transfers}  # s0>s1 and the coordinator's
+    assert len(seen) == 3 and set(seen.values()) == {torch.int8}, seen
+    assert logits.dtype == torch.float32 and (logits.argmax(1) == y).float().mean() > 0.85

@@ -101,8 +101,11 @@ def _calibrate(compiled: CompiledPlan, fp32: Mapping[str, StageArtifact],
     xt = torch.from_numpy(x)
     seen = {t.id: crop(xt, full(xt.shape[1:]), t.region).numpy()
             for t in compiled.input_transfers}
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # not its notes on initializers the exporter left unused
     for p in compiled.programs:
-        session = ort.InferenceSession(fp32[p.name].onnx, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(fp32[p.name].onnx, options,
+                                       providers=["CPUExecutionProvider"])
         feeds = {f"in{i}": seen[t.id] for i, t in enumerate(p.inputs)}
         for t, value in zip(p.outputs, session.run(None, feeds)):
             seen[t.id] = np.asarray(value, dtype=np.float32)
@@ -123,6 +126,7 @@ class _Reader:
 
 def _quantized_model(p: StageProgram, art: StageArtifact,
                      seen: Mapping[str, npt.NDArray[np.float32]]) -> onnx.ModelProto:
+    import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     feeds = {f"in{i}": seen[t.id] for i, t in enumerate(p.inputs)}
@@ -131,6 +135,7 @@ def _quantized_model(p: StageProgram, art: StageArtifact,
         src.write_bytes(art.onnx)
         quiet = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, every time
+        ort.set_default_logger_severity(3)
         try:
             quantize_static(str(src), str(dst), _Reader(feeds),
                             quant_format=QuantFormat.QDQ, per_channel=True,
@@ -138,6 +143,7 @@ def _quantized_model(p: StageProgram, art: StageArtifact,
                             calibrate_method=CalibrationMethod.MinMax)
         finally:
             logging.getLogger().setLevel(quiet)
+            ort.set_default_logger_severity(2)  # onnxruntime's default, warnings
         return onnx.load(str(dst))
 
 
@@ -227,6 +233,7 @@ def _runner(art: StageArtifact) -> Callable[[list[torch.Tensor]], list[torch.Ten
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.log_severity_level = 3
     session = ort.InferenceSession(art.onnx, options, providers=["CPUExecutionProvider"])
 
     def run(args: list[torch.Tensor]) -> list[torch.Tensor]:
