@@ -21,11 +21,9 @@ from shardguard.runtime.linksec import LinkSecurity, Rejected
 from shardguard.zoo import TRAINED
 
 from .conftest import PLATFORM, run_cli, succeeded
+from .test_sealed_links import LINK, ROUTE, _ends
 
 pytestmark = pytest.mark.timeout(1800)
-
-LINK, ROUTE = "s0>s1", {"s0": "pi1", "s1": "pi2", "output": "coordinator"}
-
 
 def _plan(tmp_path: Path, model: str, precision: str) -> Path:
     path = tmp_path / f"{model}-{precision}.yaml"
@@ -48,14 +46,6 @@ def test_an_unknown_precision_is_refused_in_one_line(tmp_path):
                      "-o", str(tmp_path / "p.yaml"))
     assert result.code != 0 and "Traceback" not in result.err
     assert "--precision 'int4': expected fp32 or int8" in result.err
-
-
-def _ends(algorithm: str) -> tuple[LinkSecurity, LinkSecurity]:
-    sender, receiver = LinkSecurity("pi1"), LinkSecurity("pi2")
-    publics = {"pi1": sender.public, "pi2": receiver.public}
-    for end in (sender, receiver):
-        end.configure({LINK: algorithm}, publics)
-    return sender, receiver
 
 
 def _with_scale(frames: list, scale: float, sender: LinkSecurity) -> list:
