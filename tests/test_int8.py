@@ -173,3 +173,17 @@ def test_the_local_executor_runs_int8_plans_with_int8_tensors_on_their_links(tra
     assert set(seen) == {t.id for t in compiled.transfers}  # s0>s1 and the coordinator's
     assert len(seen) == 3 and set(seen.values()) == {torch.int8}, seen
     assert logits.dtype == torch.float32 and (logits.argmax(1) == y).float().mean() > 0.85
+
+
+def test_quantizing_twice_on_the_same_images_builds_the_same_stages(train_split):
+    """Every process that quantizes a plan (coordinator, campaign workers) runs the same
+    int8 stages: calibration reads the images it is given, nothing random."""
+    from shardguard.runtime.quantize import quantize_plan
+
+    images = train_split.tensors(64)[0]
+    first, second = (quantize_plan(_int8_lenet(), images) for _ in range(2))
+    assert first.codecs == second.codecs and len(first.codecs) == 3
+    assert {k: a.onnx for k, a in first.artifacts.items()} == {
+        k: a.onnx for k, a in second.artifacts.items()}
+    assert all(p.dtype == "int8" and p.scale is not None for a in first.artifacts.values()
+               for p in (*a.inputs, *a.outputs))
