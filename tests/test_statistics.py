@@ -208,3 +208,23 @@ def test_explore_takes_seeds_and_gives_each_front_point_an_interval(tmp_path):
         assert low <= value <= high
     assert any(float(r["vulnerability_high"]) - float(r["vulnerability_low"]) > 0.01
                for r in front)  # an unprotected point: bit flips land, and vary
+
+
+def test_run_counts_an_answer_with_nan_or_infinity_as_wrong_never_as_a_class(capsys):
+    """``run``'s accuracy: an infinite logit would win argmax, a NaN row used to be taken for
+    an unanswered request and dropped from the count; both are answered and wrong."""
+    from shardguard.cli.runtime import _print_answers
+    from shardguard.runtime.cluster import StreamResult
+
+    outputs = np.zeros((4, 3), dtype=np.float32)
+    outputs[:, 1] = 1.0  # class 1, the label of every image
+    outputs[1, 1] = np.inf  # argmax would call it class 1, the right one
+    outputs[2, 0] = np.nan  # one NaN: answered, no class
+    outputs[3] = np.nan  # never answered
+    result = StreamResult(outputs, {3: "lost"}, np.array([.1, .1, .1, np.nan]),
+                          np.ones(4), np.array([1, 1, 1, 0]), 1.0, 4)
+    ok = _print_answers(result, np.ones(4, dtype=np.int64))
+    out = capsys.readouterr().out
+    assert ok.tolist() == [True, True, True, False]
+    assert "2 answered images have NaN or infinite outputs" in out
+    assert "accuracy 0.3333" in out and "on 3 answered images" in out

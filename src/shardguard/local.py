@@ -10,11 +10,12 @@ would carry, and a stage's outputs exactly what its device would send.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
+from .errors import ConfigError
 from .hooks import Interceptor, Redundant, Traffic
 from .partition._segment import assemble_tensors
 from .partition.compile import OUTPUT, CompiledPlan, StageProgram, Transfer
@@ -30,6 +31,24 @@ def _on_stage(hooks: Sequence[Interceptor], program: StageProgram,
     return outputs
 
 
+def _quantize(x: torch.Tensor, codec: tuple[float, int]) -> torch.Tensor:
+    """``x`` as int8 with ``codec`` (scale, zero point), rounding half to even as onnxruntime."""
+    scale, zero = codec
+    q = torch.round(x.float() / torch.tensor(scale, dtype=torch.float32)) + zero
+    return torch.clamp(q, -128, 127).to(torch.int8)
+
+
+def _zeros(batch: int, t: Transfer, codecs: Mapping[str, object],
+           dtype: torch.dtype) -> torch.Tensor:
+    """A lost transfer's stand-in: zeros (int8 on an int8 link)."""
+    return torch.zeros(batch, *t.shape, dtype=torch.int8 if t.id in codecs else dtype)
+
+
+def _dequantize(x: torch.Tensor, codec: tuple[float, int]) -> torch.Tensor:
+    scale, zero = codec
+    return (x.to(torch.int32) - zero).float() * scale
+
+
 @dataclass
 class Outcome:
     """A batch's result: outputs, which samples were answered, which degraded."""
@@ -42,6 +61,10 @@ class Outcome:
 class LocalExecutor:
     def __init__(self, compiled: CompiledPlan, interceptors: Sequence[Interceptor] = ()) -> None:
         self.compiled = compiled.build()
+        int8 = [p.name for p in compiled.programs if p.precision == "int8"]
+        if int8 and compiled.quantized is None:
+            raise ConfigError(f"stage {int8[0]} is int8: quantize the plan first "
+                              "(runtime.quantize.quantize_plan, on calibration images)")
         self.interceptors = list(interceptors)
         # how many pieces each stage receives per tensor: a lost piece of a split tensor is
         # filled with zeros (degraded); a lost whole tensor means the stage cannot run
@@ -65,8 +88,11 @@ class LocalExecutor:
         sent: dict[str, torch.Tensor] = {}
         missing: dict[str, torch.Tensor] = {}  # transfer id → (B,) samples without it
         degraded = none.clone()
+        codecs = self.compiled.quantized.codecs if self.compiled.quantized else {}
         for t in self.compiled.input_transfers:  # the coordinator's hops are links too
-            delivered = self._link(t, crop(x, full(x.shape[1:]), t.region), traffic)
+            piece = crop(x, full(x.shape[1:]), t.region)  # quantized for an int8 stage
+            piece = _quantize(piece, codecs[t.id]) if t.id in codecs else piece
+            delivered = self._link(t, piece, traffic)
             if delivered is not None:
                 sent[t.id] = delivered
             missing[t.id] = traffic.lost.pop(t.id, none) | (~none if delivered is None else none)
@@ -79,7 +105,7 @@ class LocalExecutor:
                 value = sent.get(t.id)
                 if value is None:
                     gone = ~none
-                    value = torch.zeros(batch, *t.shape, dtype=x.dtype)
+                    value = _zeros(batch, t, codecs, x.dtype)
                 if gone.any():
                     if self.pieces[(program.name, t.tensor)] > 1:  # fill the hole, go on
                         value = torch.where(gone.view(-1, *[1] * len(t.shape)),
@@ -90,15 +116,16 @@ class LocalExecutor:
                 args.append(value)
             outputs: list[torch.Tensor] | None = self._stage(program, args, traffic)
             if outputs is None:  # the device produced nothing
-                outputs = [torch.zeros(batch, *t.shape, dtype=x.dtype) for t in program.outputs]
+                outputs = [_zeros(batch, t, codecs, x.dtype) for t in program.outputs]
                 absent = ~none
             for t, value in zip(program.outputs, outputs):
                 delivered = self._link(t, value, traffic)
                 lost = absent | traffic.lost.pop(t.id, none)
                 if delivered is None:
                     delivered, lost = torch.zeros_like(value), ~none
-                if t.dst == OUTPUT:
-                    results.append((delivered, t.region))
+                if t.dst == OUTPUT:  # from an int8 stage: the coordinator dequantizes
+                    results.append((_dequantize(delivered, codecs[t.id]) if t.id in codecs
+                                    else delivered, t.region))
                     failed |= lost
                 else:
                     sent[t.id] = delivered
@@ -117,7 +144,10 @@ class LocalExecutor:
                           if isinstance(h, Redundant) and h.covers(program)), None)
         if redundant is None:
             assert program.module is not None  # __init__ built every stage
-            return _on_stage(self.interceptors, program, list(program.module(*args)), traffic)
+            quantized = self.compiled.quantized
+            run = (quantized.runners[program.name] if quantized is not None
+                   else lambda a: list(program.module(*a)))
+            return _on_stage(self.interceptors, program, list(run(args)), traffic)
         computed = redundant.compute(program, args)
         others = [h for h in self.interceptors if h is not redundant]
         copies = [_on_stage(others, replace(program, device=device, replicas=[]),

@@ -33,6 +33,10 @@ Ray = Annotated[str | None, typer.Option(
     "--ray", metavar="ADDRESS",
     help="Run on a Ray cluster (HOST:PORT, ray://HOST:PORT, auto) or 'local' to start one "
          "here; needs shardguard\\[ray]. Default: local processes.")]
+CalibrationImages = Annotated[int, typer.Option(
+    "--calibration-images", metavar="N",
+    help="An int8 plan's quantization is calibrated on the first N training images of the "
+         "data (the same N gives every party the same stages).")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing output files.")]
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..protections import names
 from ._options import (
+    CalibrationImages,
     Classes,
     DataDir,
     Force,
@@ -80,6 +81,9 @@ _Devices = Annotated[int | None, typer.Option(
          "tiles or channel groups of a spatial or channel split.")]
 _Weights = Annotated[Path | None, typer.Option("--weights", "-w",
                                                help="State-dict file for the model.")]
+_Precision = Annotated[str, typer.Option(
+    help="fp32, or int8: every stage post-training quantized (calibrated when run or "
+         "checked, on --data).")]
 _Figure = Annotated[Path | None, typer.Option(help="Also draw the plan to this PNG.")]
 
 
@@ -98,6 +102,7 @@ def plan(
     weights: _Weights = None,
     preprocess: PreprocessOption = None,
     classes: Classes = None,
+    precision: _Precision = "fp32",
     figure: _Figure = None,
     force: Force = False,
 ) -> None:
@@ -113,10 +118,15 @@ def plan(
     written relative to the plan's directory.
     """
     from ..partition import make_plan
+    from ..partition.build import with_precision
     from ..platform import load_platform
     from ._tables import show, stage_table, summary_line
 
     _check_plan_options(strategy, objective, replicas, stages, devices)
+    if precision not in ("fp32", "int8"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--precision {precision!r}: expected fp32 or int8")
     refuse_overwrite(output, force)
     if figure is not None:
         refuse_overwrite(figure, force)
@@ -126,6 +136,8 @@ def plan(
     planned = make_plan(graph, ref, target, strategy=strategy,  # type: ignore[arg-type]
                         objective=objective, replicas=replicas,  # type: ignore[arg-type]
                         protection=protection, devices=devices or stages)
+    if precision == "int8":
+        planned = with_precision(planned, graph, target, "int8")
     planned.plan.save(output, force=force)
     show(stage_table(planned))
     print(summary_line(planned))
@@ -192,8 +204,13 @@ def check(
     n: Annotated[int | None, typer.Option(
         "-n", help="Images to compare (default: all the data holds).")] = None,
     data: DataDir = None,
+    calibration_images: CalibrationImages = 256,
 ) -> None:
     """Run a plan locally and compare it with the whole model; exit 1 on any mismatch.
+
+    An int8 plan is compared for top-1 agreement and accuracy instead (exit 1 when it
+    loses more than 1 point of the float model's accuracy, or without labels agrees on
+    fewer than 99% of the images).
 
     Example: shardguard check plan.yaml -n 1000
     """
@@ -209,6 +226,8 @@ def check(
     bound = bind(plan_file)
     dataset = plan_data(data, bound)
     print(f"data: {dataset.describe()}")
+    if any(st.precision == "int8" for st in bound.plan.stages):
+        return _check_int8(bound, dataset, n, calibration_images)
     reference: Callable[[torch.Tensor], torch.Tensor] = bound.model.module
     against = "the whole model"
     if bound.model.ref.endswith(".onnx"):  # the original file, not ShardGuard's import of it
@@ -223,6 +242,35 @@ def check(
     if not result.ok():
         raise PlanningError(f"{plan_file}: the partitioned model does not match {against}")
     print(f"plan matches {against}")
+
+
+def _check_int8(bound: Any, dataset: Any, n: int | None, calibration_images: int) -> None:
+    """check for an int8 plan: top-1 agreement with the float model, and both accuracies."""
+    import torch
+
+    from ..analysis.metrics import rate
+    from ..errors import PlanningError
+    from ..local import LocalExecutor
+    from ..runtime.quantize import calibrate
+
+    print(calibrate(bound.compiled, dataset, calibration_images), end="")
+    executor, labels = LocalExecutor(bound.compiled), dataset.labels(n)
+    with torch.no_grad():
+        pairs = [(bound.model.module(x).argmax(1), executor(x).argmax(1))
+                 for x in dataset.batches(n)]
+    ref, got = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    same, total = int((ref == got).sum()), len(ref)
+    print(f"int8 vs float: same top-1 on {same}/{total}: {rate(same, total)}")
+    if labels is None:
+        if same < 0.99 * total:
+            raise PlanningError(f"the int8 plan agrees with the float model on {same}/{total}")
+        return
+    right_float, right_int8 = int((ref == labels).sum()), int((got == labels).sum())
+    print(f"accuracy: float {rate(right_float, total)}; int8 {rate(right_int8, total)}")
+    if right_int8 < right_float - 0.01 * total:
+        raise PlanningError(f"the int8 plan loses {(right_float - right_int8) / total:.2%} of "
+                            "accuracy (more than 1 point)")
+    print("int8 plan within 1 point of the float model's accuracy")
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated, Any, cast
 import typer
 
 from ..errors import ConfigError
-from ._options import DataDir, Force, count
+from ._options import CalibrationImages, DataDir, Force, count
 from .app import app
 
 keys_app = typer.Typer(help="CurveZMQ keys for the coordinator and the devices.",
@@ -146,6 +146,7 @@ def run(
     json_file: _Json = None,
     calibrate: _Calibrate = False,
     network: _Network = "loopback",
+    calibration_images: CalibrationImages = 256,
 ) -> None:
     """Deploy a plan to workers and stream images (the test set by default) through it.
 
@@ -161,20 +162,13 @@ def run(
 
     Example: sudo shardguard run plan.yaml --network namespaces --check -n 200
     """
-    import numpy as np
-
-    from ..data import plan_data
-    from ..partition import bind
     from ..runtime.cluster import Cluster
 
     _check_workers(network, spawn_local, workers)
     count("-n", n)
     count("--guards", guards, least=0)
-    bound = bind(_calibrate_host(plan_file, calibrate))
-    dataset = plan_data(data, bound)
-    print(f"data: {dataset.describe()}")
-    x, y = dataset.images(n), dataset.labels(n)
-    bounds = _profiled_bounds(bound, dataset, guards) if guards else None
+    bound, x, y, bounds = _prepare(plan_file, data, n, calibrate=calibrate, guards=guards,
+                                   calibration_images=calibration_images)
     with Cluster(bound, workers=_parse_workers(workers or ""), spawn_local=spawn_local,
                  keys=keys, window=window, deadline_s=deadline,
                  emulate_links=emulate_links, advertise=advertise, on_reject=on_reject,
@@ -182,14 +176,29 @@ def run(
                  network=cast(Any, network)) as c:
         result = c.stream(x.numpy(), batch=batch)
         stats = c.stats()
-    ok = ~np.isnan(result.outputs).any(axis=tuple(range(1, result.outputs.ndim)))
-    _print_answers(result, y.numpy() if y is not None else None, ok)
+    ok = _print_answers(result, y.numpy() if y is not None else None)
     _print_devices(result, stats, on_reject)
     _report_fidelity(bound, result, stats, window, batch, vote, emulate_links, json_file,
                      network)
     if check:
         _check_against_local(bound, bounds, x, result, ok)
     _raise_on_failed_requests(result)
+
+
+def _prepare(plan_file: Path, data: Path | None, n: int | None, *, calibrate: bool,
+             guards: int, calibration_images: int) -> tuple[Any, Any, Any, Any]:
+    """The bound plan (the host profile calibrated if it is used, int8 stages quantized),
+    the first ``n`` images of its data and their labels, and the guards' bounds."""
+    from ..data import plan_data
+    from ..partition import bind
+    from ..runtime.quantize import calibrate as quantize
+
+    bound = bind(_calibrate_host(plan_file, calibrate))
+    dataset = plan_data(data, bound)
+    print(f"data: {dataset.describe()}")
+    print(quantize(bound.compiled, dataset, calibration_images) or "", end="")
+    bounds = _profiled_bounds(bound, dataset, guards) if guards else None
+    return bound, dataset.images(n), dataset.labels(n), bounds
 
 
 def _calibrate_host(plan_file: Path, force: bool) -> Path:
@@ -224,6 +233,8 @@ def _report_fidelity(bound: Any, result: Any, stats: dict[str, Any], window: int
     if json_file is not None:
         json_file.write_text(json.dumps(fid.to_dict(), indent=2) + "\n")
         print(f"wrote {json_file}")
+
+
 def _check_workers(network: str, spawn_local: bool, workers: str | None) -> None:
     """Where the workers come from, checked before anything is loaded."""
     if network not in ("loopback", "namespaces"):
@@ -257,17 +268,27 @@ def _profiled_bounds(bound: Any, dataset: Any, guards: int) -> Any:
     return bounds
 
 
-def _print_answers(result: Any, labels: Any, ok: Any) -> None:
-    """How many requests were answered, the accuracy on the answered images, and latency."""
-    from ..analysis.metrics import rate
+def _print_answers(result: Any, labels: Any) -> Any:
+    """How many requests were answered, the accuracy on the answered images, and latency;
+    which images were answered. An answer with a NaN or an infinity is answered but cannot
+    be scored: it counts as wrong, never as a class."""
+    import numpy as np
 
+    from ..analysis.metrics import rate, scored
+
+    rows = result.outputs.reshape(len(result.outputs), -1)
+    ok = ~np.isnan(rows).all(1)  # a request never answered leaves its rows all NaN
+    predicted, scorable = (t.numpy() for t in scored(rows))
     degraded = int(result.degraded.sum()) if result.degraded is not None else 0
     print(f"{result.answered}/{len(result.latency_s)} requests answered "
           f"{f'({degraded} degraded) ' if degraded else ''}"
           f"({result.samples} images, {len(result.errors)} failed, {result.resubmitted} "
           f"resubmitted, {result.duplicates} duplicates dropped)")
+    if not scorable[ok].all():
+        print(f"{int((ok & ~scorable).sum())} answered images have NaN or infinite outputs: "
+              "no class, counted as wrong")
     if labels is not None and ok.any():
-        right = int((result.outputs[ok].argmax(1) == labels[ok]).sum())
+        right = int((predicted[ok] == labels[ok]).sum())
         print(f"accuracy {rate(right, int(ok.sum()))} on {int(ok.sum())} answered images")
     elif labels is None:
         print("no labels: no accuracy (--check compares every answer with the local executor)")
@@ -275,6 +296,7 @@ def _print_answers(result: Any, labels: Any, ok: Any) -> None:
     if pct:
         print("latency " + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in pct.items())
               + f"; throughput {result.throughput:.1f} images/s")
+    return ok
 
 
 def _print_devices(result: Any, stats: dict[str, Any], on_reject: str) -> None:
@@ -303,6 +325,7 @@ def _check_against_local(bound: Any, bounds: Any, x: Any, result: Any, ok: Any) 
     import numpy as np
     import torch
 
+    from ..analysis.metrics import rate, scored
     from ..errors import IntegrityError
     from ..local import LocalExecutor
 
@@ -311,11 +334,22 @@ def _check_against_local(bound: Any, bounds: Any, x: Any, result: Any, ok: Any) 
 
         hooks = [RangeGuard(bounds)] if bounds is not None else []  # the same clipping
         ref = LocalExecutor(bound.compiled, hooks)(x).numpy()
-    diff = float(np.abs(result.outputs[ok] - ref[ok]).max()) if ok.any() else 0.0
-    scale = float(ref.max() - ref.min()) or 1.0
-    same = int((result.outputs[ok].argmax(1) == ref[ok].argmax(1)).sum())
+    got, want = result.outputs[ok], ref[ok]
+    # a NaN or infinity where the other has a number is a difference, never a pass
+    both = (np.isnan(got) & np.isnan(want)) | (np.isinf(got) & (got == want))
+    gap = np.where(both, 0.0, np.nan_to_num(np.abs(got - want), nan=np.inf))
+    diff = float(gap.max()) if ok.any() else 0.0
+    finite = ref[np.isfinite(ref)]
+    scale = float(finite.max() - finite.min()) if finite.size else 0.0
+    scale = scale or 1.0
+    same = int((scored(got)[0] == scored(want)[0]).sum())
     print(f"check: max |difference| {diff:.3g} ({diff / scale:.2e} of the output range); "
           f"same class on {same}/{int(ok.sum())}")
-    if diff / scale > 1e-4 or same != int(ok.sum()):
+    if bound.compiled.quantized is not None:  # int8: the same stages, top-1 agreement
+        print(f"int8: local and distributed top-1 agreement {rate(same, int(ok.sum()))}")
+        if same < 0.999 * int(ok.sum()):
+            raise IntegrityError("distributed int8 answers agree with the local executor's "
+                                 "on fewer than 99.9% of images")
+    elif diff / scale > 1e-4 or same != int(ok.sum()):
         raise IntegrityError("distributed outputs differ from the local executor")
     print(f"distributed run matches the local executor on {int(ok.sum())} answered images")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import PlanningError
 from ..graph import Graph
@@ -36,6 +37,17 @@ def assemble_plan(graph: Graph, model: ModelRef, platform: Platform, strategy: S
                 segments=segments)
     compiled = compile_plan(plan, graph, build=False)
     plan.links = link_specs(compiled, lambda src, dst: protection)
+    return Planned(plan, compiled, estimate(compiled, platform))
+
+
+def with_precision(planned: Planned, graph: Graph, platform: Platform,
+                   precision: Literal["fp32", "int8"]) -> Planned:
+    """``planned`` with every stage at ``precision``, its links' bytes and cost redone."""
+    plan = planned.plan.model_copy(deep=True)
+    for stage in plan.stages:
+        stage.precision = precision
+    compiled = compile_plan(plan, graph, build=False)
+    plan.links = link_specs(compiled, plan.protection)
     return Planned(plan, compiled, estimate(compiled, platform))
 
 

@@ -15,8 +15,10 @@ first stage of a split segment carries tensors it does not itself use).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import fx
@@ -70,6 +72,7 @@ class StageProgram:
     macs: int = 0
     param_bytes: int = 0
     activation_bytes: int = 0  # peak live activations while it runs, one sample
+    precision: str = "fp32"  # "int8": runs quantized; the tensors it sends are int8
 
     @property
     def bytes_in(self) -> int:
@@ -86,12 +89,24 @@ class StageProgram:
 
 
 @dataclass
+class Quantized:
+    """An int8 plan's quantized stages (``runtime/quantize.py``)."""
+
+    codecs: dict[str, tuple[float, int]]  # int8 transfer id → (scale, zero point)
+    runners: dict[str, Callable[[list[torch.Tensor]], list[torch.Tensor]]]  # onnxruntime
+    artifacts: dict[str, Any]  # stage → its ONNX artifact (``protocol.control.StageArtifact``)
+
+
+@dataclass
 class CompiledPlan:
     plan: Plan
     graph: Graph
     programs: list[StageProgram]  # in execution order
     _pending: list[tuple[SegmentBuilder, int, StageSpec, Piece]] = field(default_factory=list,
                                                                          repr=False)
+    # an int8 plan's quantized stages (``runtime/quantize.py`` sets it): ONNX artifacts,
+    # onnxruntime runners for the local executor, and each int8 transfer's (scale, zero point)
+    quantized: Quantized | None = None
 
     def build(self) -> CompiledPlan:
         """Emit every stage's GraphModule (once)."""
@@ -181,6 +196,7 @@ def compile_plan(plan: Plan, graph: Graph, *, build: bool = True) -> CompiledPla
     full_of = {n.name: regions.full(n.shape[1:]) for n in graph.nodes}
     itemsize = {n.name: _itemsize(n.dtype) for n in graph.nodes}
     programs: list[StageProgram] = []
+    int8 = {st.name: st.precision == "int8" for st in plan.stages}  # these send int8
     built: list[tuple[SegmentBuilder, int, StageSpec, Piece]] = []
     previous: list[tuple[str, Piece]] | None = None  # the previous segment's stages
     for seg in segments:
@@ -197,7 +213,8 @@ def compile_plan(plan: Plan, graph: Graph, *, build: bool = True) -> CompiledPla
                 for src, have in holders:
                     part = regions.intersect(have, need)
                     if part is not None:
-                        incoming.append(Transfer(src, stage.name, tensor, part, itemsize[tensor]))
+                        size = 1 if int8.get(src, stage.precision == "int8") else itemsize[tensor]
+                        incoming.append(Transfer(src, stage.name, tensor, part, size))
                         covered += regions.numel(part)
                 if covered != regions.numel(need):
                     raise PlanningError(f"stage {stage.name}: {tensor} is not fully delivered "
@@ -206,7 +223,7 @@ def compile_plan(plan: Plan, graph: Graph, *, build: bool = True) -> CompiledPla
                 name=stage.name, segment=seg.index, split=seg.spec.split, device=stage.device,
                 replicas=list(stage.replicas), nodes=list(seg.nodes), module=None,
                 inputs=incoming, macs=piece.macs, param_bytes=piece.param_bytes,
-                activation_bytes=piece.activation_bytes))
+                activation_bytes=piece.activation_bytes, precision=stage.precision))
             built.append((builder, q, stage, piece))
             current.append((stage.name, piece))
         previous = current
@@ -222,7 +239,8 @@ def compile_plan(plan: Plan, graph: Graph, *, build: bool = True) -> CompiledPla
         for name, piece in previous:
             if tensor in piece.held:
                 by_name[name].outputs.append(
-                    Transfer(name, OUTPUT, tensor, piece.held[tensor], itemsize[tensor]))
+                    Transfer(name, OUTPUT, tensor, piece.held[tensor],
+                             1 if int8[name] else itemsize[tensor]))
     compiled = CompiledPlan(plan, graph, programs, built)
     if build:
         compiled.build()

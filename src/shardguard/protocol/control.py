@@ -119,25 +119,37 @@ class Port:
     name: str  # ONNX input/output name
     link: str  # "src>dst"
     tensor: str  # transfer id
-    dtype: str
+    dtype: str  # float32, or int8 (an int8 stage's tensors and what int8 stages receive)
     shape: tuple[int, ...]  # per sample
+    scale: float | None = None  # int8: the tensor's scale and zero point
+    zero_point: int | None = None
 
     def to_wire(self) -> dict[str, object]:
+        quant = {} if self.dtype == "float32" else {"scale": self.scale,
+                                                    "zero_point": self.zero_point}
         return {"name": self.name, "link": self.link, "tensor": self.tensor,
-                "dtype": self.dtype, "shape": list(self.shape)}
+                "dtype": self.dtype, "shape": list(self.shape), **quant}
 
     @classmethod
     def from_wire(cls, where: str, m: object) -> Port:
-        f = _fields(where, m, {"name", "link", "tensor", "dtype", "shape"})
-        if f["dtype"] != "float32":
-            raise _fail(f"{where}.dtype", f"{f['dtype']!r:.40} is not float32")
+        f = _fields(where, m, {"name", "link", "tensor", "dtype", "shape"},
+                    {"scale", "zero_point"})
+        if f["dtype"] not in ("float32", "int8"):
+            raise _fail(f"{where}.dtype", f"{f['dtype']!r:.40} is not float32 or int8")
+        if (f["dtype"] == "int8") != ("scale" in f and "zero_point" in f):
+            raise _fail(where, "an int8 port, and only one, has a scale and zero_point")
+        scale = zero = None
+        if f["dtype"] == "int8":
+            scale = _float(f"{where}.scale", f["scale"], 0.0, math.inf)
+            zero = _int(f"{where}.zero_point", f["zero_point"], -128, 127)
         shape = tuple(_list(f"{where}.shape", f["shape"],
                             lambda w, d: _int(w, d, 1, 2**31 - 1), longest=8))
         if math.prod(shape) > 2**31:
             raise _fail(f"{where}.shape", f"{list(shape)} is too large")
         return cls(_str(f"{where}.name", f["name"], MAX_TENSOR_NAME),
                    _link(f"{where}.link", f["link"]),
-                   _str(f"{where}.tensor", f["tensor"], 3 * MAX_TENSOR_NAME), "float32", shape)
+                   _str(f"{where}.tensor", f["tensor"], 3 * MAX_TENSOR_NAME), f["dtype"], shape,
+                   scale, zero)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@
 Frame 0 is a msgpack map with exactly the keys v, kind, req, seq, link, route,
 tensors and flags; frame i (i >= 1) is tensor i-1's C-contiguous little-endian
 bytes (sealed, on a protected link: ``linksec.py``, which also appends the header
-tag every message carries as its last frame). Everything that arrives is hostile
+tag every message carries as its last frame). An int8 tensor's spec also carries its
+``scale`` and ``zero_point`` (``runtime/quantize.py``); the header is authenticated
+(and a sealed link's associated data), so they cannot be altered on the way, and the
+receiver accepts only the pair its stage was quantized for. Everything that arrives is hostile
 until ``decode`` has checked it against what the receiver expects on that link, and
 a failed check is always a
 ``MalformedMessage``. Light on purpose: stdlib, numpy and msgpack only (edge
@@ -38,7 +41,7 @@ __all__ = [
 WIRE_VERSION = 2  # 2: every message ends with a header tag (linksec.py)
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PAYLOAD_BYTES = 256 * 2**20
-DTYPES = {"float32", "float16", "int64", "int32", "uint8", "bool"}
+DTYPES = {"float32", "float16", "int64", "int32", "uint8", "int8", "bool"}
 
 FLAG_DEGRADED = 1 << 0  # the sender ran with a stage missing or replaced
 FLAG_SEALED = 1 << 1    # the tensor frames are AEAD-sealed / MAC-tagged
@@ -54,6 +57,8 @@ _MAX_ID = 2**63 - 1
 
 _KEYS = frozenset({"v", "kind", "req", "seq", "link", "route", "tensors", "flags"})
 _SPEC_KEYS = frozenset({"name", "dtype", "shape"})
+_INT8_KEYS = _SPEC_KEYS | {"scale", "zero_point"}  # an int8 tensor's spec
+Codec = tuple[float, int]  # an int8 tensor's (scale, zero point)
 # Fixed byte order on the wire, whatever the host's.
 _WIRE_DTYPE = {name: np.dtype(name).newbyteorder("<") for name in DTYPES}
 # dtype -> its name, for the hot path (``dtype.name`` costs microseconds per call)
@@ -77,6 +82,8 @@ class TensorSpec(NamedTuple):
     name: str
     dtype: str
     shape: tuple[int, ...]  # full shape, batch dimension first
+    scale: float | None = None  # int8 only
+    zero_point: int | None = None
 
 
 class Header(NamedTuple):
@@ -98,7 +105,8 @@ class Header(NamedTuple):
         return msgpack.packb({  # type: ignore[no-any-return]
             "v": WIRE_VERSION, "kind": "data", "req": self.req, "seq": self.seq,
             "link": self.link, "route": dict(self.route), "flags": self.flags,
-            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)}
+            "tensors": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                         **_codec_keys(t.dtype, t.scale, t.zero_point)}
                         for t in self.tensors],
         }, use_bin_type=True)
 
@@ -110,6 +118,7 @@ class Expected:
     tensors: Mapping[str, tuple[str, tuple[int, ...]]]
     max_batch: int = 1024
     sealed: bool = False  # the link is MAC- or AEAD-protected: frames must carry FLAG_SEALED
+    codecs: Mapping[str, Codec] | None = None  # int8 tensor name → the only codec accepted
 
 
 class Unseal(Protocol):
@@ -126,9 +135,10 @@ def frame_nbytes(frame: Frame) -> int:
 
 
 def encode(req: int, seq: int, link: str, route: Mapping[str, str],
-           arrays: Sequence[tuple[str, npt.NDArray[Any]]], flags: int = 0
-           ) -> list[bytes | bytearray | memoryview]:
-    """Frames for one message: header bytes, then a memoryview of each array.
+           arrays: Sequence[tuple[str, npt.NDArray[Any]]], flags: int = 0,
+           codecs: Mapping[str, Codec] | None = None) -> list[bytes | bytearray | memoryview]:
+    """Frames for one message: header bytes, then a memoryview of each array
+    (``codecs``: each int8 array's scale and zero point, by name).
 
     An array is copied only if it is not already C-contiguous little-endian; otherwise
     its frame is a view of its own buffer. This is the hot path of every hop, so it
@@ -145,7 +155,11 @@ def encode(req: int, seq: int, link: str, route: Mapping[str, str],
             raise MalformedMessage(f"tensor {name!r}: not an ndarray of {sorted(DTYPES)}")
         if not array.flags.c_contiguous or dtype != _WIRE_DTYPE[kind]:
             array = np.ascontiguousarray(array, dtype=_WIRE_DTYPE[kind])
-        specs.append({"name": name, "dtype": kind, "shape": list(array.shape)})
+        codec = (codecs or {}).get(name) if kind == "int8" else None
+        if kind == "int8" and codec is None:
+            raise MalformedMessage(f"tensor {name!r}: int8 without its scale and zero point")
+        specs.append({"name": name, "dtype": kind, "shape": list(array.shape),
+                      **_codec_keys(kind, *(codec or (None, None)))})
         frames.append(array.reshape(-1).view(np.uint8).data)
     try:
         frames[0] = msgpack.packb({"v": WIRE_VERSION, "kind": "data", "req": req, "seq": seq,
@@ -242,6 +256,10 @@ def check(header: Header, expected: Expected, max_bytes: int = MAX_PAYLOAD_BYTES
         dtype, per_sample = expected.tensors[t.name]
         if t.dtype != dtype:
             raise MalformedMessage(f"tensor {t.name!r}: dtype {t.dtype} is not {dtype}")
+        codec = (expected.codecs or {}).get(t.name)
+        if codec is not None and (t.scale, t.zero_point) != codec:
+            raise MalformedMessage(f"tensor {t.name!r}: scale {t.scale} and zero point "
+                                   f"{t.zero_point} are not the stage's {codec[0]}, {codec[1]}")
         if t.shape[1:] != tuple(per_sample):
             dims = ", ".join(["batch", *map(str, per_sample)])
             raise MalformedMessage(
@@ -298,9 +316,14 @@ def _name(field: str, value: object, longest: int) -> str:
     return value
 
 
+def _codec_keys(dtype: str, scale: float | None, zero_point: int | None) -> dict[str, Any]:
+    return {"scale": scale, "zero_point": zero_point} if dtype == "int8" else {}
+
+
 def _spec(i: int, t: object) -> TensorSpec:
-    if not isinstance(t, dict) or t.keys() != _SPEC_KEYS:
-        raise MalformedMessage(f"header tensors[{i}] is not a map of {sorted(_SPEC_KEYS)}")
+    keys = _INT8_KEYS if isinstance(t, dict) and t.get("dtype") == "int8" else _SPEC_KEYS
+    if not isinstance(t, dict) or t.keys() != keys:
+        raise MalformedMessage(f"header tensors[{i}] is not a map of {sorted(keys)}")
     name = _name(f"tensors[{i}].name", t["name"], MAX_TENSOR_NAME_LEN)
     if type(t["dtype"]) is not str or t["dtype"] not in DTYPES:
         raise MalformedMessage(f"tensor {name!r}: unknown dtype {t['dtype']!r}")
@@ -309,4 +332,11 @@ def _spec(i: int, t: object) -> TensorSpec:
             or any(type(d) is not int or not 0 <= d <= MAX_DIM for d in shape)):
         raise MalformedMessage(f"tensor {name!r}: shape {shape!r} is not 1..{MAX_DIMS} "
                                f"dims in 0..{MAX_DIM}")
-    return TensorSpec(name, t["dtype"], tuple(shape))
+    if keys is _SPEC_KEYS:
+        return TensorSpec(name, t["dtype"], tuple(shape))
+    scale, zero = t["scale"], t["zero_point"]
+    if type(scale) is not float or not 0.0 < scale < math.inf:
+        raise MalformedMessage(f"tensor {name!r}: scale {scale!r} is not a positive float")
+    if type(zero) is not int or not -128 <= zero <= 127:
+        raise MalformedMessage(f"tensor {name!r}: zero point {zero!r} is not in -128..127")
+    return TensorSpec(name, "int8", tuple(shape), scale, zero)

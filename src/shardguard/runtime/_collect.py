@@ -27,6 +27,7 @@ from ..partition.regions import crop, full
 from ..protocol import wire
 from ._routing import Flight, Request
 from .linksec import Inbox, LinkSecurity
+from .quantize import dequantize
 
 WITNESS_TOLERANCE = 1e-4  # a verified output against its prover's (as votes compare copies)
 
@@ -47,9 +48,12 @@ class Collector:
                           for t in compiled.output_transfers if t.src in provers}
         self.output_transfers = [t for t in compiled.output_transfers
                                  if t.id not in self.witnesses]
+        self.codecs = compiled.quantized.codecs if compiled.quantized else {}
         self.schema = {
-            copy_link(link, j): wire.Expected({t.id: ("float32", t.shape) for t in group},
-                                              1 << 16, security.sealed(link))
+            copy_link(link, j): wire.Expected(
+                {t.id: ("int8" if t.id in self.codecs else "float32", t.shape) for t in group},
+                1 << 16, security.sealed(link), {t.id: self.codecs[t.id] for t in group
+                                                 if t.id in self.codecs})
             for (src, dst), group in compiled.links().items() if dst == OUTPUT
             for link in [f"{src}>{dst}"] for j in range(vote.get(src, 1))}
 
@@ -119,6 +123,7 @@ class Collector:
     def _assemble(self, pieces: dict[str, np.ndarray]) -> np.ndarray:
         from ..partition._segment import assemble
 
-        parts = [(pieces[t.id], t.region) for t in self.output_transfers]
+        parts = [(dequantize(pieces[t.id], self.codecs[t.id]) if t.id in self.codecs
+                  else pieces[t.id], t.region) for t in self.output_transfers]
         target = full(self.output_shape)
         return assemble(parts, target, lambda ps, dim: np.concatenate(ps, axis=dim), crop)

@@ -103,7 +103,7 @@ class DataPlane:
         if stage is None or not all(stage.is_piece(t.name) for t in header.tensors):
             return  # a whole tensor: without it the stage has nothing to compute on
         have = self.pending.get((header.req, stage.name), (0.0, {}, {}))[1]
-        zeros = {t.name: np.zeros(t.shape, np.float32) for t in header.tensors
+        zeros = {t.name: np.zeros(t.shape, t.dtype) for t in header.tensors
                  if t.name not in have}  # never over a piece that did arrive
         _remember(self.degraded, header.req)
         self.deliver(header.req, header.link, zeros, dict(header.route))
@@ -168,7 +168,8 @@ class DataPlane:
         self.counters.processed += 1
         if stage.check is not None and not self._verified(stage, req, feeds, outputs, route):
             return
-        outputs = [np.asarray(o, dtype=np.float32) for o in outputs]
+        outputs = [np.asarray(o, dtype=np.int8 if p.dtype == "int8" else np.float32)
+                   for p, o in zip(stage.outputs, outputs)]
         start = time.perf_counter()
         for hook in self.hooks:  # a straggler's delay counts as the stage's own time
             outputs = hook.on_stage(stage.name, outputs, elapsed)
@@ -194,7 +195,7 @@ class DataPlane:
                     device = COORDINATOR
                 else:  # through the link's relay when the coordinator put one there
                     address = relays.get(f"{base}@{device}", peers.get(device, ""))
-                self.send(address, req, link, route, arrays, device)
+                self.send(address, req, link, route, arrays, device, stage.codecs)
 
     def _verified(self, stage: Stage, req: int, feeds: dict[str, np.ndarray],
                   outputs: list[Any], route: dict[str, str]) -> bool:
@@ -213,14 +214,15 @@ class DataPlane:
         return False
 
     def send(self, address: str, req: int, link: str, route: dict[str, str],
-             arrays: list[tuple[str, np.ndarray]], receiver: str) -> None:
+             arrays: list[tuple[str, np.ndarray]], receiver: str,
+             codecs: dict[str, wire.Codec] | None = None) -> None:
         if not address:
             self.counters.send_failed += 1
             return
         self.seq[link] += 1
         flags = wire.FLAG_DEGRADED if req in self.degraded else 0
         frames = self.d.security.encode(req, self.seq[link], link, route, arrays, flags,
-                                        receiver=receiver)
+                                        receiver=receiver, codecs=codecs)
         for hook in self.hooks:
             frames = hook.on_send(frames)
         if not self.transmit(address, frames):

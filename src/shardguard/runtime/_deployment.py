@@ -43,6 +43,12 @@ class Stage:
     cpu_s: float = 0.0  # the worker thread's CPU time running it (compute_s is wall time)
     runs: int = 0
 
+    @property
+    def codecs(self) -> dict[str, wire.Codec]:
+        """Each int8 output's scale and zero point, by tensor id (what its header carries)."""
+        return {p.tensor: (p.scale, p.zero_point) for p in self.outputs
+                if p.scale is not None and p.zero_point is not None}
+
     def is_piece(self, tensor: str) -> bool:
         """Whether ``tensor`` is one of several pieces of one tensor this stage receives."""
         node = tensor.rsplit(":", 1)[-1]
@@ -118,13 +124,17 @@ def build(message: Deploy, security: LinkSecurity, threads: int = 1) -> Deployme
     security.configure(message.protection, message.publics)
     vote = dict(message.vote)
     tensors: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = defaultdict(dict)
+    codecs: dict[str, dict[str, wire.Codec]] = defaultdict(dict)  # int8: what a stage expects
     for s in stages.values():
         for p in s.inputs:
             tensors[p.link][p.tensor] = (p.dtype, p.shape)
+            if p.scale is not None and p.zero_point is not None:
+                codecs[p.link][p.tensor] = (p.scale, p.zero_point)
     for link in list(tensors):  # a voted stage's copies send on links of their own
         for j in range(1, vote.get(link.split(">", 1)[0], 1)):
             tensors[copy_link(link, j)] = tensors[link]
-    schema = {link: wire.Expected(t, message.max_batch, security.sealed(link))
+            codecs[copy_link(link, j)] = codecs[link]
+    schema = {link: wire.Expected(t, message.max_batch, security.sealed(link), codecs[link])
               for link, t in tensors.items()}
     deployment = Deployment(message, stages, schema, Inbox(security), worker_hooks(message),
                             Ballots(vote))

@@ -190,8 +190,9 @@ class Fleet:
 
     def _deploy(self, sink: str, publics: dict[str, bytes]) -> None:
         """Each device's stages (a verifier stage with its secret pool), and where to send."""
-        artifacts = export_plan(self.compiled,
-                                {s: len(v.pools) for s, v in self.verifiers.items()})
+        artifacts = (self.compiled.quantized.artifacts if self.compiled.quantized else
+                     export_plan(self.compiled,
+                                 {s: len(v.pools) for s, v in self.verifiers.items()}))
         hosted: dict[str, list[str]] = defaultdict(list)
         for p in self.compiled.programs:
             for device in [p.device, *p.replicas]:

@@ -29,6 +29,7 @@ from ..partition.regions import crop, full
 from ._fleet import Fleet
 from ._options import ClusterOptions
 from .linksec import LinkSecurity
+from .quantize import quantize
 
 DISTRUST_S = 30.0  # how long failover avoids a sender named by a rejected message
 
@@ -146,14 +147,19 @@ class Router:
         if error:
             return error
         r.route, r.pieces = route, {}
+        codecs = self.compiled.quantized.codecs if self.compiled.quantized else {}
         for t in self.compiled.input_transfers:
             piece = np.ascontiguousarray(crop(r.x, full(r.x.shape[1:]), t.region))
+            if t.id in codecs:  # to an int8 stage: sent quantized, with its scale
+                piece = quantize(piece, codecs[t.id])
             link = f"{INPUT}>{t.dst}"
             for j in range(self.vote.get(t.dst, 1)):  # every copy of a voted stage
                 device = route[t.dst if j == 0 else f"{t.dst}@{j}"]
                 self.link_seq[link] += 1
                 frames = self.security.encode(r.req, self.link_seq[link], link, route,
-                                              [(t.id, piece)], receiver=device)
+                                              [(t.id, piece)], receiver=device,
+                                              codecs={t.id: codecs[t.id]} if t.id in codecs
+                                              else None)
                 try:
                     self.fleet.push(self.fleet.input_address(link, device)).send_multipart(
                         frames, copy=False, flags=zmq.NOBLOCK)

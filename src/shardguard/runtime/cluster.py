@@ -106,6 +106,7 @@ class Cluster:
             on_reject=on_reject, guards=guards, vote=vote, freivalds=freivalds, taps=taps,
             fault_injection=fault_injection, network=network)
         self.bound = bound
+        _refuse_unquantized(bound.compiled, options.freivalds)
         # M4 by Freivalds: each stage proves its affine layers to a verifier stage elsewhere
         self.compiled: CompiledPlan = bound.compiled
         self.verifiers: dict[str, Verifier] = {}
@@ -297,6 +298,15 @@ def _protection(links: Sequence[Any], compiled: CompiledPlan) -> dict[str, str]:
         out[f"{src}>{dst}"] = next((p for p in (outgoing, incoming) if p != "none"),
                                    strongest(list(planned.values())))
     return out
+
+
+def _refuse_unquantized(compiled: CompiledPlan, freivalds: int) -> None:
+    int8 = [p.name for p in compiled.programs if p.precision == "int8"]
+    if int8 and compiled.quantized is None:
+        raise ConfigError(f"stage {int8[0]} is int8: quantize the plan first "
+                          "(runtime.quantize.calibrate)")
+    if int8 and freivalds:
+        raise ConfigError("Freivalds checks of int8 stages are not supported")
 
 
 def _voting_copies(compiled: CompiledPlan, vote: int) -> dict[str, int]:

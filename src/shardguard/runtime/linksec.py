@@ -128,14 +128,15 @@ class LinkSecurity:
     # -- sending --------------------------------------------------------------------------
     def encode(self, req: int, seq: int, link: str, route: Mapping[str, str],
                arrays: Sequence[tuple[str, Any]], flags: int = 0,
-               receiver: str | None = None) -> list[Any]:
+               receiver: str | None = None,
+               codecs: Mapping[str, wire.Codec] | None = None) -> list[Any]:
         """A message's frames: header, tensor frames (sealed when the link is protected)
         and the header tag, for ``receiver`` (by default the device the route gives the
         link's destination; a voted stage's copies differ)."""
         algorithm = self.protection.get(link)
         receiver = receiver or end(link.split(">", 1)[1], route)
         sealed = wire.FLAG_SEALED if algorithm is not None else 0
-        frames = wire.encode(req, seq, link, route, arrays, flags | sealed)
+        frames = wire.encode(req, seq, link, route, arrays, flags | sealed, codecs)
         header = cast(bytes, frames[0])  # wire.encode puts the msgpack header first, as bytes
         if algorithm is not None:
             frames[1:] = self.keys.sealer(link, algorithm, receiver).seal(header, seq, frames[1:])
