@@ -1,20 +1,20 @@
 """The cost model: latency, throughput, memory and energy per device of a compiled plan.
 
-Per stage: compute time = MACs / the device's effective MAC rate (per layer type, for
-the types the device has a rate for: ``Device.rate_for``); crypto time =
-protected bytes × cycles per byte / clock, paid by the sender (seal) and the
-receiver (open); on the coordinator's hops (``input>S``, ``S>output``) only the
-device end is a platform device, and pays. Per transfer: link time = latency +
-bytes / bandwidth (zero between stages on one device). End-to-end latency is the
-critical path of one request (stages on one device run one at a time). When requests stream, the
-period is the busiest resource: a device's compute + crypto, or a link's
-serialisation time (a shared medium carries all transfers). Per device and
-inference, energy = active power × busy time + radio energy per byte sent and
-received + idle power × the rest of the period. *Active* energy (compute,
-crypto, radio) is what the planners minimise; idle energy depends on the period
-and is reported beside it. The platform's boards that the plan does not use are
-powered all the same: each pays idle power for the whole period (``idle_boards``),
-and ``total_energy_j`` is the platform's, theirs included.
+Per stage: compute time = MACs / the device's effective MAC rate (per layer type, for the
+types the device has a rate for: ``Device.rate_for``); crypto time = protected bytes ×
+cycles per byte / clock, paid by the sender (seal) and the receiver (open), on the bytes
+actually sent (a tensor out of an int8 stage: 1 byte an element; int8 stages compute at the
+device's ``int8_mac_rate``); on the coordinator's hops (``input>S``, ``S>output``) only the
+device end is a platform device, and pays. Per transfer: link time = latency + bytes /
+bandwidth (zero between stages on one device). End-to-end latency is the critical path of
+one request (stages on one device run one at a time). When requests stream, the period is
+the busiest resource: a device's compute + crypto, or a link's serialisation time (a shared
+medium carries all transfers). Per device and inference, energy = active power × busy time +
+radio energy per byte sent and received + idle power × the rest of the period. *Active*
+energy (compute, crypto, radio) is what the planners minimise; idle energy depends on the
+period and is reported beside it. The platform's boards that the plan does not use are
+powered all the same: each pays idle power for the whole period (``idle_boards``), and
+``total_energy_j`` is the platform's, theirs included.
 
 Replicas are on standby (failover): they cost memory, not time. With ``vote=k``
 the first ``k`` devices of each stage (its device, then its replicas) all run it,
@@ -179,15 +179,32 @@ def estimate(compiled: CompiledPlan, platform: Platform, vote: int = 1) -> PlanC
                     idle_boards)
 
 
+def precision(compiled: CompiledPlan, stage: str) -> str:
+    """``fp32`` or ``int8``: the precision stage ``stage`` computes in (``input``: fp32)."""
+    names = {st.name: st for st in compiled.plan.stages}
+    return names[stage].precision if stage in names else "fp32"
+
+
+def wire_bytes(compiled: CompiledPlan, t: Transfer) -> int:
+    """The bytes ``t`` puts on the wire per sample: a tensor out of an int8 stage travels as
+    int8 (1 byte an element, its scale and zero point in the header), others as they are."""
+    if precision(compiled, t.src) == "int8":
+        return t.nbytes // t.itemsize
+    return t.nbytes
+
+
 def compute_seconds(compiled: CompiledPlan, p: StageProgram, device: Device) -> float:
     """Seconds ``device`` computes stage ``p``: its MACs at the device's rate for each layer
-    type (a piece of a layer, a tile or channel group, in proportion)."""
+    type (a piece of a layer, a tile or channel group, in proportion), at its int8 rate
+    for an int8 stage."""
+    kind = precision(compiled, p.name)
+    rate = device.rate_for(None, kind)
     if not device.layer_speed or not p.macs:
-        return p.macs / device.mac_rate
+        return p.macs / rate
     nodes = [compiled.graph.by_name[n] for n in p.nodes]
     whole = sum(n.macs for n in nodes)
-    seconds = sum(n.macs / device.rate_for(n.layer_type) for n in nodes)
-    return p.macs * seconds / whole if whole else p.macs / device.mac_rate
+    seconds = sum(n.macs / device.rate_for(n.layer_type, kind) for n in nodes)
+    return p.macs * seconds / whole if whole else p.macs / rate
 
 
 def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:
@@ -215,7 +232,7 @@ def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, De
     transfers: list[TransferCost] = []
     crypto_of: dict[str, float] = defaultdict(float)  # stage copy → seal/open seconds
     for (src_stage, dst_stage), group in compiled.links().items():
-        nbytes = sum(t.nbytes for t in group)
+        nbytes = sum(wire_bytes(compiled, t) for t in group)  # what is sealed and sent
         protection = plan.protection(src_stage, dst_stage)  # the coordinator's hops too
         alg = algorithm(protection)
         for (i, src), (j, dst) in itertools.product(enumerate(hosts[src_stage]),

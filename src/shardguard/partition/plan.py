@@ -77,6 +77,7 @@ class StageSpec(Config):
     rows: Span | None = None  # spatial: output rows [start, stop) of the segment's last node
     cols: Span | None = None  # spatial: output columns [start, stop)
     channels: Span | None = None  # channel: output channels [start, stop)
+    precision: Literal["fp32", "int8"] = "fp32"
 
 
 class SegmentSpec(Config):
