@@ -27,11 +27,12 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 def _known_bits(value: str | int | list[int]) -> str | int | list[int]:
-    bit_positions(value)  # raises ValueError naming what is wrong
+    bit_positions(value, "any")  # raises ValueError naming what is wrong
     return value
 
 
-#: a bit class ("sign", "exponent", "exponent-high", "mantissa", ...), a position or positions
+#: a bit class (float32: "sign", "exponent", "exponent-high", "mantissa", ...; int8: "sign",
+#: "msb", "lsb", "all"), a position or positions (0..31; 0..7 on int8 tensors)
 Bits = Annotated[str | int | list[int], AfterValidator(_known_bits)]
 
 
@@ -82,7 +83,8 @@ class WeightFlips(_Threat):
 
 
 class BitFlips(_Threat):
-    """L1: bits flip in transit, at a bit-error rate over chosen float32 bit positions.
+    """L1: bits flip in transit, at a bit-error rate over chosen bit positions (of float32
+    values, or of int8 ones on a link out of an int8 stage).
 
     With ``elements``, the flips are chosen instead: every bit in ``bits`` of each
     listed element (flat index within one sample's tensor) flips, in every message.
