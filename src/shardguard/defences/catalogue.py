@@ -25,6 +25,7 @@ import torch
 from ..errors import ConfigError
 from ..hooks import Interceptor
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan
+from ..partition.cost import wire_bytes
 from ..platform import Platform
 
 KINDS = ("none", "seal", "vote", "freivalds", "guard", "digest")
@@ -135,7 +136,8 @@ class Defence:
                 _radio(extra, platform, p.device, checker, part.claim_bytes.get(p.name, 0))
                 for t in p.inputs:
                     if t.src != INPUT:
-                        _radio(extra, platform, compiled.by_name[t.src].device, checker, t.nbytes)
+                        _radio(extra, platform, compiled.by_name[t.src].device, checker,
+                               wire_bytes(compiled, t))
                 continue
         return extra
 

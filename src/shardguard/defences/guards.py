@@ -159,7 +159,7 @@ def guarded_elements(compiled: CompiledPlan, placement: str) -> dict[str, int]:
         assert p.module is not None
         count = 0
         if placement in ("links", "both"):
-            count += sum(t.nbytes // 4 for t in p.inputs if t.src != INPUT)
+            count += sum(t.nbytes // t.itemsize for t in p.inputs if t.src != INPUT)
         if placement in ("activations", "both"):
             nodes = set(activation_nodes(p.module))
             count += sum(compiled.graph.by_name[n].out_bytes // 4 for n in nodes
