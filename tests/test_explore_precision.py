@@ -84,3 +84,12 @@ def test_cli_explore_with_precision_fronts_both_precisions_where_both_are_non_do
     int8_plans = [bind(out / r["plan"]) for r in front if "int8" in r["deployment"]]
     assert int8_plans and all(any(st.precision == "int8" for st in p.plan.stages)
                               for p in int8_plans)
+
+
+def test_cli_explore_names_a_float_bit_class_when_int8_is_a_choice(tmp_path):
+    threats = tmp_path / "threats.yaml"
+    threats.write_text("threats:\n  - {id: L1, target: links, bits: exponent}\n")
+    bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                  "--precisions", "fp32,int8", "-o", str(tmp_path / "out"))
+    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
+    assert bad.err.strip().startswith("error: threats.0: bit class 'exponent' is for float32")

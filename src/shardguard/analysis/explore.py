@@ -227,10 +227,12 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     for s in spec.strategies:
         if s not in ("pipeline", "spatial", "channel"):
             raise ConfigError(f"strategies: unknown {s!r} (pipeline, spatial, channel)")
-    from ..threats.spec import parse_threat
+    from ..threats.spec import check_int8, parse_threat
 
     for i, data in enumerate(spec.threats):
         threat = parse_threat(data, f"threats.{i}")
+        if "int8" in spec.precisions:
+            check_int8(threat, f"threats.{i}")
         if threat.id not in SUPPORTED or getattr(threat, "mode", "") == "adversarial":
             raise ConfigError(f"threats.{i}: {threat.id}"
                               f"{' adversarial' if threat.id == 'D4' else ''} is not available "

@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from .._config import Config, read_yaml, validate
+from ..errors import ConfigError
 from .bits import bit_positions
 
 Target = Annotated[str, Field(min_length=1)]
@@ -160,6 +161,18 @@ def simulation_only(threat: Threat) -> bool:
     L5 and D4 adversarial need gradients, L6 trains a decoder."""
     return isinstance(threat, (WeightFlips, Adversarial, Eavesdrop)) or (
         isinstance(threat, Compromised) and threat.mode == "adversarial")
+
+
+def check_int8(threat: Threat, where: str) -> None:
+    """A ConfigError naming ``where`` when ``threat`` flips bits an int8 value does not have
+    (a float32 class such as ``exponent``, or a position above 7)."""
+    bits = getattr(threat, "bits", None)
+    if bits is None:
+        return
+    try:
+        bit_positions(bits, "int8")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc} (int8 stages are a choice here)") from exc
 
 
 def parse_threat(data: object, source: str = "threat") -> Threat:
