@@ -95,8 +95,8 @@ class Candidate:
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
-        extra = (f", int8 {'all' if set(self.precision) == {'int8'} else self.precision}"
-                 if self.precision else "")
+        extra = (", int8" if set(self.precision) == {"int8"} else
+                 f", stages {'/'.join(self.precision)}" if self.precision else "")
         extra += (f", vote:{self.copies}" if self.copies > 1 else "") + (
             ", guard" if self.guard else "") + (f", ends {self.ends}" if self.ends != "none"
                                                 else "")

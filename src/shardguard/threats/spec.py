@@ -76,7 +76,8 @@ class Compromised(_Threat):
 
 
 class WeightFlips(_Threat):
-    """D5: bit flips in a device's stored weights."""
+    """D5: bit flips in a device's stored weights (float32 bits, or int8 bits of an int8
+    stage's quantized weights: ``quantized.flip_int8_initializers``)."""
 
     id: Literal["D5"] = "D5"
     ber: Probability = 1e-6
