@@ -5,7 +5,12 @@
 A *candidate* deployment is a partition (strategy, devices, and for pipelines the
 cut points), a protection per link between stages and one for the coordinator's two
 hops (``ends``: the input to the first stages, the results from the last), a
-redundancy (1, 2 or 3 copies of every stage, voting) and whether range guards run.
+redundancy (1, 2 or 3 copies of every stage, voting), whether range guards run, and a
+precision per stage (``precisions``: fp32, int8; stage k gets ``precision[k % len]``). An
+int8 stage computes at its device's int8 MAC rate and sends int8 tensors (a quarter of the
+bytes to send and seal); its accuracy comes from ``int8_estimate.int8_emulation`` (weights
+and link tensors quantized in the float executor: an estimate until the int8 executor
+lands), so the accuracy quantization costs is inside ``vulnerability``.
 Its four objectives, all minimised:
 
 * ``energy_j``      the largest active energy per inference of any device (cost model:
@@ -37,7 +42,7 @@ import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -62,6 +67,7 @@ class ExploreSpec(Subject):
     ends: list[str] | None = None  # the coordinator's hops' choices (None: ``protections``)
     copies: Annotated[list[int], Field(min_length=1)] = [1, 3]
     guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
+    precisions: Annotated[list[Literal["fp32", "int8"]], Field(min_length=1)] = ["fp32"]
     samples: Annotated[int, Field(ge=10, le=5000)] = 300
     seed: int = 0
     #: Draws of each threat on each target (each its own stream, ``trials.stream_seed``);
@@ -78,13 +84,20 @@ class Candidate:
     copies: int
     guard: bool
     ends: str = "none"  # the coordinator's hops: input>first stages, last stages>output
+    #: stage k computes in precision[k % len]; () is fp32 everywhere
+    precision: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self)).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if not self.precision:  # fp32 everywhere: the key it had before precision existed
+            del fields["precision"]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
 
     def describe(self) -> str:
-        extra = (f", vote:{self.copies}" if self.copies > 1 else "") + (
+        extra = (", int8" if set(self.precision) == {"int8"} else
+                 f", stages {'/'.join(self.precision)}" if self.precision else "")
+        extra += (f", vote:{self.copies}" if self.copies > 1 else "") + (
             ", guard" if self.guard else "") + (f", ends {self.ends}" if self.ends != "none"
                                                 else "")
         if len(self.devices) == 1:
@@ -107,6 +120,7 @@ class Space:
     copies: tuple[int, ...]
     guards: tuple[bool, ...]
     ends: tuple[str, ...] = ("none",)  # choices for the coordinator's hops
+    precisions: tuple[str, ...] = ("fp32",)  # choices for each stage's precision
     #: Where no device holds the whole model: the memory-feasible pipelines the DP finds
     #: for each device count, evaluated first so that a search starts from a fit.
     seeds: tuple[Candidate, ...] = ()
@@ -115,12 +129,17 @@ class Space:
     def links(self) -> int:  # protection variables: one per link of a pipeline at most
         return max(1, self.max_devices - 1)
 
+    @property
+    def stage_slots(self) -> int:  # precision variables: one per device of a candidate
+        return self.max_devices if len(self.precisions) > 1 else 0
+
     def bounds(self) -> tuple[list[int], list[int]]:
         k = self.max_devices
         upper = [len(self.strategies) - 1, k - 1, math.perm(len(self.devices), k) - 1,
                  *[len(self.cut_points) - 1] * (k - 1),
                  *[len(self.protections) - 1] * self.links, len(self.ends) - 1,
-                 len(self.copies) - 1, len(self.guards) - 1]
+                 len(self.copies) - 1, len(self.guards) - 1,
+                 *[len(self.precisions) - 1] * self.stage_slots]
         return [0] * len(upper), upper
 
     def decode(self, x: Any) -> Candidate:
@@ -136,21 +155,26 @@ class Space:
             order = sorted(order)
         protection = tuple(self.protections[i] for i in v[at:at + self.links])
         at += self.links
+        precision = tuple(self.precisions[i] for i in v[at + 3:at + 3 + self.stage_slots])
         return self.candidate(strategy, tuple(order), cuts, protection, self.copies[v[at + 1]],
-                              self.guards[v[at + 2]], self.ends[v[at]])
+                              self.guards[v[at + 2]], self.ends[v[at]], precision)
 
     def candidate(self, strategy: str, devices: tuple[str, ...], cuts: tuple[int, ...],
                   protection: tuple[str, ...], copies: int, guard: bool,
-                  ends: str = "none") -> Candidate:
+                  ends: str = "none", precision: tuple[str, ...] = ()) -> Candidate:
         """One candidate, written one way only: a pipeline's protection variables beyond
-        its links repeat its links' choices (a one-stage pipeline has no link: none)."""
+        its links repeat its links' choices (a one-stage pipeline has no link: none); one
+        precision per device (stage slot), () when all are fp32."""
+        precision = tuple(precision[:len(devices)])
+        if set(precision) <= {"fp32"}:
+            precision = ()
         if len(devices) == 1:  # the whole model on one device, whatever the strategy
             strategy, cuts = "pipeline", ()
         if strategy == "pipeline":
             n = len(devices) - 1
             protection = (tuple(protection[i % n] for i in range(self.links)) if n else
                           ("none",) * self.links)
-        return Candidate(strategy, devices, cuts, protection, copies, guard, ends)
+        return Candidate(strategy, devices, cuts, protection, copies, guard, ends, precision)
 
     def candidates(self) -> list[Candidate]:
         """Every distinct candidate (exhaustive search)."""
@@ -162,23 +186,24 @@ class Space:
             else:
                 layouts = [(tuple(d), ()) for d in itertools.combinations(self.devices, k)]
             links = max(1, k - 1) if strategy == "pipeline" else self.links
-            for (devices, cuts), protection, copies, guard, ends in itertools.product(
+            for (devices, cuts), protection, copies, guard, ends, precision in itertools.product(
                     layouts, itertools.product(self.protections, repeat=links), self.copies,
-                    self.guards, self.ends):
-                c = self.candidate(strategy, devices, cuts, protection, copies, guard, ends)
+                    self.guards, self.ends, itertools.product(self.precisions, repeat=k)):
+                c = self.candidate(strategy, devices, cuts, protection, copies, guard, ends,
+                                   precision)
                 out.setdefault(c.key, c)
         return list(out.values())
 
     def size(self) -> int:
         """How many distinct candidates ``candidates()`` lists (counted, not listed)."""
-        d, levels = len(self.devices), len(self.protections)
-        n = d  # the whole model on one device
+        d, levels, p = len(self.devices), len(self.protections), len(self.precisions)
+        n = d * p  # the whole model on one device
         for k in range(2, self.max_devices + 1):
             if "pipeline" in self.strategies:
                 n += (math.perm(d, k) * math.comb(len(self.cut_points), k - 1)
-                      * levels ** (k - 1))
+                      * levels ** (k - 1) * p ** k)
             n += sum(s != "pipeline" for s in self.strategies) * math.comb(d, k) \
-                * levels ** self.links
+                * levels ** self.links * p ** k
         return n * len(self.copies) * len(self.guards) * len(self.ends)
 
 
@@ -202,10 +227,12 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     for s in spec.strategies:
         if s not in ("pipeline", "spatial", "channel"):
             raise ConfigError(f"strategies: unknown {s!r} (pipeline, spatial, channel)")
-    from ..threats.spec import parse_threat
+    from ..threats.spec import check_int8, parse_threat
 
     for i, data in enumerate(spec.threats):
         threat = parse_threat(data, f"threats.{i}")
+        if "int8" in spec.precisions:
+            check_int8(threat, f"threats.{i}")
         if threat.id not in SUPPORTED or getattr(threat, "mode", "") == "adversarial":
             raise ConfigError(f"threats.{i}: {threat.id}"
                               f"{' adversarial' if threat.id == 'D4' else ''} is not available "
@@ -221,7 +248,8 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     devices = tuple(platform.names)
     space = Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
                   tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
-                  tuple(spec.guards), tuple(spec.ends or spec.protections))
+                  tuple(spec.guards), tuple(spec.ends or spec.protections),
+                  tuple(dict.fromkeys(spec.precisions)))
     return _seeded(space, graph, platform, t) if "pipeline" in spec.strategies else space
 
 
@@ -298,6 +326,9 @@ def build(c: Candidate) -> Any:
         plan_fn = plan_spatial if c.strategy == "spatial" else plan_channel
         planned = plan_fn(graph, ref, sub, "energy")
         planned.plan.platform = platform.source
+    for i, stage in enumerate(planned.plan.stages):
+        int8 = bool(c.precision) and c.precision[i % len(c.precision)] == "int8"
+        stage.precision = "int8" if int8 else "fp32"
     between = [lk for lk in planned.plan.links if "input" != lk.src and lk.dst != "output"]
     for i, link in enumerate(between):
         link.protection = c.protection[i % len(c.protection)]

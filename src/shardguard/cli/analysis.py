@@ -139,6 +139,8 @@ _Ends = Annotated[str | None, typer.Option(help="Comma-separated protections to 
 _Copies = Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
                                            "from: 1 (none), 2 or 3 (voting).")]
 _Guards = Annotated[str, typer.Option(help="Range guards: both, on or off.")]
+_Precisions = Annotated[str, typer.Option(help="Comma-separated precisions each stage "
+                                               "chooses from: fp32, int8.")]
 _Samples = Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
                                                   "(the end of the test set).")]
 _Seed = Annotated[int, typer.Option(help="Seed of the NSGA-II search (threats carry their own, "
@@ -164,6 +166,7 @@ def explore(
     ends: _Ends = None,
     copies: _Copies = "1,3",
     guards: _Guards = "both",
+    precisions: _Precisions = "fp32",
     samples: _Samples = 300,
     seed: _Seed = 0,
     seeds: _Seeds = 3,
@@ -198,7 +201,7 @@ def explore(
         model=model, platform=platform, threats=threats, strategies=strategies,
         max_devices=max_devices, protections=protections, ends=ends, copies=copies,
         guards=guards, samples=samples, seed=seed, seeds=seeds, weights=weights,
-        input_shape=input_shape,
+        input_shape=input_shape, precisions=precisions,
         preprocess=preprocess, classes=classes, data=data)
     result = run_exploration(spec, output, budget=budget, method=method, processes=processes,
                              ray=ray)
@@ -209,7 +212,7 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
                   max_devices: int, protections: str, ends: str | None, copies: str,
                   guards: str, samples: int, seed: int, seeds: int, weights: Path | None,
                   input_shape: str | None, preprocess: str | None, classes: Path | None,
-                  data: str | None) -> ExploreSpec:
+                  data: str | None, precisions: str = "fp32") -> ExploreSpec:
     """The exploration spec the options describe, validated (the threats from their YAML)."""
     from .._config import read_yaml, validate
     from ..analysis.explore import ExploreSpec
@@ -227,7 +230,7 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
         "protections": _items(protections), "copies": _items(copies),
         "ends": _items(ends) if ends is not None else None,
         "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
-        "samples": samples, "seed": seed, "seeds": seeds,
+        "precisions": _items(precisions), "samples": samples, "seed": seed, "seeds": seeds,
         "weights": str(weights) if weights else None,
         "input_shape": list(parse_shape(input_shape)) if input_shape else None,
         "preprocess": parse_preprocess(preprocess) if preprocess else None,

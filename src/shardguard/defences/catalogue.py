@@ -135,7 +135,8 @@ class Defence:
                 _radio(extra, platform, p.device, checker, part.claim_bytes.get(p.name, 0))
                 for t in p.inputs:
                     if t.src != INPUT:
-                        _radio(extra, platform, compiled.by_name[t.src].device, checker, t.nbytes)
+                        _radio(extra, platform, compiled.by_name[t.src].device, checker,
+                               t.nbytes)
                 continue
         return extra
 

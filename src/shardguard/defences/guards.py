@@ -13,7 +13,10 @@ Here a guard can sit on the links between stages (``bounds``), on every
 ReLU-family activation inside the stages (``activations``: ReLU, ReLU6,
 LeakyReLU, Hardtanh, ELU, GELU, SiLU, Hardswish, as modules or functions), or both.
 Bounds are per channel (dim 1). Values outside them, or not finite, are clipped
-(NaN to 0 first) and counted; a sample with any such value is flagged.
+(NaN to 0 first) and counted; a sample with any such value is flagged. An int8 link
+tensor (out of an int8 stage) is clipped in the quantized domain: its float bounds mapped
+to codes through its scale and zero point (``quant``, by link tensor id;
+``clipping.quantized_bounds``).
 
 Cost (``GUARD_OPS_PER_ELEMENT``): a guarded element costs a comparison and a clamp,
 counted as 2 operations, each priced as one MAC at the device's MAC rate. This is
@@ -32,6 +35,7 @@ from torch.nn import functional as F
 from ..hooks import Interceptor, Redundant, Traffic
 from ..local import LocalExecutor
 from ..partition.compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
+from .clipping import quantized_bounds
 
 Bounds = dict[str, tuple[torch.Tensor, torch.Tensor]]  # tensor id → (low, high) per channel
 ActivationBounds = dict[str, Bounds]  # stage → activation node → (low, high) per channel
@@ -68,6 +72,9 @@ def _clip(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor
     """``value`` clipped to per-channel bounds, and (B, ...) which elements were out."""
     shape = (1, -1, *[1] * (value.dim() - 2))
     low, high = low.view(shape), high.view(shape)
+    if not value.is_floating_point():  # int8 codes: always finite
+        bad = (value < low) | (value > high)
+        return torch.minimum(torch.maximum(value, low), high), bad
     bad = ~torch.isfinite(value) | (value < low) | (value > high)
     return torch.minimum(torch.maximum(torch.nan_to_num(value, nan=0.0), low), high), bad
 
@@ -152,7 +159,7 @@ def guarded_elements(compiled: CompiledPlan, placement: str) -> dict[str, int]:
         assert p.module is not None
         count = 0
         if placement in ("links", "both"):
-            count += sum(t.nbytes // 4 for t in p.inputs if t.src != INPUT)
+            count += sum(t.nbytes // t.itemsize for t in p.inputs if t.src != INPUT)
         if placement in ("activations", "both"):
             nodes = set(activation_nodes(p.module))
             count += sum(compiled.graph.by_name[n].out_bytes // 4 for n in nodes
@@ -165,9 +172,10 @@ class RangeGuard(Redundant):
     """Clips link tensors (``bounds``) and, when given ``activations``, every guarded
     activation inside the stages to its clean bounds; counts and flags what it clipped."""
 
-    def __init__(self, bounds: Bounds | None, activations: ActivationBounds | None = None
-                 ) -> None:
+    def __init__(self, bounds: Bounds | None, activations: ActivationBounds | None = None,
+                 quant: dict[str, tuple[float, int]] | None = None) -> None:
         self.bounds = bounds or {}
+        self.quant = quant or {}  # int8 link tensor id → (scale, zero point)
         self.activations = activations or {}
         self.clipped = 0
         self.flagged: list[torch.Tensor] = []  # per batch and place: (B,) samples clipped
@@ -190,7 +198,14 @@ class RangeGuard(Redundant):
                 traffic: Traffic) -> torch.Tensor:
         if transfer.id not in self.bounds:
             return value
-        value, bad = _clip(value, *self.bounds[transfer.id])
+        low, high = self.bounds[transfer.id]
+        if value.dtype == torch.int8:  # in the quantized domain
+            if transfer.id not in self.quant:
+                raise ValueError(f"int8 link tensor {transfer.id}: no scale and zero point "
+                                 "to map its float bounds to codes")
+            low, high = (torch.from_numpy(b) for b in quantized_bounds(
+                low.numpy(), high.numpy(), *self.quant[transfer.id]))
+        value, bad = _clip(value, low, high)
         self.clipped += int(bad.sum())
         self.flagged.append(bad.flatten(1).any(1))
         return value

@@ -15,7 +15,9 @@ critical path of one request (stages on one device run one at a time). When requ
 stream, the period is the busiest resource: a device's compute + crypto + messages, the
 coordinator, or a link's serialisation time (a shared medium carries all transfers);
 and, for the ``host`` devices (worker processes on this machine, with the coordinator),
-their busy time together over this machine's cores (``host_share_s``). The figures other
+their busy time together over this machine's cores (``host_share_s``). Bytes are those
+actually sent: a tensor out of an int8 stage, 1 byte an element; int8 stages compute at
+the device's ``int8_mac_rate``. The figures other
 than MACs and bytes are zero unless measured (``host``). Per device and inference,
 energy = active power × busy time + radio energy per byte sent and received + idle power
 × the rest of the period. *Active* energy (compute, crypto, radio) is what the planners
@@ -212,15 +214,24 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def precision(compiled: CompiledPlan, stage: str) -> str:
+    """``fp32`` or ``int8``: the precision stage ``stage`` computes in (``input``: fp32)."""
+    names = {st.name: st for st in compiled.plan.stages}
+    return names[stage].precision if stage in names else "fp32"
+
+
 def compute_seconds(compiled: CompiledPlan, p: StageProgram, device: Device) -> float:
     """Seconds ``device`` computes stage ``p``: its MACs at the device's rate for each layer
-    type (a piece of a layer, a tile or channel group, in proportion)."""
+    type (a piece of a layer, a tile or channel group, in proportion), at its int8 rate
+    for an int8 stage."""
+    kind = precision(compiled, p.name)
+    rate = device.rate_for(None, kind)
     if not device.layer_speed or not p.macs:
-        return device.stage_s + p.macs / device.mac_rate
+        return device.stage_s + p.macs / rate
     nodes = [compiled.graph.by_name[n] for n in p.nodes]
     whole = sum(n.macs for n in nodes)
-    seconds = sum(n.macs / device.rate_for(n.layer_type) for n in nodes)
-    return device.stage_s + (p.macs * seconds / whole if whole else p.macs / device.mac_rate)
+    seconds = sum(n.macs / device.rate_for(n.layer_type, kind) for n in nodes)
+    return device.stage_s + (p.macs * seconds / whole if whole else p.macs / rate)
 
 
 def _placed(compiled: CompiledPlan, platform: Platform) -> dict[str, DeviceCost]:
@@ -252,7 +263,7 @@ def _transfers(compiled: CompiledPlan, platform: Platform, devices: dict[str, De
     message_of: dict[str, float] = defaultdict(float)  # stage copy → per-message seconds
     at_coordinator = 0.0
     for (src_stage, dst_stage), group in compiled.links().items():
-        nbytes = sum(t.nbytes for t in group)
+        nbytes = sum(t.nbytes for t in group)  # what is sealed and sent (int8: 1 B an element)
         protection = plan.protection(src_stage, dst_stage)  # the coordinator's hops too
         alg = algorithm(protection)
         for (i, src), (j, dst) in itertools.product(enumerate(hosts[src_stage]),

@@ -78,6 +78,9 @@ class DeviceProfile(Config):
     hop_s: Figure | None = None
     coordinator_s: Figure | None = None
     crypto_fixed_s: dict[str, Figure] = {}
+    #: MAC/s of int8 kernels (a stage of precision int8), where a source gives one; without
+    #: it int8 stages run at the float rates
+    int8_mac_rate: Figure | None = None
 
 
 class MediumProfile(Config):
@@ -110,6 +113,7 @@ class DeviceSpec(Config):
     has_aes: bool | None = None
     crypto_cycles_per_byte: dict[str, Positive] | None = None
     mac_rates: dict[LayerType, Positive] | None = None  # MAC/s per layer type
+    int8_mac_rate: Positive | None = None  # MAC/s of int8 kernels
     #: built-in media whose link power this device's power figures already include: no
     #: radio energy per byte is charged on them (it would be counted twice)
     media_in_power: list[str] | None = None
@@ -185,11 +189,18 @@ class Device:
     hop_s: float = 0.0  # a message's latency in software per hop (wake-ups), beyond the link
     coordinator_s: float = 0.0  # a coordinator on this device: its work per request
     crypto_fixed_s: dict[str, float] = field(default_factory=dict, compare=False)
+    #: int8 kernels' MAC rate over ``mac_rate`` (1.0: no int8 figure, int8 at float speed)
+    int8_speed: float = field(default=1.0, compare=False)
 
-    def rate_for(self, layer_type: str | None) -> float:
+    @property
+    def int8_mac_rate(self) -> float:
+        return self.mac_rate * self.int8_speed
+
+    def rate_for(self, layer_type: str | None, precision: str = "fp32") -> float:
         """MAC/s for a layer of ``layer_type`` (``Node.layer_type``): its own rate where the
-        device has one, else ``mac_rate``."""
-        return self.mac_rate * self.layer_speed.get(layer_type or "", 1.0)
+        device has one, else ``mac_rate``; an int8 layer's scaled by ``int8_speed``."""
+        speed = self.int8_speed if precision == "int8" else 1.0
+        return self.mac_rate * self.layer_speed.get(layer_type or "", 1.0) * speed
 
     def radio_j_per_byte(self, link: Link, send: bool) -> float:
         """Radio energy per byte this device sends (or receives) on ``link``: none on a
@@ -318,8 +329,15 @@ def _resolve_device(spec: DeviceSpec, where: str) -> Device:
     if missing:
         raise ConfigError(f"{where}: device needs {', '.join(missing)} (or a profile)")
     speed = {k: rate / values["mac_rate"] for k, (rate, _) in rates.items()}
+    int8 = (spec.int8_mac_rate, GIVEN) if spec.int8_mac_rate is not None else (
+        (base.int8_mac_rate.value, base.int8_mac_rate.source)
+        if base is not None and base.int8_mac_rate is not None else None)
+    if int8 is not None:
+        sources["int8_mac_rate"] = int8[1]
     return Device(name=spec.name, profile=spec.profile, crypto_cycles_per_byte=crypto,
-                  sources=sources, layer_speed=speed, **values)
+                  sources=sources, layer_speed=speed,
+                  int8_speed=int8[0] / values["mac_rate"] if int8 is not None else 1.0,
+                  **values)
 
 
 def _resolve_medium(spec: MediumSpec, where: str) -> tuple[Link, dict[str, str]]:

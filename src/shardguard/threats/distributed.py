@@ -52,8 +52,11 @@ class RelayAttacker:
             value: torch.Tensor | None = torch.from_numpy(array.reshape(spec.shape).copy())
             transfer = Transfer(src, dst, spec.name.split(":", 1)[-1],
                                 tuple((0, d) for d in spec.shape[1:]), array.itemsize)
+            # an int8 tensor's zero point, where the header carries one (else 0: symmetric)
+            zero_point = int(getattr(spec, "zero_point", 0) or 0)
             for interceptor in self.interceptors:
                 assert value is not None
+                interceptor.zero_points[transfer.id] = zero_point
                 value = interceptor.on_link(transfer, value, traffic)
                 if value is None:
                     return None

@@ -27,8 +27,16 @@ def device_stream(seed: int, device: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, key]))
 
 
-def compromise(x: np.ndarray, mode: str, factor: float, rng: np.random.Generator) -> np.ndarray:
-    """D4: what a compromised device sends instead of a stage's output ``x`` (B, ...)."""
+def compromise(x: np.ndarray, mode: str, factor: float, rng: np.random.Generator,
+               zero_point: int = 0) -> np.ndarray:
+    """D4: what a compromised device sends instead of a stage's output ``x`` (B, ...).
+
+    An int8 output (q, with value (q − ``zero_point``) · scale) is compromised in value:
+    the same rule acts on q − zero_point, and the result is quantized back, saturating
+    to [−128, 127] (``zero`` sends the zero point, the code of 0.0)."""
+    if x.dtype == np.int8:
+        wrong = compromise(x.astype(np.float32) - np.float32(zero_point), mode, factor, rng)
+        return saturate(wrong + np.float32(zero_point))
     if mode == "zero":
         return np.zeros_like(x)
     if mode == "scale":
@@ -41,6 +49,12 @@ def compromise(x: np.ndarray, mode: str, factor: float, rng: np.random.Generator
         spread = np.where(spread > 0, spread, 1.0).reshape(-1, *[1] * (x.ndim - 1))
         return (rng.standard_normal(x.shape) * spread).astype(np.float32)
     raise ConfigError(f"D4 mode {mode!r} cannot act on a worker (zero, scale, sign, random)")
+
+
+def saturate(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the nearest int8, values beyond [−128, 127] clamped to its ends."""
+    out: np.ndarray = np.clip(np.rint(np.nan_to_num(x)), -128, 127).astype(np.int8)
+    return out
 
 
 class Faults(WorkerHook):

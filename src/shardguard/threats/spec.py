@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from .._config import Config, read_yaml, validate
+from ..errors import ConfigError
 from .bits import bit_positions
 
 Target = Annotated[str, Field(min_length=1)]
@@ -27,11 +28,12 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 def _known_bits(value: str | int | list[int]) -> str | int | list[int]:
-    bit_positions(value)  # raises ValueError naming what is wrong
+    bit_positions(value, "any")  # raises ValueError naming what is wrong
     return value
 
 
-#: a bit class ("sign", "exponent", "exponent-high", "mantissa", ...), a position or positions
+#: a bit class (float32: "sign", "exponent", "exponent-high", "mantissa", ...; int8: "sign",
+#: "msb", "lsb", "all"), a position or positions (0..31; 0..7 on int8 tensors)
 Bits = Annotated[str | int | list[int], AfterValidator(_known_bits)]
 
 
@@ -74,7 +76,8 @@ class Compromised(_Threat):
 
 
 class WeightFlips(_Threat):
-    """D5: bit flips in a device's stored weights."""
+    """D5: bit flips in a device's stored weights (float32 bits, or int8 bits of an int8
+    stage's quantized weights: ``quantized.flip_int8_initializers``)."""
 
     id: Literal["D5"] = "D5"
     ber: Probability = 1e-6
@@ -82,7 +85,8 @@ class WeightFlips(_Threat):
 
 
 class BitFlips(_Threat):
-    """L1: bits flip in transit, at a bit-error rate over chosen float32 bit positions.
+    """L1: bits flip in transit, at a bit-error rate over chosen bit positions (of float32
+    values, or of int8 ones on a link out of an int8 stage).
 
     With ``elements``, the flips are chosen instead: every bit in ``bits`` of each
     listed element (flat index within one sample's tensor) flips, in every message.
@@ -158,6 +162,18 @@ def simulation_only(threat: Threat) -> bool:
     L5 and D4 adversarial need gradients, L6 trains a decoder."""
     return isinstance(threat, (WeightFlips, Adversarial, Eavesdrop)) or (
         isinstance(threat, Compromised) and threat.mode == "adversarial")
+
+
+def check_int8(threat: Threat, where: str) -> None:
+    """A ConfigError naming ``where`` when ``threat`` flips bits an int8 value does not have
+    (a float32 class such as ``exponent``, or a position above 7)."""
+    bits = getattr(threat, "bits", None)
+    if bits is None:
+        return
+    try:
+        bit_positions(bits, "int8")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc} (int8 stages are a choice here)") from exc
 
 
 def parse_threat(data: object, source: str = "threat") -> Threat:
