@@ -185,7 +185,7 @@ def run(
     _raise_on_failed_requests(result)
 
 
-def _prepare(plan_file: Path, data: Path | None, n: int | None, *, calibrate: bool,
+def _prepare(plan_file: Path, data: str | None, n: int | None, *, calibrate: bool,
              guards: int, calibration_images: int) -> tuple[Any, Any, Any, Any]:
     """The bound plan (the host profile calibrated if it is used, int8 stages quantized),
     the first ``n`` images of its data and their labels, and the guards' bounds."""
