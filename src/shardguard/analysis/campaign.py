@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -53,7 +53,7 @@ from .subject import (
     profile_images,
     subject_data,
 )
-from .trials import Trial, matched, trial_threat
+from .trials import Trial, matched, plan_precision, trial_threat
 
 SUPPORTED = ("D1", "D2", "D3", "D4", "D5", "L1", "L2", "L3", "L4", "L5", "L6")
 
@@ -69,12 +69,13 @@ class CampaignSpec(Subject):
     processes: Annotated[int, Field(ge=0)] = 0  # 0: one per core
     deadline_s: Annotated[float, Field(gt=0)] = 10.0  # a request later than this is lost
     defences: Annotated[list[str], Field(min_length=1)] = ["none"]
+    precision: Literal["fp32", "int8"] = "fp32"  # int8: every stage quantized (quantize.py)
 
 
 def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list[Trial]:
     """Every trial of the campaign; ``targets[strategy]`` lists its plan's devices and links."""
     from ..defences.catalogue import parse_defence
-    from ..threats.spec import parse_threat
+    from ..threats.spec import check_int8, parse_threat
 
     defences = [parse_defence(d) for d in spec.defences]
     trials = []
@@ -92,6 +93,8 @@ def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list
                     for seed in spec.seeds:
                         concrete = {**threat, "target": name, "seed": seed}
                         parsed = parse_threat(concrete, f"threats.{i}")  # validate now
+                        if spec.precision == "int8":
+                            check_int8(parsed, f"threats.{i}", "the plan is int8")
                         for defence in defences:
                             if defended(parsed, defence.kind):
                                 trials.append(Trial(strategy, concrete, seed, defence.name))
@@ -141,6 +144,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     from ..data import plan_data
     from ..local import LocalExecutor
     from ..partition import bind
+    from ..runtime.quantize import calibrate
     from .metrics import scored
 
     torch.set_num_threads(threads)
@@ -152,7 +156,8 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
             dataset = plan_data(data, bound)
             _STATE.update(data=dataset, x=dataset.images(samples), y=dataset.labels(samples))
         x = _STATE["x"]
-        _STATE["bound"][key] = bound
+        calibrate(bound.compiled, _STATE["data"])  # int8: the first training images, as
+        _STATE["bound"][key] = bound  # every process (pool or Ray) reads the same ones
         if "@" not in key:  # replicas do not change the clean answers
             with torch.no_grad():
                 _STATE["clean"][key] = scored(LocalExecutor(bound.compiled).run(x))[0]
@@ -191,6 +196,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "threat": threat.id,
             "target": threat.target, "seed": trial.seed, "stream_seed": threat.seed,
             "params": json.dumps(params, sort_keys=True), "execution": "local",
+            "precision": plan_precision(bound.plan),
             "measure": scored_by,
             "simulation_only": simulation_only(threat),
             **{f"param_{k}": _cell(v) if k != "bits" else str(v) for k, v in params.items()},
@@ -238,11 +244,11 @@ def _outcome(bound: Any, threat: Any, x: Any, defence: Any = None, seed: int = 0
     import torch
 
     from ..local import LocalExecutor
-    from ..threats.local import ThreatInterceptor, weight_flips
+    from ..threats.local import interceptor, weight_flips
     from ..threats.spec import WeightFlips
 
     hooks = [] if threat is None or isinstance(threat, WeightFlips) else [
-        ThreatInterceptor(threat)]
+        interceptor(threat, bound.compiled)]
     if defence is not None:
         bounds = _bounds(bound) if defence.kind == "guard" else None
         hooks = defence.hooks(bound.compiled, hooks, bounds=bounds, seed=seed)
@@ -299,6 +305,7 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> Rows:
     as an Arrow table)."""
     from ..graph import trace
     from ..partition import load_plan, make_plan
+    from ..partition.build import with_precision
     from ..platform import load_platform
 
     loaded, shape = load_subject(spec)
@@ -318,7 +325,7 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> Rows:
     claim(out, "campaign.json", {**spec.model_dump(mode="json"),  # the report reads it too
                                  "data_used": data.describe(), "measure": data.measure},
           ("model", "weights", "platform", "objective", "samples", "deadline_s", "input_shape",
-           "preprocess", "data_used"))
+           "preprocess", "data_used", "precision"))
     plan_files: dict[str, str] = {}
     targets: dict[str, dict[str, list[str]]] = {}
     for strategy in spec.strategies:
@@ -328,6 +335,8 @@ def run_campaign(spec: CampaignSpec, out: Path, ray: str | None = None) -> Rows:
             if not path.exists():
                 planned = make_plan(graph, model_ref(spec, shape), platform, strategy=strategy,
                                     objective=spec.objective, replicas=k)
+                if spec.precision == "int8":
+                    planned = with_precision(planned, graph, platform, "int8")
                 planned.plan.save(path)
                 plan = planned.plan
             else:

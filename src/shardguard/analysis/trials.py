@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["Trial", "matched", "stream_seed", "trial_threat"]
+__all__ = ["Trial", "matched", "plan_precision", "stream_seed", "trial_threat"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,9 @@ def trial_threat(trial: Trial) -> Any:
     from ..threats.spec import parse_threat
 
     return parse_threat({**trial.threat, "seed": stream_seed(trial.threat)})
+
+
+def plan_precision(plan: Any) -> str:
+    """``fp32``, ``int8``, or ``mixed``: what a row says its plan computes in."""
+    kinds = sorted({st.precision for st in plan.stages})
+    return kinds[0] if len(kinds) == 1 else "mixed"

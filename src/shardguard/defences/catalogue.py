@@ -69,8 +69,10 @@ class Defence:
             self.parts = [Freivalds(rounds=2, seed=seed)]
         elif self.kind == "guard":
             links, activations = bounds
+            quant = compiled.quantized.codecs if compiled.quantized else None  # int8 links
             self.parts = [RangeGuard(links if self.placement != "activations" else None,
-                                     activations if self.placement != "links" else None)]
+                                     activations if self.placement != "links" else None,
+                                     quant=quant)]
         elif self.kind == "digest":
             self.parts = [WeightCheck(compiled)]  # digests of the weights as deployed
             return threat  # it checks stored weights, not what runs or crosses links

@@ -31,6 +31,13 @@ from .faults import compromise, device_stream, saturate
 from .spec import BitFlips, Compromised, Crash, Erasure, Noise, Replay, Threat, WeightFlips
 
 
+def interceptor(threat: Threat, compiled: CompiledPlan) -> ThreatInterceptor:
+    """``threat`` for ``compiled``'s executor, with its int8 link tensors' zero points
+    (from the quantized stages' codecs; none for an fp32 plan)."""
+    codecs = compiled.quantized.codecs if compiled.quantized else {}
+    return ThreatInterceptor(threat, {tid: zero for tid, (_, zero) in codecs.items()})
+
+
 def link_matches(target: str, transfer: Transfer) -> bool:
     """Whether ``transfer`` crosses the link ``target`` ("SRC>DST", or "every"): the
     coordinator's hops (``input>S``, ``S>output``) are links like any other."""

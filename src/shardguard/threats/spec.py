@@ -164,7 +164,7 @@ def simulation_only(threat: Threat) -> bool:
         isinstance(threat, Compromised) and threat.mode == "adversarial")
 
 
-def check_int8(threat: Threat, where: str) -> None:
+def check_int8(threat: Threat, where: str, why: str = "int8 stages are a choice here") -> None:
     """A ConfigError naming ``where`` when ``threat`` flips bits an int8 value does not have
     (a float32 class such as ``exponent``, or a position above 7)."""
     bits = getattr(threat, "bits", None)
@@ -173,7 +173,7 @@ def check_int8(threat: Threat, where: str) -> None:
     try:
         bit_positions(bits, "int8")
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc} (int8 stages are a choice here)") from exc
+        raise ConfigError(f"{where}: {exc} ({why})") from exc
 
 
 def parse_threat(data: object, source: str = "threat") -> Threat:
