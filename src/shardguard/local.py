@@ -142,13 +142,19 @@ class LocalExecutor:
         """What the stage's device sends: its outputs, after every interceptor."""
         redundant = next((h for h in self.interceptors
                           if isinstance(h, Redundant) and h.covers(program)), None)
+        assert program.module is not None  # __init__ built every stage
+        quantized = self.compiled.quantized
+        run = (quantized.runners[program.name] if quantized is not None
+               else lambda a: list(program.module(*a)))
         if redundant is None:
-            assert program.module is not None  # __init__ built every stage
-            quantized = self.compiled.quantized
-            run = (quantized.runners[program.name] if quantized is not None
-                   else lambda a: list(program.module(*a)))
             return _on_stage(self.interceptors, program, list(run(args)), traffic)
-        computed = redundant.compute(program, args)
+        if quantized is not None and type(redundant).compute is Redundant.compute:
+            computed = list(run(args))  # copies of what the stage sends (voting)
+        elif quantized is None or program.precision != "int8":
+            computed = redundant.compute(program, args)
+        else:  # it recomputes inside the float module (Freivalds, activation guards)
+            raise ConfigError(f"{type(redundant).__name__} checks inside a stage are not "
+                              f"available on a quantized plan (stage {program.name})")
         others = [h for h in self.interceptors if h is not redundant]
         copies = [_on_stage(others, replace(program, device=device, replicas=[]),
                             list(computed), traffic)

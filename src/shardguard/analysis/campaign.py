@@ -78,6 +78,11 @@ def expand(spec: CampaignSpec, targets: dict[str, dict[str, list[str]]]) -> list
     from ..threats.spec import check_int8, parse_threat
 
     defences = [parse_defence(d) for d in spec.defences]
+    inside = [d.name for d in defences if d.kind == "freivalds" or d.placement in (
+        "activations", "both")]
+    if spec.precision == "int8" and inside:
+        raise ConfigError(f"defences: {inside[0]!r} checks inside the stages, which an int8 "
+                          "plan runs in onnxruntime (guard:links and the others work)")
     trials = []
     for strategy in spec.strategies:
         for i, entry in enumerate(spec.threats):

@@ -107,21 +107,27 @@ class _Run(fx.Interpreter):
 
 
 class _Recorder(Interceptor):
-    def __init__(self) -> None:
+    def __init__(self, codecs: dict[str, tuple[float, int]] | None = None) -> None:
         self.seen: Bounds = {}
+        self.codecs = codecs or {}  # int8 link tensors: their float values are recorded
 
     def on_link(self, transfer: Transfer, value: torch.Tensor,
                 traffic: Traffic) -> torch.Tensor:
         if transfer.src == INPUT or transfer.dst == OUTPUT:
             return value  # guards bound activations between stages, not inputs or logits
-        _extend(self.seen, transfer.id, value)
+        if value.dtype == torch.int8:  # the float values its codes stand for
+            scale, zero = self.codecs[transfer.id]
+            _extend(self.seen, transfer.id, (value.float() - zero) * scale)
+        else:
+            _extend(self.seen, transfer.id, value)
         return value
 
 
 @torch.no_grad()
 def profile_bounds(compiled: CompiledPlan, x: torch.Tensor) -> Bounds:
-    """Per-channel min and max of every link tensor over clean inputs ``x``."""
-    recorder = _Recorder()
+    """Per-channel min and max of every link tensor over clean inputs ``x`` (in float, for
+    an int8 link tensor too: ``RangeGuard`` maps them to codes)."""
+    recorder = _Recorder(compiled.quantized.codecs if compiled.quantized else None)
     executor = LocalExecutor(compiled, [recorder])
     for chunk in torch.split(x, 1000):
         executor.run(chunk)
@@ -130,13 +136,14 @@ def profile_bounds(compiled: CompiledPlan, x: torch.Tensor) -> Bounds:
 
 @torch.no_grad()
 def profile_activations(compiled: CompiledPlan, x: torch.Tensor) -> ActivationBounds:
-    """Per stage, the per-channel min and max of every ReLU-family activation over ``x``."""
+    """Per stage, the per-channel min and max of every ReLU-family activation over ``x``;
+    none inside an int8 stage of a quantized plan (its activations live in onnxruntime)."""
     compiled.build()
     seen: ActivationBounds = {p.name: {} for p in compiled.programs}
 
     class Inside(Redundant):
         def covers(self, program: StageProgram) -> bool:
-            return True
+            return compiled.quantized is None or program.precision != "int8"
 
         def compute(self, program: StageProgram, args: list[torch.Tensor]) -> list[torch.Tensor]:
             assert program.module is not None
