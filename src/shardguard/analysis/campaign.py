@@ -141,6 +141,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
     from ..data import plan_data
     from ..local import LocalExecutor
     from ..partition import bind
+    from ..runtime.quantize import calibrate
     from .metrics import scored
 
     torch.set_num_threads(threads)
@@ -151,6 +152,7 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
         if "x" not in _STATE:  # every plan is of the same model: the same images
             dataset = plan_data(data, bound)
             _STATE.update(data=dataset, x=dataset.images(samples), y=dataset.labels(samples))
+        calibrate(bound.compiled, _STATE["data"])  # an int8 plan's stages quantized
         x = _STATE["x"]
         _STATE["bound"][key] = bound
         if "@" not in key:  # replicas do not change the clean answers
