@@ -12,6 +12,9 @@ does, calibrated on training images). For each precision, on the same images:
   class that does the most harm per flip, ``exponent-high`` (bit 30: the exponent's top
   bit, which turns a value below 2 into one near 2^128). That is the matching chosen:
   each precision's worst single bit.
+The BER is per bit of the class flipped (``threats.bits.flip_bits``): at the same BER,
+random flips hit 32 (fp32) or 8 (int8) bits per value, MSB flips one, so the MSB rows
+are fewer flips that each weigh the most; compare them per flip with that in mind.
 Each condition pools ``seeds`` seeds with its 95 % interval. Written to
 ``precisions.csv`` (one row per precision and condition, a ``precision`` column),
 ``precisions.json`` (accuracy with its interval, energy per device, bytes per link,
@@ -127,8 +130,8 @@ def report_table(d: Path) -> dict[str, Any] | None:
         rows.append(row)
     return {"caption": "fp32 vs int8, the same plan: accuracy, energy, bytes per link, and "
                        "accuracy lost under L1 bit flips on every link at the same bit-error "
-                       "rate (random bits; the most significant bit: int8 bit 7, fp32 the "
-                       "exponent's top bit), 95% intervals", "rows": rows}
+                       "rate per bit of the class (random: every bit; MSB: int8 bit 7, fp32 "
+                       "the exponent's top bit, one bit per value), 95% intervals", "rows": rows}
 
 
 def _with_interval(value: Any, low: Any, high: Any) -> str:
