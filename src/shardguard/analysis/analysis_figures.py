@@ -123,3 +123,29 @@ def save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def precision_figure(pooled: list[dict[str, Any]], path: Path) -> Path:
+    """Accuracy lost against BER, one line per precision and flip class (random: solid,
+    most significant bit: dashed), the 95 % intervals as bands (``precisions.py``)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (precision, flips), colour in zip(
+            sorted({(r["precision"], r["flips"]) for r in pooled}), plt.rcParams[
+                "axes.prop_cycle"].by_key()["color"] * 4):
+        points = sorted((r for r in pooled if (r["precision"], r["flips"]) == (
+            precision, flips)), key=lambda r: r["ber"])
+        ber = [r["ber"] for r in points]
+        label = f"{precision}, {'random bits' if flips == 'all' else points[0]['bits']}"
+        ax.plot(ber, [r["accuracy_drop"] for r in points], marker="o", color=colour,
+                linestyle="-" if flips == "all" else "--", label=label)
+        ax.fill_between(ber, [r["accuracy_drop_low"] for r in points],
+                        [r["accuracy_drop_high"] for r in points], color=colour, alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("bit-error rate on every link")
+    ax.set_ylabel("accuracy lost (95% interval)")
+    ax.set_title("fp32 vs int8 under L1 bit flips")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -52,6 +52,7 @@ from ..threats.eavesdrop import EavesdropTraining  # noqa: E402
 from .analysis_figures import figures as draw  # noqa: E402
 from .campaign import execute, plan_targets  # noqa: E402
 from .metrics import pool  # noqa: E402
+from .precisions import compare  # noqa: E402
 from .rows import table, write_csv  # noqa: E402
 from .subject import profile_images  # noqa: E402
 from .trials import Trial  # noqa: E402
@@ -249,9 +250,12 @@ def save_setup(bound: Any, plan_file: Path, out: Path) -> dict[str, str]:
 
 def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
             seeds: int = DEFAULT_SEEDS, processes: int = 0, ray: str | None = None,
-            data: str | None = None, eavesdropper: EavesdropTraining | None = None) -> Analysis:
+            data: str | None = None, eavesdropper: EavesdropTraining | None = None,
+            precisions: list[str] | None = None) -> Analysis:
     """The standard analysis of ``plan_file`` under ``seeds`` seeds (``seed``, ``seed`` + 1,
-    …) on the first ``samples`` images of ``data``; results, figures and setup in ``out``."""
+    …) on the first ``samples`` images of ``data``; results, figures and setup in ``out``.
+    With ``precisions`` (e.g. fp32 and int8), the same plan at each precision side by side
+    too (``precisions.py``)."""
     import hashlib
 
     from ..data import plan_data
@@ -264,7 +268,8 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
         check_memory(bound.graph, min(samples, len(dataset)), split_cores(processes)[0], "-n")
     setup = {"plan": str(plan_file), "samples": samples, "seed": seed, "seeds": seeds,
              "plan_sha256": hashlib.sha256(plan_file.read_bytes()).hexdigest(),
-             "data": dataset.describe(), "measure": dataset.measure}
+             "data": dataset.describe(), "measure": dataset.measure,
+             **({"precisions": precisions} if precisions else {})}
     claim(out, "analysis.json", setup, ("plan_sha256", "samples", "data"))
     setup.update(save_setup(bound, plan_file, out))
     (out / "analysis.json").write_text(json.dumps(setup, indent=2) + "\n")
@@ -289,5 +294,9 @@ def analyze(plan_file: Path, out: Path, *, samples: int = 2000, seed: int = 0,
     (out / "ranking.json").write_text(json.dumps(ranking, indent=2) + "\n")
     figures = draw(conditions, ranking, reconstruction, targets, out, clean, dataset.measure,
                    BIT_CLASSES)
+    if precisions:
+        compare(bound, precisions, out, samples=samples, seed=seed, seeds=seeds,
+                processes=processes, ray=ray, data=data)
+        figures["precisions"] = out / "precision_vs_ber.png"
     return Analysis(rows, ranking, figures, clean, reconstruction, dataset.measure,
                     dataset.describe(), conditions, clean_interval)

@@ -24,9 +24,11 @@ from typing import Any
 from .. import __version__
 from ..errors import ConfigError
 from .metrics import LOSSES, MEASURES
+from .precisions import report_table
 
 ANALYSIS_FIGURES = ("criticality.png", "accuracy_vs_ber.png", "accuracy_vs_snr.png",
-                    "accuracy_vs_epsilon.png", "reconstruction_by_depth.png")
+                    "accuracy_vs_epsilon.png", "reconstruction_by_depth.png",
+                    "precision_vs_ber.png")
 EXPLORE_FIGURES = ("front_projections.png", "energy_per_device.png", "security_energy.png")
 FIGURE_NOTES = {
     "plan.png": "Which device runs which share of the model's work, and when each stage "
@@ -39,6 +41,8 @@ FIGURE_NOTES = {
                                "injected on each link.",
     "reconstruction_by_depth.png": "How well an eavesdropper rebuilds the input from a link, "
                                    "by how deep in the model the link is.",
+    "precision_vs_ber.png": "Accuracy lost against the bit-error rate on every link, fp32 vs "
+                            "int8 (solid: random bits; dashed: the most significant bit).",
     "front_projections.png": "The Pareto front in three 2-D views; grey: every candidate "
                              "evaluated; star: the recommended deployment.",
     "energy_per_device.png": "Energy per inference on each device for three front points.",
@@ -147,6 +151,9 @@ def _analysis(d: Path, where: str) -> dict[str, Any]:
     if conditions:
         tables.append({"caption": f"Every condition, its seeds pooled ({setup.get('seeds', 1)}"
                                   " per condition), with 95% intervals", "rows": conditions})
+    compared = report_table(d)  # analyze --precisions: fp32 vs int8 side by side
+    if compared:
+        tables.insert(0, compared)
     platform = d / "platform.yaml"
     return {"kind": "analysis", "title": "Vulnerability analysis and criticality", "where": where,
             "measured": measured, "setup": setup, "tables": tables,

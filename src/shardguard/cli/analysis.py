@@ -76,6 +76,9 @@ def analyze(
              "4000 at 28×28).")] = None,
     eavesdrop_epochs: Annotated[int | None, typer.Option(
         help="Most epochs it trains while the held-out PSNR rises (default 40).")] = None,
+    precisions: Annotated[str | None, typer.Option(
+        help="Comma-separated precisions (fp32,int8): the plan at each, side by side "
+             "(accuracy, energy, bytes, bit flips at the same BER).")] = None,
 ) -> None:
     """Standard vulnerability analysis of a plan: figures, table and criticality ranking.
 
@@ -89,6 +92,7 @@ def analyze(
     from ..analysis.analyze import DEFAULT_SEEDS
     from ..analysis.analyze import analyze as run
     from ..analysis.metrics import LOSSES, MEASURES
+    from ..analysis.precisions import parse_precisions
     from ..threats.eavesdrop import EavesdropTraining
 
     count("-n", samples)
@@ -99,7 +103,8 @@ def analyze(
     given = {"images": eavesdrop_images, "max_epochs": eavesdrop_epochs}
     result = run(plan_file, output, samples=samples, seed=seed, seeds=seeds, ray=ray, data=data,
                  eavesdropper=EavesdropTraining(**{k: v for k, v in given.items()
-                                                   if v is not None}))
+                                                   if v is not None}),
+                 precisions=parse_precisions(precisions) if precisions is not None else None)
     print(f"data: {result.data}")
     low, high = result.clean_interval
     table = Table("rank", "kind", "name", LOSSES[result.measure], "95% interval",
