@@ -14,7 +14,8 @@ from shardguard.partition.pipeline import solve, tables
 from shardguard.partition.plan import SegmentSpec
 from shardguard.partition.spatial import grids, prefix_ends, tile_stages
 from shardguard.platform import load_platform
-from shardguard.platform._model import PlatformSpec, build_platform
+from shardguard.platform._model import PlatformSpec
+from shardguard.platform._resolve import build_platform
 from shardguard.zoo import ZOO, build
 
 

@@ -6,7 +6,8 @@ import torch
 from hypothesis import strategies as st
 from torch import nn
 
-from shardguard.platform._model import PlatformSpec, build_platform
+from shardguard.platform._model import PlatformSpec
+from shardguard.platform._resolve import build_platform
 
 BLOCKS = ("conv", "conv_bn_relu", "residual", "concat", "pool", "depthwise", "dilated")
 

@@ -189,7 +189,8 @@ def test_no_strategy_refuses_a_model_the_pipeline_accepts(strategy, rpi4):
 
 
 def test_memory_overflow_names_the_device_and_the_excess():
-    from shardguard.platform._model import PlatformSpec, build_platform
+    from shardguard.platform._model import PlatformSpec
+    from shardguard.platform._resolve import build_platform
 
     spec = PlatformSpec.model_validate({
         "name": "tiny", "medium": "ethernet-100m",

@@ -170,8 +170,8 @@ def test_the_campaign_report_splits_strategies_and_names_threats(tmp_path):
 def test_analyze_saves_its_plan_platform_and_setup_and_the_report_shows_them(tmp_path):
     plan = write_plan(tmp_path, planned("lenet5", objective="energy"))
     out = tmp_path / "analysis"
-    succeeded(run_cli("analyze", str(plan), "-o", str(out), "-n", "100", "--seeds", "2"),
-              "analyze")
+    succeeded(run_cli("analyze", str(plan), "-o", str(out), "-n", "100", "--seeds", "2",
+                      "--eavesdrop-images", "400", "--eavesdrop-epochs", "2"), "analyze")
     setup = json.loads((out / "analysis.json").read_text())
     assert setup["seeds"] == 2 and setup["platform"] == "rpi4x4-ethernet"
     assert (out / "plan.yaml").read_text() == plan.read_text()

@@ -160,7 +160,6 @@ def _init(plan_files: dict[str, str], samples: int, threads: int,
         if "x" not in _STATE:  # every plan is of the same model: the same images
             dataset = plan_data(data, bound)
             _STATE.update(data=dataset, x=dataset.images(samples), y=dataset.labels(samples))
-        calibrate(bound.compiled, _STATE["data"])  # an int8 plan's stages quantized
         x = _STATE["x"]
         calibrate(bound.compiled, _STATE["data"])  # int8: the first training images, as
         _STATE["bound"][key] = bound  # every process (pool or Ray) reads the same ones

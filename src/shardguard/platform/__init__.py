@@ -5,7 +5,8 @@ one is ``partition/cost.py``).
     p.devices["pi1"].mac_rate, p.devices["pi1"].sources["mac_rate"]
 """
 
-from ._model import Device, Link, Platform, PlatformSpec, builtin_platforms, load_platform, profiles
+from ._model import Device, Link, Platform, PlatformSpec
+from ._resolve import builtin_platforms, load_platform, profiles
 
 __all__ = ["Device", "Link", "Platform", "PlatformSpec", "builtin_platforms", "load_platform",
            "profiles"]
