@@ -57,8 +57,14 @@ def test_cli_explore_with_precision_fronts_both_precisions_where_both_are_non_do
         tmp_path):
     threats = tmp_path / "threats.yaml"
     threats.write_text("threats:\n  - {id: L1, target: links, ber: 1.0e-3, bits: all}\n")
+    # Raspberry Pi 3B boards: their int8 kernels are slower than float (profiles.yaml, from
+    # ncnn's Cortex-A53 rows): int8 is not free there, and both precisions reach the front
+    platform = tmp_path / "pi3.yaml"
+    platform.write_text("name: pi3x2\nmedium: ethernet-100m\ndevices:\n"
+                        "  - {name: a, profile: raspberry-pi-3b}\n"
+                        "  - {name: b, profile: raspberry-pi-3b}\n")
     out = tmp_path / "out"
-    succeeded(run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+    succeeded(run_cli("explore", "lenet5", "-p", str(platform), "-t", str(threats),
                       "--method", "exhaustive", "--budget", "1000", "--strategies",
                       "pipeline", "--max-devices", "2", "--protections", "none", "--ends",
                       "none", "--copies", "1", "--guards", "off", "--precisions",
@@ -69,10 +75,10 @@ def test_cli_explore_with_precision_fronts_both_precisions_where_both_are_non_do
     for r in rows:
         by[json.dumps({**r["candidate"], "precision": []})][
             tuple(r["candidate"]["precision"])] = r
-    for variants in by.values():  # the same layout: int8 everywhere uses less energy
+    for variants in by.values():  # the same layout: int8 everywhere loses less to flips
         if () in variants and variants.keys() - {()}:
             everywhere = max(variants, key=lambda p: p.count("int8"))
-            assert variants[everywhere]["energy_j"] < variants[()]["energy_j"]
+            assert variants[everywhere]["vulnerability"] < variants[()]["vulnerability"]
     f = np.array([objectives(r) for r in rows])
     non_dominated = [r for r, a in zip(rows, f)
                      if not any(np.all(b <= a) and np.any(b < a) for b in f)]

@@ -8,9 +8,9 @@ hops (``ends``: the input to the first stages, the results from the last), a
 redundancy (1, 2 or 3 copies of every stage, voting), whether range guards run, and a
 precision per stage (``precisions``: fp32, int8; stage k gets ``precision[k % len]``). An
 int8 stage computes at its device's int8 MAC rate and sends int8 tensors (a quarter of the
-bytes to send and seal); its accuracy comes from ``int8_estimate.int8_emulation`` (weights
-and link tensors quantized in the float executor: an estimate until the int8 executor
-lands), so the accuracy quantization costs is inside ``vulnerability``.
+bytes to send and seal); its accuracy comes from its real quantized stages
+(``runtime/quantize.py``, calibrated on the first training images), so the accuracy
+quantization costs is inside ``vulnerability``.
 Its four objectives, all minimised:
 
 * ``energy_j``      the largest active energy per inference of any device (cost model:
