@@ -40,12 +40,12 @@ may go on with two agreeing copies).
 from __future__ import annotations
 
 import itertools
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from ..errors import PlanningError
 from ..platform import Device, Platform
+from ..platform.host import host_cores
 from .compile import INPUT, OUTPUT, CompiledPlan, StageProgram, Transfer
 
 SOURCE = "source"  # where inputs come from and outputs go: across the platform's medium
@@ -204,27 +204,14 @@ def host_share_s(platform: Platform, devices: dict[str, DeviceCost], coordinator
     """The used ``host`` devices' busy time per inference, and the coordinator's, over this
     machine's cores: however the processes are scheduled, the period is no shorter."""
     busy = [d.busy_s for name, d in devices.items() if platform.devices[name].profile == "host"]
-    return (sum(busy) + coordinator) / _cores() if busy else 0.0
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def precision(compiled: CompiledPlan, stage: str) -> str:
-    """``fp32`` or ``int8``: the precision stage ``stage`` computes in (``input``: fp32)."""
-    names = {st.name: st for st in compiled.plan.stages}
-    return names[stage].precision if stage in names else "fp32"
+    return (sum(busy) + coordinator) / host_cores() if busy else 0.0
 
 
 def compute_seconds(compiled: CompiledPlan, p: StageProgram, device: Device) -> float:
     """Seconds ``device`` computes stage ``p``: its MACs at the device's rate for each layer
     type (a piece of a layer, a tile or channel group, in proportion), at its int8 rate
     for an int8 stage."""
-    kind = precision(compiled, p.name)
+    kind = p.precision
     rate = device.rate_for(None, kind)
     if not device.layer_speed or not p.macs:
         return device.stage_s + p.macs / rate
