@@ -32,7 +32,7 @@ def make():
 
 
 def _accuracy(out: str) -> str:
-    match = re.search(r"test accuracy (\S+ \(95% CI \S+\)) on (\d+) images", out)
+    match = re.search(r"test accuracy (\S+% \[\S+%, \S+%\]) on (\d+) images", out)
     assert match, out
     return f"{match.group(1)} on {match.group(2)}"
 

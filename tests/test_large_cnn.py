@@ -48,7 +48,7 @@ def test_the_shipped_head_is_small_and_eval_reproduces_its_recorded_accuracy():
     assert meta["test_accuracy"] > 0.8  # a linear probe of frozen ImageNet features
     result = succeeded(run_cli("eval", MODEL, "-n", "200"), "eval")
     assert "224×224" in result.out
-    assert f"test accuracy {meta['accuracy_on_first']['200']:.4f}" in result.out
+    assert f"test accuracy {meta['accuracy_on_first']['200']:.2%} [" in result.out
     assert "reproduces the recorded accuracy" in result.err
 
 

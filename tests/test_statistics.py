@@ -227,4 +227,4 @@ def test_run_counts_an_answer_with_nan_or_infinity_as_wrong_never_as_a_class(cap
     out = capsys.readouterr().out
     assert ok.tolist() == [True, True, True, False]
     assert "2 answered images have NaN or infinite outputs" in out
-    assert "accuracy 0.3333" in out and "on 3 answered images" in out
+    assert "accuracy 33.33% [" in out and "on 3 answered images" in out

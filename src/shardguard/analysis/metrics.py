@@ -199,7 +199,23 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def with_interval(value: float, low: Any, high: Any, digits: int = 1) -> str:
+    """``81.2% [78.9%, 83.4%]``: a proportion with its 95 % interval, the one way ShardGuard
+    writes a figure and its uncertainty (the summary, the CLI's tables, the report)."""
+    return f"{value:.{digits}%} {interval_text(low, high, digits)}"
+
+
+def interval_text(low: Any, high: Any, digits: int = 1) -> str:
+    """``[78.9%, 83.4%]``; ``[–]`` where there is no interval (a missing or non-finite bound)."""
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        return "[–]"
+    return f"[{lo:.{digits}%}, {hi:.{digits}%}]" if math.isfinite(lo + hi) else "[–]"
+
+
 def rate(successes: int, n: int) -> str:
-    """``0.9124 (95% CI 0.9067-0.9178)``: a proportion with its Wilson interval."""
-    low, high = wilson(successes, n)
-    return f"{successes / n:.4f} (95% CI {low:.4f}-{high:.4f})" if n else "nan (no images)"
+    """``91.24% [90.67%, 91.78%]``: a proportion with its Wilson interval."""
+    if n <= 0:
+        return "nan (no images)"
+    return with_interval(successes / n, *wilson(successes, n), digits=2)

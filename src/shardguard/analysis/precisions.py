@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .metrics import with_interval
 from .trials import Trial
 
 PRECISIONS = ("fp32", "int8")
@@ -116,7 +117,7 @@ def report_table(d: Path) -> dict[str, Any] | None:
     rows = []
     for p, s in summary["precisions"].items():
         row: dict[str, Any] = {
-            "precision": p, "accuracy (95% interval)": _with_interval(
+            "precision": p, "accuracy (95% interval)": with_interval(
                 s["accuracy"], s["accuracy_low"], s["accuracy_high"]),
             "energy per device (mJ)": ", ".join(f"{d} {j * 1e3:.3g}"
                                                 for d, j in s["energy_j"].items()),
@@ -125,14 +126,10 @@ def report_table(d: Path) -> dict[str, Any] | None:
             for r in sorted((r for r in found if r["precision"] == p and r["flips"] == flips),
                             key=lambda r: float(r["ber"])):
                 what = "random bits" if flips == "all" else "MSB"  # bits: the caption
-                row[f"lost, {what}, BER {float(r['ber']):g}"] = _with_interval(
-                    r["accuracy_drop"], r["accuracy_drop_low"], r["accuracy_drop_high"])
+                row[f"lost, {what}, BER {float(r['ber']):g}"] = with_interval(
+                    float(r["accuracy_drop"]), r["accuracy_drop_low"], r["accuracy_drop_high"])
         rows.append(row)
     return {"caption": "fp32 vs int8, the same plan: accuracy, energy, bytes per link, and "
                        "accuracy lost under L1 bit flips on every link at the same bit-error "
                        "rate per bit of the class (random: every bit; MSB: int8 bit 7, fp32 "
                        "the exponent's top bit, one bit per value), 95% intervals", "rows": rows}
-
-
-def _with_interval(value: Any, low: Any, high: Any) -> str:
-    return f"{float(value):.3f} [{float(low):.3f}, {float(high):.3f}]"

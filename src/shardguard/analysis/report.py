@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import ConfigError
-from .metrics import LOSSES, MEASURES
+from .metrics import LOSSES, MEASURES, with_interval
 from .precisions import report_table
 
 ANALYSIS_FIGURES = ("criticality.png", "accuracy_vs_ber.png", "accuracy_vs_snr.png",
@@ -142,8 +142,8 @@ def _analysis(d: Path, where: str) -> dict[str, Any]:
     setup = _read(d / "analysis.json")
     measure, measured = _measured(setup)
     rows = [{"rank": r["rank"], "kind": r["kind"], "name": r["name"],
-             LOSSES[measure]: r["accuracy_drop"],
-             "95% interval": _between(r.get("accuracy_drop_low"), r.get("accuracy_drop_high")),
+             f"{LOSSES[measure]} (95% interval)": with_interval(
+                 r["accuracy_drop"], r.get("accuracy_drop_low"), r.get("accuracy_drop_high")),
              "worst availability": r["availability"], "attacks": r["attacks"]} for r in ranking]
     tables = [{"caption": "Criticality ranking: the device or link whose attack costs "
                           "the most accuracy first", "rows": rows}]
@@ -169,11 +169,12 @@ def _conditions(path: Path, measure: str) -> list[dict[str, Any]]:
     word = "accuracy" if measure == "accuracy" else "agreement"
     with path.open() as f:
         found = list(csv.DictReader(f))
-    return [{"threat": threat_name(r), word: float(r["accuracy"]),
-             f"{word} 95% interval": _between(r.get("accuracy_low"), r.get("accuracy_high")),
-             LOSSES[measure]: float(r["accuracy_drop"]),
-             "lost: 95% interval": _between(r.get("accuracy_drop_low"),
-                                           r.get("accuracy_drop_high")),
+    return [{"threat": threat_name(r),
+             f"{word} (95% interval)": with_interval(
+                 float(r["accuracy"]), r.get("accuracy_low"), r.get("accuracy_high")),
+             f"{LOSSES[measure]} (95% interval)": with_interval(
+                 float(r["accuracy_drop"]), r.get("accuracy_drop_low"),
+                 r.get("accuracy_drop_high")),
              "unscorable": float(r.get("unscorable") or 0.0),
              "availability": float(r["availability"]), "seeds": int(float(r["seeds"]))}
             for r in found]
@@ -185,15 +186,6 @@ def threat_name(row: dict[str, Any]) -> str:
     values = json.loads(params) if isinstance(params, str) else params
     named = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
     return f"{row['threat']} on {row['target']}" + (f": {named}" if named else "")
-
-
-def _between(low: Any, high: Any) -> str:
-    """A 95 % interval as text, ``[0.812, 0.857]``; ``–`` where there is none."""
-    try:
-        lo, hi = float(low), float(high)
-    except (TypeError, ValueError):
-        return "–"
-    return f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else "–"
 
 
 def _campaign(d: Path, where: str) -> dict[str, Any]:
@@ -221,11 +213,11 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
             "max_defence_energy_j")}
         table.append({"strategy": strategy, "threat": threat, "defence": defence,
                       "seeds": len(rs), f"clean {word}": both["clean_accuracy"],
-                      word: both["accuracy"],
-                      f"{word} 95% interval": _between(both["accuracy_low"], both["accuracy_high"]),
-                      LOSSES[measure]: both["accuracy_drop"],
-                      "lost: 95% interval": _between(both["accuracy_drop_low"],
-                                                both["accuracy_drop_high"]),
+                      f"{word} (95% interval)": with_interval(
+                          both["accuracy"], both["accuracy_low"], both["accuracy_high"]),
+                      f"{LOSSES[measure]} (95% interval)": with_interval(
+                          both["accuracy_drop"], both["accuracy_drop_low"],
+                          both["accuracy_drop_high"]),
                       "unscorable": mean["unscorable"], "availability": mean["availability"],
                       "detection rate": mean["detection_rate"],
                       "false positives": mean["false_positive_rate"],
@@ -245,8 +237,8 @@ def _exploration(d: Path, where: str) -> dict[str, Any]:
     front = [{"#": r["point"], "recommended": "★" if r["recommended"] else "",
               "deployment": r["deployment"], "max energy/device (mJ)": r["energy_mj"],
               "total energy (mJ)": r.get("total_energy_mj"), "latency (ms)": r["latency_ms"],
-              LOSSES[measure]: r["vulnerability"],
-              "95% interval": _between(r.get("vulnerability_low"), r.get("vulnerability_high")),
+              f"{LOSSES[measure]} (95% interval)": with_interval(
+                  r["vulnerability"], r.get("vulnerability_low"), r.get("vulnerability_high")),
               "plan": r["plan"]} for r in data["front"]]
     rec = data["recommended"]
     path = (d / rec["plan"]).resolve()

@@ -91,7 +91,7 @@ def analyze(
 
     from ..analysis.analyze import DEFAULT_SEEDS
     from ..analysis.analyze import analyze as run
-    from ..analysis.metrics import LOSSES, MEASURES
+    from ..analysis.metrics import LOSSES, MEASURES, with_interval
     from ..analysis.precisions import parse_precisions
     from ..threats.eavesdrop import EavesdropTraining
 
@@ -107,14 +107,15 @@ def analyze(
                  precisions=parse_precisions(precisions) if precisions is not None else None)
     print(f"data: {result.data}")
     low, high = result.clean_interval
-    table = Table("rank", "kind", "name", LOSSES[result.measure], "95% interval",
+    table = Table("rank", "kind", "name", f"{LOSSES[result.measure]} (95% interval)",
                   "worst availability", "attacks",
                   title=f"criticality (clean: {MEASURES[result.measure]} "
-                        f"{result.clean_accuracy:.2%} [{low:.2%}, {high:.2%}]; "
+                        f"{with_interval(result.clean_accuracy, low, high)}; "
                         f"{seeds} seeds pooled)")
     for r in result.ranking:
-        table.add_row(str(r["rank"]), r["kind"], r["name"], f"{r['accuracy_drop']:.2%}",
-                      f"[{r['accuracy_drop_low']:.2%}, {r['accuracy_drop_high']:.2%}]",
+        table.add_row(str(r["rank"]), r["kind"], r["name"],
+                      with_interval(r["accuracy_drop"], r["accuracy_drop_low"],
+                                    r["accuracy_drop_high"]),
                       f"{r['availability']:.0%}", r["attacks"])
     Console(width=140).print(table)
     print(f"{len(result.rows)} trials, figures and tables in {output}")
@@ -244,26 +245,24 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
 
 def _print_front(result: Exploration, output: Path) -> None:
     """The Pareto front as a table, ★ on the recommended point, and where the files are."""
-    import math
-
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
+    from ..analysis.metrics import with_interval
     from ..analysis.search import labels
 
     print(f"data: {result.data}")
     table = Table("#", "deployment", "max energy/device (mJ)", "total energy (mJ)",
-                  "latency (ms)", labels(result.measure)["vulnerability"], "95% interval",
+                  "latency (ms)", f"{labels(result.measure)['vulnerability']} (95% interval)",
                   title=f"Pareto front ({result.method}, {len(result.rows)} of "
                         f"{result.space_size} candidates evaluated)")
     for i, r in enumerate(result.front):
         mark = " ★" if r["key"] == result.recommended["key"] else ""
         table.add_row(f"{i}{mark}", escape(r["describe"]), f"{r['energy_j'] * 1e3:.3f}",
                       f"{r['total_energy_j'] * 1e3:.3f}", f"{r['latency_s'] * 1e3:.2f}",
-                      f"{r['vulnerability']:.1%}",
-                      f"[{r.get('vulnerability_low', math.nan):.1%}, "
-                      f"{r.get('vulnerability_high', math.nan):.1%}]")
+                      with_interval(r["vulnerability"], r.get("vulnerability_low"),
+                                    r.get("vulnerability_high")))
     Console(width=150).print(table)
     print(f"recommended ★: {result.recommended['describe']}\n  {result.reason}\n"
           f"  plan: {output}/plans/recommended.yaml; front, plans and figures in {output}")

@@ -22,11 +22,11 @@ import numpy as np
 
 from .._progress import log
 from ..runtime.netns import Network
+from ._security import ci, defend_step, explore_step, planned_outputs
 from ._settings import (
     DEMO_MODEL,
     DEMO_PLATFORM,
     DEMO_PROTECTION,
-    EXPLORE_THREATS,
     LARGE,
     LARGE_PLATFORM,
     DemoSizes,
@@ -35,14 +35,6 @@ from ._settings import (
 
 T = TypeVar("T")
 
-
-def planned_outputs(bound: Any, x: Any) -> np.ndarray:
-    import torch
-
-    from ..local import LocalExecutor
-
-    with torch.no_grad():
-        return LocalExecutor(bound.compiled)(x).numpy()
 
 
 @dataclass
@@ -101,7 +93,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     _analyze(demo)
     defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
                         f"sealed with {DEMO_PROTECTION}",
-                        lambda: _defend(planned, demo.test, out_dir, platform,
+                        lambda: defend_step(planned, demo.test, out_dir, platform,
                                         demo.sizes.defence))
     summary.lines += defence.pop("lines")
     summary.facts.update(defence)
@@ -113,7 +105,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
                          check_max_abs_diff=checked.max_abs_diff)
     exploration = steps.run("explore", "exploring deployments: security against energy "
                             f"per device (NSGA-II, {demo.sizes.explore_budget} candidates)",
-                            lambda: _explore(model, platform, out_dir / "explore", data,
+                            lambda: explore_step(model, platform, out_dir / "explore", data,
                                              demo.sizes))
     summary.lines += exploration.pop("lines")
     summary.facts.update(exploration)
@@ -212,10 +204,15 @@ def _plan_and_check(demo: _Demo, graph: Any) -> tuple[Any, Any]:
     demo.summary.lines += [
         f"plan       {len(planned.compiled.programs)} pipeline stages on "
         f"{', '.join(cost.devices)}: latency {cost.latency_s * 1e3:.2f} ms, "
-        f"{cost.throughput:.0f} inferences/s, max {cost.max_active_j * 1e3:.2f} mJ per device "
-        f"(cost model) — {out_dir}/plan.yaml, plan.png",
+        f"{cost.throughput:.0f} inferences/s, max {cost.max_active_j * 1e3:.2f} mJ per device, "
+        f"{cost.total_energy_j * 1e3:.2f} mJ in total with idle power, "
+        f"{len(cost.idle_boards)} unused boards' included (cost model) — "
+        f"{out_dir}/plan.yaml, plan.png",
         f"check      partitioned = whole model on {checked.same_class}/{checked.samples} "
         f"images (max |difference| {checked.max_abs_diff:.1e})"]
+    demo.summary.facts.update(max_device_energy_j=cost.max_active_j,
+                              total_energy_j=cost.total_energy_j,
+                              idle_boards=sorted(cost.idle_boards))
     return planned, checked
 
 
@@ -278,11 +275,11 @@ def _analyze(demo: _Demo) -> None:
            "accuracy_high": float("nan")}
     summary.lines += [
         f"attacks    at a bit-error rate of 1e-4 on every link, accuracy is "
-        f"{_ci(by_class.get('mantissa', nan), 'accuracy')} with mantissa flips but "
-        f"{_ci(by_class.get('exponent-high', nan), 'accuracy')} with flips of bit 30 "
+        f"{ci(by_class.get('mantissa', nan), 'accuracy')} with mantissa flips but "
+        f"{ci(by_class.get('exponent-high', nan), 'accuracy')} with flips of bit 30 "
         f"({analysis.conditions[0]['seeds'] if analysis.conditions else 0} seeds pooled, 95% "
         f"intervals); most critical: {worst['kind']} {worst['name']} "
-        f"(−{_ci(worst, 'accuracy_drop')}) — {out_dir}/analysis/"]
+        f"(−{ci(worst, 'accuracy_drop')}) — {out_dir}/analysis/"]
     if analysis.reconstruction:
         shallow, deep = analysis.reconstruction[0], analysis.reconstruction[-1]
         summary.lines.append(
@@ -296,10 +293,6 @@ def _analyze(demo: _Demo) -> None:
                          l1_1e4_accuracy_interval={k: [r["accuracy_low"], r["accuracy_high"]]
                                                    for k, r in by_class.items()})
 
-
-def _ci(row: dict[str, Any], key: str) -> str:
-    """``81.2% [78.9%, 83.4%]``: a figure with its 95 % interval, from a row's columns."""
-    return f"{row[key]:.1%} [{row[f'{key}_low']:.1%}, {row[f'{key}_high']:.1%}]"
 
 
 def _refuse_untrained(loaded: Any, test: Any) -> None:
@@ -315,86 +308,3 @@ def _refuse_untrained(loaded: Any, test: Any) -> None:
     if test.source.kind == "idx" and classes is not None and classes != FASHION_MNIST:
         raise ConfigError(f"{loaded.ref} classifies {len(classes)} classes that are not "
                           "Fashion-MNIST's; give --data images of its own classes")
-
-
-def _explore(model: str, platform: str, out: Path, data: str | None,
-             sizes: DemoSizes) -> dict[str, Any]:
-    """NSGA-II over pipeline and spatial partitions of up to 3 devices, three protections
-    and range guards, against bit flips and replays on every link."""
-    from ..analysis.explore import ExploreSpec
-    from ..analysis.search import labels, run_exploration
-
-    spec = ExploreSpec(model=model, platform=platform, threats=EXPLORE_THREATS,
-                       strategies=["pipeline", "spatial"], max_devices=3,
-                       protections=["none", DEMO_PROTECTION, "aead:aes-128-gcm"], copies=[1],
-                       samples=sizes.explore_images, data=data)
-    result = run_exploration(spec, out, budget=sizes.explore_budget, method="nsga2")
-    levels = json.loads((out / "explore.json").read_text())["security_levels"]
-    cost = {lv["protection"]: max(lv["crypto_per_device_j"].values(), default=0.0)
-            for lv in levels}
-    rec = result.recommended
-    return {"lines": [
-        f"explore    {len(result.front)} deployments on the Pareto front of {len(result.rows)} "
-        f"evaluated; recommended: {rec['describe']} — {rec['energy_j'] * 1e3:.2f} mJ on the "
-        f"busiest device, {rec['latency_s'] * 1e3:.2f} ms, {_ci(rec, 'vulnerability')} "
-        f"{labels(result.measure)['vulnerability'].split(' under')[0]} under bit flips and "
-        f"replays — {out}/plans/recommended.yaml",
-        f"           sealing every link of {levels[0]['deployment'].split(', links')[0]} "
-        f"costs a Pi 4 {cost.get(DEMO_PROTECTION, 0) * 1e6:.0f} µJ "
-        f"per inference with ChaCha20-Poly1305 and "
-        f"{cost.get('aead:aes-128-gcm', 0) * 1e6:.0f} µJ with AES-128-GCM (no AES "
-        "instructions)"],
-        "front_points": len(result.front), "recommended": rec["describe"],
-        "recommended_energy_j": rec["energy_j"], "recommended_latency_s": rec["latency_s"],
-        "recommended_vulnerability": rec["vulnerability"],
-        "recommended_vulnerability_interval": [rec["vulnerability_low"],
-                                               rec["vulnerability_high"]]}
-
-
-def _defend(planned: Any, test: Any, out_dir: Path, platform: str,
-            images: int) -> dict[str, Any]:
-    """An on-path attacker replays tensors on the first link; then the links are sealed."""
-    from ..analysis.metrics import rate, scored
-    from ..defences.catalogue import parse_defence
-    from ..partition import bind
-    from ..platform import load_platform
-    from ..runtime.threatened import run_under_threat
-    from ..threats.spec import Replay
-
-    link = planned.plan.links[0]
-    attacker = Replay(target=f"{link.src}>{link.dst}", rate=0.3, seed=0)
-    x = test.images(images)
-    labels = test.labels(images)
-    y = labels.numpy() if labels is not None else planned_outputs(planned, x).argmax(1)
-    planned.plan.with_protection(DEMO_PROTECTION).save(out_dir / "plan-sealed.yaml", force=True)
-    results: dict[str, Any] = {}
-    for protection, path in (("none", "plan.yaml"), (DEMO_PROTECTION, "plan-sealed.yaml")):
-        result = run_under_threat(bind(out_dir / path), attacker, x.numpy(), deadline_s=5.0,
-                                  max_attempts=10, window=32, on_reject="retry")
-        predicted, answered = scored(result.outputs)  # NaN or infinite: no class
-        right = int((answered.numpy() & (predicted.numpy() == y)).sum())
-        results[protection] = (result, right)
-    target = load_platform(platform)
-    energy = {p: parse_defence("none" if p == "none" else f"seal:{p}").energy_j(
-        planned.compiled, target) for p in ("none", DEMO_PROTECTION, "aead:aes-128-gcm")}
-
-    def extra_uj(protection: str) -> str:
-        return ", ".join(f"{d} +{j * 1e6:.1f} µJ" for d, j in energy[protection].items())
-
-    (_, plain_right), (sealed, sealed_right) = results["none"], results[DEMO_PROTECTION]
-    n = len(x)
-    return {
-        "lines": [
-            f"attack     replaying 30 % of the tensors on {link.src}>{link.dst}: "
-            f"{plain_right}/{n} right unsealed ({rate(plain_right, n)}), nothing noticed",
-            f"defence    sealed with {DEMO_PROTECTION}: {len(sealed.rejected)} tampered "
-            f"messages rejected and asked again; {sealed.answered}/{n} answered, "
-            f"{sealed_right}/{n} right ({rate(sealed_right, n)}) — {out_dir}/plan-sealed.yaml",
-            f"cost       per inference (cost model): {extra_uj(DEMO_PROTECTION)}; "
-            f"AES-128-GCM would cost {extra_uj('aead:aes-128-gcm')} "
-            f"(the Pi 4 has no AES instructions)"],
-        "unsealed_right": plain_right, "sealed_right": sealed_right,
-        "sealed_rejected": len(sealed.rejected), "sealed_answered": sealed.answered,
-        "crypto_uj_per_device": {p: {d: j * 1e6 for d, j in e.items()}
-                                 for p, e in energy.items()},
-    }
