@@ -31,7 +31,8 @@ every figure, table and file says which (``measure`` in analysis.json and each r
 The eavesdropper trains on 4000 training images until a held-out tenth stops improving
 (``threats.eavesdrop.EavesdropTraining``; its epochs are in each row) and is scored on
 500 at 28×28, on proportionally fewer for larger inputs (``subject.profile_images``);
-each cut's result is cached in the output directory, so a resumed analysis reuses it.
+each cut's result is cached in the output directory, so a resumed analysis reuses it
+(unless the model's weights changed: the cache key holds their digest).
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4,
     share of the model's MACs before the cut. ``data`` (``data.Data``) gives the images:
     ``training.images`` of its training split (or its own, without one) and its first
     ``training.test``. The decoder trains to convergence (``EavesdropTraining``); each
-    cut's result is kept in ``cache`` (a directory), keyed by the plan, the cut, the
-    data and the training settings, so a resumed analysis does not train it again.
+    cut's result is kept in ``cache`` (a directory), keyed by the plan, its weights'
+    digest, the cut, the data and the training settings, so a resumed analysis does
+    not train it again.
     """
     from ..partition.pipeline import tables
 
@@ -161,13 +163,30 @@ def _eavesdrop_cut(bar: Any, bound: Any, t: Any, j: int, images: list[Any], data
 
 def _cache_key(bound: Any, cut: str, data: Any, training: EavesdropTraining,
                images: tuple[int, int], seed: int) -> str:
-    """What an eavesdropper's result depends on: the plan (model, weights and platform as
-    named), the cut, the data, the image counts and the training settings."""
+    """What an eavesdropper's result depends on: the plan as named (model, weights file,
+    platform), the weights themselves (a model retrained in place, under the same names,
+    is a new key), the cut, the data, the image counts and the training settings."""
     import hashlib
 
-    what = {"plan": bound.plan.model_dump(mode="json"), "cut": cut, "data": data.describe(),
-            "training": training.model_dump(mode="json"), "images": images, "seed": seed}
+    what = {"plan": bound.plan.model_dump(mode="json"), "weights": weights_digest(bound.model),
+            "cut": cut, "data": data.describe(), "training": training.model_dump(mode="json"),
+            "images": images, "seed": seed}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def weights_digest(model: Any) -> str:
+    """SHA-256 of the weights a plan binds: every tensor of the loaded model's state dict
+    (parameters and buffers), with its name, dtype and shape. About 0.1 s per 100 MB."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -> list[Trial]:
