@@ -106,7 +106,7 @@ def test_the_cache_key_follows_the_weights_not_only_the_plan_that_names_them(tmp
     cached reconstruction of the old weights is not reused for the new ones."""
     import torch
 
-    from shardguard.analysis.analyze import _cache_key
+    from shardguard.analysis.leakage import _cache_key
     from shardguard.data import plan_data
     from shardguard.partition import bind
     from shardguard.threats.eavesdrop import EavesdropTraining
