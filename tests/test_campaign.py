@@ -139,3 +139,57 @@ def test_a_reused_worker_process_starts_each_campaign_afresh(tmp_path):
     campaign._init({"pipeline": plan}, 30, 1)
     assert len(campaign._STATE["x"]) == 30 and len(campaign._STATE["clean"]["pipeline"]) == 30
     assert "fpr" not in campaign._STATE
+
+
+def test_the_campaign_eavesdropper_trains_as_analyze_does_unless_given_a_fixed_budget():
+    """L6 in a campaign and analyze's eavesdropper share their settings and defaults;
+    ``epochs``, as older campaign files write it, is the limit (``max_epochs``)."""
+    from shardguard.threats.eavesdrop import EavesdropTraining
+    from shardguard.threats.spec import parse_threat
+
+    default = parse_threat({"id": "L6", "target": "s0>s1"})
+    analyze = EavesdropTraining()
+    assert (default.max_epochs, default.patience, default.min_gain_db, default.holdout,
+            default.train_samples) == (analyze.max_epochs, analyze.patience,
+                                       analyze.min_gain_db, analyze.holdout, analyze.images)
+    assert default.patience is not None  # converging: stopped on a held-out split
+    old = parse_threat({"id": "L6", "epochs": 3})
+    assert (old.max_epochs, old.patience) == (3, default.patience)
+    fixed = parse_threat({"id": "L6", "epochs": 3, "patience": None})
+    assert (fixed.max_epochs, fixed.patience) == (3, None)
+    with pytest.raises(ConfigError, match="max_epochs or epochs"):
+        parse_threat({"id": "L6", "epochs": 3, "max_epochs": 4})
+
+
+@pytest.mark.slow
+def test_a_campaign_eavesdropper_stops_on_its_held_out_split_and_reports_its_epochs(tmp_path):
+    """A campaign file, run as a command with its progress shown: each L6 row says how many
+    epochs the decoder trained and whether the held-out criterion stopped it; a fixed
+    budget (``patience: null``) trains exactly its epochs; each trial has its own bar."""
+    from .conftest import run_cli, succeeded
+
+    spec = {**SPEC, "samples": 100, "seeds": [0], "threats": [
+        # no epoch gains 100 dB: the first epoch, then one without a gain, and it stops
+        {"id": "L6", "target": "links", "train_samples": 200, "max_epochs": 6,
+         "patience": 1, "min_gain_db": 100.0},
+        {"id": "L6", "target": "links", "train_samples": 200, "epochs": 3, "patience": None},
+        {"id": "L6", "target": "links", "train_samples": 200, "epochs": 2}]}  # an old file
+    path = tmp_path / "campaign.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    result = succeeded(run_cli("campaign", str(path), "-o", str(tmp_path / "out"),
+                               env={"SHARDGUARD_QUIET": "0"}), "campaign")
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
+    links = {r["target"] for r in rows}
+    assert len(links) >= 2 and len(rows) == 3 * len(links)
+    for r in rows:
+        assert r["psnr_db"] > 0 and 0 < r["ssim"] <= 1
+        if "param_min_gain_db" in r:
+            assert (r["epochs"], r["converged"]) == (2, True)
+        elif "param_patience" in r:
+            assert (r["epochs"], r["converged"]) == (3, False)
+        else:
+            assert 1 <= r["epochs"] <= 2
+    for link in links:  # a bar per trial, from the pool's processes (processes: 2)
+        assert f"eavesdropper on {link}" in result.err
+    with (tmp_path / "out" / "results.csv").open() as f:
+        assert {"epochs", "converged"} <= set(csv.DictReader(f).fieldnames or ())

@@ -99,3 +99,33 @@ def test_a_rerun_takes_each_cut_from_the_cache_without_training(tmp_path):
     assert json.loads(again.stdout) == rows
     other = _run(plan, str(cache), "3", "yes")  # other training settings: trained anew
     assert other.returncode != 0 and "trained again" in other.stderr
+
+
+def test_the_cache_key_follows_the_weights_not_only_the_plan_that_names_them(tmp_path):
+    """A model retrained in place (same plan file, same weights path) is a new key: the
+    cached reconstruction of the old weights is not reused for the new ones."""
+    import torch
+
+    from shardguard.analysis.leakage import _cache_key
+    from shardguard.data import plan_data
+    from shardguard.partition import bind
+    from shardguard.threats.eavesdrop import EavesdropTraining
+
+    weights = tmp_path / "lenet5.pt"
+    trained = load_model("lenet5").module.state_dict()
+    torch.save(trained, weights)
+    plan = write_plan(tmp_path, planned("lenet5", objective="energy", weights=str(weights)))
+
+    def key() -> str:
+        bound = bind(plan, build=False)
+        return _cache_key(bound, "features_2", plan_data(None, bound), EavesdropTraining(),
+                          (100, 20), 0)
+
+    first = key()
+    assert key() == first  # the same weights: the same key
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in trained.items()},
+               weights)  # retrained in place: the plan file and the path are unchanged
+    retrained = key()
+    assert retrained != first
+    torch.save(trained, weights)
+    assert key() == first

@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -35,6 +36,31 @@ def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
                     console=console, disable=is_quiet(), transient=False)
+
+
+class Steps:
+    """Bars of their own, in ``bar``, for items of a sweep that report their steps (an
+    eavesdropper's epochs): ``note((key, description, step, most steps, note))``."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.tasks: dict[str, TaskID] = {}
+        self.done: set[str] = set()
+
+    def note(self, message: tuple[str, str, int, int, str]) -> None:
+        key, what, step, total, info = message
+        if key in self.done:  # a late note of a finished item
+            return
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(what, total=total, info="")
+        self.bar.update(self.tasks[key], completed=step, info=info)
+
+    def finish(self, key: str, steps: int | None) -> None:
+        """Item ``key`` is done after ``steps`` steps: its bar ends full, even if it
+        stopped before the most steps it was given."""
+        self.done.add(key)
+        if key in self.tasks and steps is not None:
+            self.bar.update(self.tasks[key], total=steps, completed=steps)
 
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

@@ -31,7 +31,8 @@ every figure, table and file says which (``measure`` in analysis.json and each r
 The eavesdropper trains on 4000 training images until a held-out tenth stops improving
 (``threats.eavesdrop.EavesdropTraining``; its epochs are in each row) and is scored on
 500 at 28×28, on proportionally fewer for larger inputs (``subject.profile_images``);
-each cut's result is cached in the output directory, so a resumed analysis reuses it.
+each cut's result is cached in the output directory, so a resumed analysis reuses it
+(unless the model's weights changed: the cache key holds their digest).
 """
 
 from __future__ import annotations
@@ -46,15 +47,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from .._progress import progress  # noqa: E402
 from ..partition.bind import bind  # noqa: E402
 from ..threats.eavesdrop import EavesdropTraining  # noqa: E402
 from .analysis_figures import figures as draw  # noqa: E402
 from .campaign import execute, plan_targets  # noqa: E402
+from .leakage import reconstruction_by_depth  # noqa: E402
 from .metrics import pool  # noqa: E402
 from .precisions import compare  # noqa: E402
 from .rows import table, write_csv  # noqa: E402
-from .subject import profile_images  # noqa: E402
 from .trials import Trial  # noqa: E402
 
 BER = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
@@ -87,87 +87,6 @@ class Analysis:
     def table(self) -> pa.Table:
         """``rows`` (every trial) as an Arrow table; ``.to_pandas()`` gives a DataFrame."""
         return table(self.rows)
-
-
-def reconstruction_by_depth(bound: Any, data: Any, *, depths: int = 4,
-                            training: EavesdropTraining | None = None, seed: int = 0,
-                            cache: Path | None = None) -> list[dict[str, Any]]:
-    """L6 at cuts spread through the model: how well an eavesdropper rebuilds the input.
-
-    Each cut is a two-stage pipeline cut where a single tensor is live; depth is the
-    share of the model's MACs before the cut. ``data`` (``data.Data``) gives the images:
-    ``training.images`` of its training split (or its own, without one) and its first
-    ``training.test``. The decoder trains to convergence (``EavesdropTraining``); each
-    cut's result is kept in ``cache`` (a directory), keyed by the plan, the cut, the
-    data and the training settings, so a resumed analysis does not train it again.
-    """
-    from ..partition.pipeline import tables
-
-    training = training or EavesdropTraining()
-    t = tables(bound.graph)
-    n = len(t.names)
-    single = [j for j in range(1, n) if t.valid[j] and int(t.live[j].sum()) == 1]
-    if not single:
-        return []
-    picks = sorted({single[round(i * (len(single) - 1) / max(1, depths - 1))]
-                    for i in range(depths)})
-    shape = bound.plan.model.input_shape
-    images = profile_images(training.images, shape), profile_images(training.test, shape)
-    loaded: list[Any] = []  # the images, loaded once if any cut is not in the cache
-    results = []
-    with progress() as bar:
-        for j in picks:
-            key = _cache_key(bound, t.names[j - 1], data, training, images, seed)
-            path = cache / f"{key[:24]}.json" if cache is not None else None
-            if path is not None and path.is_file():
-                results.append(json.loads(path.read_text()))
-                continue
-            if not loaded:
-                loaded += [data.train_images(images[0]),
-                           data.images(min(len(data), images[1]))]
-            row = _eavesdrop_cut(bar, bound, t, j, loaded, data, training, seed)
-            if path is not None:
-                path.write_text(json.dumps(row) + "\n")
-            results.append(row)
-    return results
-
-
-def _eavesdrop_cut(bar: Any, bound: Any, t: Any, j: int, images: list[Any], data: Any,
-                   training: EavesdropTraining, seed: int) -> dict[str, Any]:
-    """The eavesdropper on the cut before node ``j``, trained under a progress bar."""
-    from ..partition.build import assemble_plan, whole
-    from ..threats.eavesdrop import eavesdrop
-
-    graph, platform, n = bound.graph, bound.platform, len(t.names)
-    devices = platform.names[:2] if len(platform.names) > 1 else platform.names * 2
-    task = bar.add_task(f"eavesdropper after {t.names[j - 1]}", total=training.max_epochs,
-                        info="")
-
-    def epoch(done: int, held_out_db: float) -> None:
-        bar.update(task, completed=done, info=f"held-out PSNR {held_out_db:.1f} dB")
-
-    planned = assemble_plan(graph, bound.plan.model, platform, "manual", "latency",
-                            [whole(graph, 0, j - 1, "a", devices[0]),
-                             whole(graph, j, n - 1, "b", devices[1])])
-    rec = eavesdrop(planned.compiled, "a>b", *images, epochs=training.max_epochs,
-                    patience=training.patience, min_gain_db=training.min_gain_db,
-                    holdout=training.holdout, seed=seed, pixels=data.pixels, on_epoch=epoch)
-    bar.update(task, total=rec.epochs, completed=rec.epochs)
-    return {"cut_after": t.names[j - 1], "depth": float(t.macs[j] / t.macs[n]),
-            "psnr_db": rec.psnr_db, "ssim": rec.ssim,
-            "tensor": "x".join(map(str, rec.tensor_shape)), "epochs": rec.epochs,
-            "converged": rec.converged}
-
-
-def _cache_key(bound: Any, cut: str, data: Any, training: EavesdropTraining,
-               images: tuple[int, int], seed: int) -> str:
-    """What an eavesdropper's result depends on: the plan (model, weights and platform as
-    named), the cut, the data, the image counts and the training settings."""
-    import hashlib
-
-    what = {"plan": bound.plan.model_dump(mode="json"), "cut": cut, "data": data.describe(),
-            "training": training.model_dump(mode="json"), "images": images, "seed": seed}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def standard_trials(plan_label: str, targets: dict[str, list[str]], seed: int) -> list[Trial]:

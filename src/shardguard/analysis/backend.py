@@ -7,7 +7,10 @@
 ``init(*initargs)`` prepares a process once (loads the model, the data, the plans)
 before it runs ``fn`` on items; ``fn`` and ``init`` must be module-level functions,
 and items and results plain picklable values. Results come back as they finish,
-each with its item, so a caller can journal them at once and resume later.
+each with its item, so a caller can journal them at once and resume later. An item
+may report how it is going with ``note(message)`` (an eavesdropper's epochs): the
+message reaches the ``on_note`` given to the ``Backend``, from a pool process through
+a queue, so the caller's progress bar follows it (Ray drops notes).
 
 With Ray (the optional extra ``shardguard[ray]``), ``ray`` is the address of a
 running cluster (``HOST:PORT``, ``ray://HOST:PORT`` or ``auto``) or ``local`` to
@@ -23,7 +26,9 @@ result arrives, so a rerun into the same directory resumes.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import queue
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,11 +39,23 @@ from ..errors import ConfigError, ShardGuardError
 
 _READY: dict[str, Any] = {}  # which initargs this process was prepared with
 _FAILED: list[BaseException] = []  # what ``init`` raised in this pool process, if anything
+_NOTES: list[Callable[[Any], None]] = []  # where ``note`` sends, in this process
 
 
-def _pool_init(init: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def note(message: Any) -> None:
+    """Tell the sweep's caller how the item being run is going (an epoch trained, say):
+    ``message`` (picklable) reaches the ``on_note`` of the ``Backend`` running the item,
+    from this process or a pool process; on Ray, or with no ``on_note``, it is dropped."""
+    if _NOTES:
+        _NOTES[0](message)
+
+
+def _pool_init(init: Callable[..., None], initargs: tuple[Any, ...],
+               notes: Any = None) -> None:
     """``init`` in a pool process; what it raises is kept and raised by every task, so
-    the caller sees the error itself, not a broken pool."""
+    the caller sees the error itself, not a broken pool. ``notes``: the queue ``note``
+    puts on."""
+    _NOTES[:] = [notes.put] if notes is not None else []
     try:
         init(*initargs)
     except Exception as exc:  # noqa: BLE001  (re-raised by _pool_call, in the caller)
@@ -139,11 +156,14 @@ class Journal:
 
 class Backend:
     def __init__(self, init: Callable[..., None], initargs: tuple[Any, ...], *,
-                 processes: int = 0, ray: str | None = None) -> None:
+                 processes: int = 0, ray: str | None = None,
+                 on_note: Callable[[Any], None] | None = None) -> None:
         self.init, self.initargs = init, initargs
         self.processes = processes or os.cpu_count() or 1
         self.ray = ray
+        self.on_note = on_note  # called here with what items ``note`` as they run
         self._pool: ProcessPoolExecutor | None = None
+        self._notes: Any = None  # the pool processes' queue of notes
         self._started_ray = False
 
     @property
@@ -173,6 +193,9 @@ class Backend:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+        if self._notes is not None:
+            self._notes.close()
+            self._notes = None
         if self._started_ray:
             import ray
 
@@ -187,17 +210,30 @@ class Backend:
         if self.ray:
             return self._map_ray(fn, items)
         if self.processes == 1 or len(items) == 1:  # here, in this process
-            return ((item, _prepared(self.init, self.initargs, fn, item)) for item in items)
+            return self._map_here(fn, items)
         return self._map_pool(fn, items)
+
+    def _map_here(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
+        _NOTES[:] = [self.on_note] if self.on_note is not None else []
+        try:
+            for item in items:
+                yield item, _prepared(self.init, self.initargs, fn, item)
+        finally:
+            _NOTES.clear()
 
     def _map_pool(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.processes, initializer=_pool_init,
-                                             initargs=(self.init, self.initargs))
+            context = multiprocessing.get_context()
+            self._notes = context.Queue() if self.on_note is not None else None
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=context,
+                                             initializer=_pool_init,
+                                             initargs=(self.init, self.initargs, self._notes))
         futures: dict[Future[Any], Any] = {self._pool.submit(_pool_call, fn, item): item
                                            for item in items}
-        while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+        while futures:  # with notes to pass on, look at them at least every 0.2 s
+            done, _ = wait(futures, timeout=0.2 if self._notes is not None else None,
+                           return_when=FIRST_COMPLETED)
+            self._pass_notes()
             for future in done:
                 try:
                     result = future.result()
@@ -207,6 +243,15 @@ class Backend:
                         "processes): most likely out of memory; give fewer images or "
                         "processes") from None
                 yield futures.pop(future), result
+
+    def _pass_notes(self) -> None:
+        """The pool processes' notes so far, to ``on_note``."""
+        while self._notes is not None and self.on_note is not None:
+            try:
+                message = self._notes.get_nowait()
+            except queue.Empty:
+                return
+            self.on_note(message)
 
     def _map_ray(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[Any, Any]]:
         import ray

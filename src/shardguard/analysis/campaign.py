@@ -28,7 +28,9 @@ Trials run on local processes, in the local executor (``execution: local``); a r
 says ``simulation_only`` when the threat cannot act on real workers at all (D4
 adversarial, D5, L5, L6 need gradients, stored weights or training). Each finished trial is
 appended to ``results.jsonl`` at once, so an interrupted campaign resumes where
-it stopped; ``results.csv`` and ``results.parquet`` are written at the end.
+it stopped; ``results.csv`` and ``results.parquet`` are written at the end. An L6
+trial trains its decoder as ``analyze`` does (``leakage.eavesdropped``), with a bar
+of its own, and its row gives the epochs it trained and whether it converged.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from .._progress import progress
+from .._progress import Steps, progress
 from ..errors import ConfigError
 from ..partition.plan import Objective, Strategy
 from .rows import Rows, table, write_csv
@@ -132,8 +134,9 @@ def _choices(key: str, value: Any) -> list[Any]:
 
 
 def _cell(value: Any) -> Any:
-    """Numbers stay numbers; anything else becomes text (one type per column)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """Numbers stay numbers and null stays null (``patience: null`` beside ``patience: 2``);
+    anything else becomes text (one type per column)."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -180,7 +183,7 @@ def run_trial(trial: Trial) -> dict[str, Any]:
     bound = _STATE["bound"][plan_key(trial.strategy, defence.replicas)]
     x, clean = _STATE["x"], _STATE["clean"][trial.strategy]
     y, scored_by = reference(_STATE["y"], clean)  # without labels: the clean top-1
-    outcome, extra = _undefended(bound, threat, x, y)
+    outcome, extra = _undefended(bound, threat, x, y, trial.key)
     cost = _straggler_cost(bound, threat) if isinstance(threat, Straggler) else bound.cost
     if defence.kind != "none":
         harmed = ~outcome.answered | (scored(outcome.output)[0] != clean)
@@ -209,9 +212,11 @@ def run_trial(trial: Trial) -> dict[str, Any]:
             "max_active_energy_j": cost.max_active_j, **extra}
 
 
-def _undefended(bound: Any, threat: Any, x: Any, y: Any) -> tuple[Any, dict[str, Any]]:
+def _undefended(bound: Any, threat: Any, x: Any, y: Any,
+                label: str = "") -> tuple[Any, dict[str, Any]]:
     """The outcome of ``threat`` on the plan without a defence, and the extra columns the
-    threat reports (an eavesdropper's reconstruction quality)."""
+    threat reports (an eavesdropper's reconstruction quality, epochs and convergence);
+    ``label`` names the trial in progress notes."""
     from ..threats.attacks import adversarial_device, adversarial_link
     from ..threats.spec import Adversarial, Compromised, Eavesdrop, Outage
 
@@ -221,14 +226,10 @@ def _undefended(bound: Any, threat: Any, x: Any, y: Any) -> tuple[Any, dict[str,
         return adversarial_device(bound.compiled, threat, x, y), {}
     if isinstance(threat, Outage):
         return _outage(bound, threat, x, _STATE["deadline_s"]), {}
-    if isinstance(threat, Eavesdrop):
-        from ..threats.eavesdrop import eavesdrop
+    if isinstance(threat, Eavesdrop):  # trained as analyze's is, to convergence by default
+        from .leakage import eavesdropped
 
-        train_x = _STATE["data"].train_images(
-            profile_images(threat.train_samples, tuple(x.shape[1:])))
-        rec = eavesdrop(bound.compiled, threat.target, train_x, x, epochs=threat.epochs,
-                        seed=threat.seed, pixels=_STATE["data"].pixels)
-        return _outcome(bound, None, x), {"psnr_db": rec.psnr_db, "ssim": rec.ssim}
+        return _outcome(bound, None, x), eavesdropped(bound, threat, x, _STATE["data"], label)
     return _outcome(bound, threat, x), {}
 
 
@@ -370,14 +371,17 @@ def execute(trials: list[Trial], plan_files: dict[str, str], samples: int, proce
     journal = Journal(out / "results.jsonl", "trial")
     todo = [t for t in trials if t.key not in journal]
     processes, threads = split_cores(processes)
-    backend = Backend(_init, (plan_files, samples, threads, deadline_s, data),
-                      processes=processes, ray=ray)
-    with progress() as bar, backend:
+    with progress() as bar:
+        steps = Steps(bar)  # a trial that notes its steps (L6's epochs) gets a bar of its own
+        backend = Backend(_init, (plan_files, samples, threads, deadline_s, data),
+                          processes=processes, ray=ray, on_note=steps.note)
         task = bar.add_task(description, total=len(trials), completed=len(trials) - len(todo),
                             info=backend.name)
-        for _, row in backend.map(run_trial, todo):
-            journal.add(row)
-            bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
+        with backend:
+            for _, row in backend.map(run_trial, todo):
+                journal.add(row)
+                steps.finish(row["trial"], row.get("epochs"))
+                bar.update(task, advance=1, info=f"{row['threat']} {row['target']}")
     rows = Rows(journal.rows[t.key] for t in trials)  # this sweep's, not whatever else is there
     write_tables(rows, out)
     return rows

@@ -13,6 +13,8 @@ Trained to convergence (``EavesdropTraining``): a tenth of the attacker's images
 held out, and training stops when the held-out PSNR has not risen by ``min_gain_db``
 for ``patience`` epochs (or after ``max_epochs``); the best epoch's decoder is scored.
 A fixed ``epochs`` without ``patience`` trains exactly that many epochs on every image.
+``analyze`` and the L6 threat of campaigns (``spec.Eavesdrop``) share these settings
+(``spec.DecoderTraining``).
 """
 
 from __future__ import annotations
@@ -20,31 +22,35 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from .._config import Config
 from ..hooks import Interceptor, Traffic
 from ..local import LocalExecutor
 from ..partition.compile import CompiledPlan, Transfer
 from .local import link_matches
+from .spec import EAVESDROP_IMAGES, DecoderTraining
 
 BATCH = 32  # images per step when converging: a held-out gain per epoch comes sooner
 
 
-class EavesdropTraining(Config):
-    """How long the eavesdropper trains: to convergence on a held-out split."""
+class EavesdropTraining(DecoderTraining):
+    """``analyze``'s eavesdropper: how many images, and how long it trains (to convergence
+    on a held-out split: ``DecoderTraining``, shared with the L6 threat of campaigns)."""
 
-    images: Annotated[int, Field(ge=20)] = 4000  # the attacker's known inputs (at 28×28)
+    images: Annotated[int, Field(ge=20)] = EAVESDROP_IMAGES  # known inputs (at 28×28)
     test: Annotated[int, Field(ge=1)] = 500  # test images it is scored on (at 28×28)
-    max_epochs: Annotated[int, Field(ge=1)] = 40
-    patience: Annotated[int, Field(ge=1)] = 2  # epochs without a gain before it stops
-    min_gain_db: Annotated[float, Field(ge=0)] = 0.1  # held-out PSNR rise that counts
-    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.1  # share of ``images`` held out
+
+
+def training_args(training: DecoderTraining) -> dict[str, Any]:
+    """``eavesdrop``'s keyword arguments for ``training``: ``max_epochs`` is its
+    ``epochs``, the limit (or, with ``patience`` None, the budget)."""
+    return {"epochs": training.max_epochs, "patience": training.patience,
+            "min_gain_db": training.min_gain_db, "holdout": training.holdout}
 
 
 @dataclass(frozen=True)
@@ -142,8 +148,9 @@ def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: 
 
     With ``patience``, ``epochs`` is the limit and training stops early on a held-out
     ``holdout`` share of ``train_x`` (see the module docstring); ``on_epoch(epoch,
-    held-out PSNR)`` follows it. ``pixels`` maps model inputs back to pixels in [0, 1]
-    (``Data.pixels``); without it the inputs must already be pixels."""
+    held-out PSNR)`` follows it (NaN for the PSNR without ``patience``: none is held
+    out). ``pixels`` maps model inputs back to pixels in [0, 1] (``Data.pixels``);
+    without it the inputs must already be pixels."""
     torch.manual_seed(seed)
     z_train, z_test = overheard(compiled, link, train_x), overheard(compiled, link, test_x)
     if pixels is not None:
@@ -152,9 +159,11 @@ def eavesdrop(compiled: CompiledPlan, link: str, train_x: torch.Tensor, test_x: 
     optimiser = torch.optim.Adam(decoder.parameters(), lr=2e-3)
     generator = torch.Generator().manual_seed(seed)
     if patience is None:  # a fixed budget, every image trained on
-        for _ in range(epochs):
+        for done in range(1, epochs + 1):
             _epoch(decoder, optimiser, z_train, train_x,
                    torch.randperm(len(z_train), generator=generator), 128)
+            if on_epoch is not None:
+                on_epoch(done, float("nan"))  # nothing held out to score
         trained, converged = epochs, False
     else:
         trained, converged = _converge(decoder, optimiser, z_train, train_x, generator, epochs,

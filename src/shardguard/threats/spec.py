@@ -8,6 +8,7 @@ device name, a link ``SRC>DST`` between stages, or ``every``) and its parameters
       - {id: L1, target: s0>s1, ber: 1.0e-5, bits: exponent}    # bit flips in transit
       - {id: L2, target: every, snr_db: 20}                     # Gaussian noise
       - {id: L5, target: s1>s2, method: pgd, epsilon: 0.05, steps: 10}
+      - {id: L6, target: s0>s1, max_epochs: 20}                 # eavesdropper, converged
 
 All randomness comes from ``seed``: a trial is reproducible from its row.
 """
@@ -15,9 +16,9 @@ All randomness comes from ``seed``: a trial is reproducible from its row.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from .._config import Config, read_yaml, validate
 from ..errors import ConfigError
@@ -138,12 +139,47 @@ class Adversarial(_Threat):
     target_class: int | None = None
 
 
-class Eavesdrop(_Threat):
-    """L6: train a decoder that reconstructs the input from the tensor on a link."""
+#: the eavesdropper's known inputs by default (at 28×28; proportionally fewer for larger ones)
+EAVESDROP_IMAGES = 4000
+
+
+class DecoderTraining(Config):
+    """How long an eavesdropper's decoder trains (L6), in ``analyze`` and in campaigns alike.
+
+    By default to convergence: a ``holdout`` share of its images is set aside, and training
+    stops when their PSNR has not risen by ``min_gain_db`` for ``patience`` epochs, or after
+    ``max_epochs``. ``patience: null`` asks for a fixed budget instead: exactly
+    ``max_epochs`` epochs on every image, nothing held out.
+    """
+
+    max_epochs: Annotated[int, Field(ge=1)] = 40  # the limit; with patience null, the budget
+    patience: Annotated[int, Field(ge=1)] | None = 2  # epochs without a gain before it stops
+    min_gain_db: Annotated[float, Field(ge=0)] = 0.1  # held-out PSNR rise that counts
+    holdout: Annotated[float, Field(gt=0, lt=1)] = 0.1  # share of the images held out
+
+
+class Eavesdrop(_Threat, DecoderTraining):
+    """L6: train a decoder that reconstructs the input from the tensor on a link.
+
+    It knows ``train_samples`` training images and trains as ``DecoderTraining`` says:
+    to convergence on a held-out tenth, at most ``max_epochs`` (40) epochs; with
+    ``patience: null``, exactly ``max_epochs``. ``epochs``, as older campaign files write
+    it, is read as ``max_epochs``: ``epochs: 3`` trains at most three epochs and stops
+    sooner if the held-out PSNR stops rising; add ``patience: null`` for exactly three,
+    on every image, as those files used to mean.
+    """
 
     id: Literal["L6"] = "L6"
-    epochs: Annotated[int, Field(ge=1)] = 3
-    train_samples: Annotated[int, Field(ge=100)] = 10_000
+    train_samples: Annotated[int, Field(ge=100)] = EAVESDROP_IMAGES
+
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_is_max_epochs(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "epochs" in data:
+            if "max_epochs" in data:
+                raise ValueError("give max_epochs or epochs (its older name), not both")
+            data = {("max_epochs" if k == "epochs" else k): v for k, v in data.items()}
+        return data
 
 
 Threat = Annotated[Crash | Outage | Straggler | Compromised | WeightFlips | BitFlips | Noise
