@@ -80,10 +80,10 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, quiet: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", SCRIPT, *args], capture_output=True,
                           text=True, timeout=600, env={**__import__("os").environ,
-                                                       "SHARDGUARD_QUIET": "1"})
+                                                       "SHARDGUARD_QUIET": "1" if quiet else "0"})
 
 
 def test_a_rerun_takes_each_cut_from_the_cache_without_training(tmp_path):
@@ -129,3 +129,20 @@ def test_the_cache_key_follows_the_weights_not_only_the_plan_that_names_them(tmp
     assert retrained != first
     torch.save(trained, weights)
     assert key() == first
+
+
+def test_each_cut_trains_under_a_progress_bar_showing_its_held_out_psnr(tmp_path):
+    """The step ran minutes in silence (issue 14, point 9): each cut now has a bar on stderr
+    that counts its epochs and shows the held-out PSNR; a cached cut trains none."""
+    plan = str(write_plan(tmp_path, planned("lenet5", objective="energy")))
+    cache = tmp_path / "eavesdropper"
+    cache.mkdir()
+    shown = _run(plan, str(cache), "2", "no", quiet=False)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    cuts = [r["cut_after"] for r in json.loads(shown.stdout)]
+    bars = [line for line in shown.stderr.splitlines() if "eavesdropper after" in line]
+    assert len(cuts) == 2 and len(bars) == 2, shown.stderr[-2000:]
+    for cut, bar in zip(cuts, bars):
+        assert f"eavesdropper after {cut}" in bar and "held-out PSNR" in bar and " dB" in bar
+    again = _run(plan, str(cache), "2", "yes", quiet=False)  # every cut from the cache
+    assert again.returncode == 0 and "eavesdropper after" not in again.stderr

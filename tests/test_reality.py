@@ -144,3 +144,26 @@ def test_random_outputs_of_compromised_devices_give_the_same_classes_for_real(
     right = int((local == y.numpy()).sum()), int((real == y.numpy()).sum())
     low, high = _difference(*right, SAMPLES)
     assert low <= 0.0 <= high, right
+
+
+def test_random_outputs_give_the_same_classes_for_real_on_images_of_mixed_contrast(
+        bound, data):
+    """A worker gets one image per message, so its noise is as large as that image's own
+    spread; the local executor runs the whole batch at once and must draw the same. Half the
+    images dimmed to 2% contrast make the spreads differ by about fifty times: noise scaled
+    by the batch's spread (8038711's local executor) drowns the dim images' first stage and
+    predicts class 0 for nearly all of them, while real workers spread them over several
+    classes. The counts are compared by a chi-square homogeneity test at its 99th percentile
+    (a 1% chance of failing were they two independent samples of one distribution; here they
+    draw the same streams, so they agree more closely than that)."""
+    x, _ = data
+    x = x.clone()
+    x[::2] *= 0.02  # dim every other image
+    device = bound.compiled.programs[0].device
+    threat = parse_threat({"id": "D4", "target": device, "mode": "random", "seed": 3})
+    local, _ = _local(bound, threat, x)
+    real = run_under_threat(bound, threat, x.numpy()).outputs.argmax(1)
+    for name, pick in (("dim", slice(0, None, 2)), ("all", slice(None))):
+        counts = np.bincount(local[pick], minlength=10), np.bincount(real[pick], minlength=10)
+        statistic, dof = _homogeneity(*counts)
+        assert dof >= 1 and statistic < CHI2_99[dof], (name, counts, statistic)

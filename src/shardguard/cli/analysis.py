@@ -21,6 +21,7 @@ from ._options import (
 from .app import app
 
 if TYPE_CHECKING:  # the CLI imports the library only in the commands that use it
+    from ..analysis.analyze import Analysis
     from ..analysis.explore import ExploreSpec
     from ..analysis.search import Exploration
 
@@ -86,12 +87,8 @@ def analyze(
 
     Example: shardguard analyze plan.yaml -o out/analysis --data photos/ -n 200
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from ..analysis.analyze import DEFAULT_SEEDS
     from ..analysis.analyze import analyze as run
-    from ..analysis.metrics import LOSSES, MEASURES, with_interval
     from ..analysis.precisions import parse_precisions
     from ..threats.eavesdrop import EavesdropTraining
 
@@ -105,6 +102,16 @@ def analyze(
                  eavesdropper=EavesdropTraining(**{k: v for k, v in given.items()
                                                    if v is not None}),
                  precisions=parse_precisions(precisions) if precisions is not None else None)
+    _print_ranking(result, seeds, output)
+
+
+def _print_ranking(result: Analysis, seeds: int, output: Path) -> None:
+    """The criticality ranking as a table, each drop with its 95 % interval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..analysis.metrics import LOSSES, MEASURES, with_interval
+
     print(f"data: {result.data}")
     low, high = result.clean_interval
     table = Table("rank", "kind", "name", f"{LOSSES[result.measure]} (95% interval)",
