@@ -125,7 +125,8 @@ def _print_ranking(result: Analysis, seeds: int, output: Path) -> None:
                                     r["accuracy_drop_high"]),
                       f"{r['availability']:.0%}", r["attacks"])
     Console(width=140).print(table)
-    print(f"{len(result.rows)} trials, figures and tables in {output}")
+    print(f"each drop with its 95% interval ({seeds} seeds pooled, images resampled); "
+          f"{len(result.rows)} trials, figures and tables in {output}")
 
 
 # explore's options, declared here so that the command reads as a list of them
@@ -271,6 +272,8 @@ def _print_front(result: Exploration, output: Path) -> None:
                       with_interval(r["vulnerability"], r.get("vulnerability_low"),
                                     r.get("vulnerability_high")))
     Console(width=150).print(table)
+    print(f"each loss with its 95% interval ({result.spec.seeds} seeds pooled, images "
+          "resampled)")
     print(f"recommended ★: {result.recommended['describe']}\n  {result.reason}\n"
           f"  plan: {output}/plans/recommended.yaml; front, plans and figures in {output}")
 

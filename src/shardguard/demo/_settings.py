@@ -27,7 +27,7 @@ class DemoSizes:
 
 
 #: The 28×28 demo model: about two minutes on a 2-core laptop.
-SMALL = DemoSizes(evaluate=None, check=None, distributed=2000, analysis=1200, defence=2500,
+SMALL = DemoSizes(evaluate=None, check=None, distributed=2000, analysis=1000, defence=2500,
                   explore_budget=60, explore_images=100, eavesdrop_images=2000,
                   eavesdrop_epochs=4)
 #: ImageNet-size inputs (224×224): one image costs what a few hundred 28×28 ones do, so
