@@ -5,8 +5,10 @@
 A *candidate* deployment is a partition (strategy, devices, and for pipelines the
 cut points), a protection per link between stages and one for the coordinator's two
 hops (``ends``: the input to the first stages, the results from the last), a
-redundancy (1, 2 or 3 copies of every stage, voting), whether range guards run, and a
-precision per stage (``precisions``: fp32, int8; stage k gets ``precision[k % len]``). An
+redundancy (1, 2 or 3 copies of every stage, voting), where range guards run (``guards``:
+none, links, activations, both, as the defences ``guard:PLACEMENT``; the activations ones
+are refused inside int8 stages, which run in onnxruntime: such a candidate is infeasible),
+and a precision per stage (``precisions``: fp32, int8; stage k gets ``precision[k % len]``). An
 int8 stage computes at its device's int8 MAC rate and sends int8 tensors (a quarter of the
 bytes to send and seal); its accuracy comes from its real quantized stages
 (``runtime/quantize.py``, calibrated on the first training images), so the accuracy
@@ -37,9 +39,7 @@ defines the space and evaluates a candidate, in worker processes (``backend.py``
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Annotated, Any, Literal
@@ -48,6 +48,7 @@ from pydantic import Field
 
 from ..errors import ConfigError, PlanningError
 from ..protections import CATALOGUE
+from .candidate import INSIDE, Candidate, GuardChoice
 from .subject import Subject, load_subject, model_ref, profile_images, subject_data
 
 PROTECTIONS = ("none", "mac:blake2b", "aead:chacha20-poly1305", "aead:aes-128-gcm")
@@ -66,46 +67,14 @@ class ExploreSpec(Subject):
     protections: Annotated[list[str], Field(min_length=1)] = list(PROTECTIONS)
     ends: list[str] | None = None  # the coordinator's hops' choices (None: ``protections``)
     copies: Annotated[list[int], Field(min_length=1)] = [1, 3]
-    guards: Annotated[list[bool], Field(min_length=1)] = [False, True]
+    #: where range guards run, each a choice: none, links, activations, both
+    guards: Annotated[list[GuardChoice], Field(min_length=1)] = ["none", "links"]
     precisions: Annotated[list[Literal["fp32", "int8"]], Field(min_length=1)] = ["fp32"]
     samples: Annotated[int, Field(ge=10, le=5000)] = 300
     seed: int = 0
     #: Draws of each threat on each target (each its own stream, ``trials.stream_seed``);
     #: three, as ``analyze.DEFAULT_SEEDS`` (measured there: the knee of the interval).
     seeds: Annotated[int, Field(ge=1, le=100)] = 3
-
-
-@dataclass(frozen=True)
-class Candidate:
-    strategy: str
-    devices: tuple[str, ...]  # in stage order (pipeline); the set used (spatial, channel)
-    cuts: tuple[int, ...]  # pipeline: stage k covers compute nodes (cuts[k-1], cuts[k]]
-    protection: tuple[str, ...]  # link i between stages gets protection[i % len]
-    copies: int
-    guard: bool
-    ends: str = "none"  # the coordinator's hops: input>first stages, last stages>output
-    #: stage k computes in precision[k % len]; () is fp32 everywhere
-    precision: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        fields = asdict(self)
-        if not self.precision:  # fp32 everywhere: the key it had before precision existed
-            del fields["precision"]
-        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:16]
-
-    def describe(self) -> str:
-        extra = (", int8" if set(self.precision) == {"int8"} else
-                 f", stages {'/'.join(self.precision)}" if self.precision else "")
-        extra += (f", vote:{self.copies}" if self.copies > 1 else "") + (
-            ", guard" if self.guard else "") + (f", ends {self.ends}" if self.ends != "none"
-                                                else "")
-        if len(self.devices) == 1:
-            return f"whole model on {self.devices[0]}{extra}"
-        layout = " → ".join(self.devices) if self.strategy == "pipeline" else "+".join(
-            self.devices)
-        prot = ",".join(sorted(set(self.protection)))
-        return f"{self.strategy} {layout}, links {prot}{extra}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +87,7 @@ class Space:
     cut_points: tuple[int, ...]
     protections: tuple[str, ...]
     copies: tuple[int, ...]
-    guards: tuple[bool, ...]
+    guards: tuple[str, ...]  # guard placements to choose from
     ends: tuple[str, ...] = ("none",)  # choices for the coordinator's hops
     precisions: tuple[str, ...] = ("fp32",)  # choices for each stage's precision
     #: Where no device holds the whole model: the memory-feasible pipelines the DP finds
@@ -160,7 +129,7 @@ class Space:
                               self.guards[v[at + 2]], self.ends[v[at]], precision)
 
     def candidate(self, strategy: str, devices: tuple[str, ...], cuts: tuple[int, ...],
-                  protection: tuple[str, ...], copies: int, guard: bool,
+                  protection: tuple[str, ...], copies: int, guard: str,
                   ends: str = "none", precision: tuple[str, ...] = ()) -> Candidate:
         """One candidate, written one way only: a pipeline's protection variables beyond
         its links repeat its links' choices (a one-stage pipeline has no link: none); one
@@ -248,7 +217,7 @@ def make_space(spec: ExploreSpec, graph: Any, platform: Any) -> Space:
     devices = tuple(platform.names)
     space = Space(tuple(spec.strategies), devices, min(spec.max_devices, len(devices)),
                   tuple(picks) or (1,), tuple(spec.protections), tuple(spec.copies),
-                  tuple(spec.guards), tuple(spec.ends or spec.protections),
+                  tuple(dict.fromkeys(spec.guards)), tuple(spec.ends or spec.protections),
                   tuple(dict.fromkeys(spec.precisions)))
     return _seeded(space, graph, platform, t) if "pipeline" in spec.strategies else space
 
@@ -329,6 +298,10 @@ def build(c: Candidate) -> Any:
     for i, stage in enumerate(planned.plan.stages):
         int8 = bool(c.precision) and c.precision[i % len(c.precision)] == "int8"
         stage.precision = "int8" if int8 else "fp32"
+    inside = [st.name for st in planned.plan.stages if st.precision == "int8"]
+    if c.guard in INSIDE and inside:  # as campaigns refuse it (int8 stages: onnxruntime)
+        raise ConfigError(f"guard:{c.guard} clips activations inside the stages; int8 stage "
+                          f"{inside[0]} runs in onnxruntime (guard:links works)")
     between = [lk for lk in planned.plan.links if "input" != lk.src and lk.dst != "output"]
     for i, link in enumerate(between):
         link.protection = c.protection[i % len(c.protection)]
@@ -356,8 +329,9 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     platform, cost = _STATE["platform"], planned.cost
     energy = {d: dc.active_j for d, dc in cost.devices.items()}
     crypto = {d: dc.crypto_j for d, dc in cost.devices.items()}
-    # the copies are in ``cost``; the guards are on links only, as ``vulnerability`` runs them
-    extras = [parse_defence("guard:links")] if c.guard else []
+    # the copies are in ``cost``; the guards where ``c.guard`` places them, as
+    # ``vulnerability`` runs them (on every copy of a stage: ``Defence.energy_j``)
+    extras = [parse_defence(f"guard:{c.guard}")] if c.guard != "none" else []
     for defence in extras:
         for d, j in defence.energy_j(planned.compiled, platform).items():
             energy[d] = energy.get(d, 0.0) + j

@@ -44,10 +44,14 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
     for i, r in enumerate(result.front):
         path = plans / f"front-{i:02d}.yaml"
         plan = Plan.model_validate(r["plan"])
-        plan.save(path)
+        # what a plan file does not hold: the guards (and voting, as replicas) chosen
+        text = f"# explored deployment: {r['describe']}\n{plan.to_yaml(plans)}"
+        path.write_text(text)
         if r["key"] == rec:  # a rerun into this directory recommends anew
-            plan.save(plans / "recommended.yaml", force=True)
+            (plans / "recommended.yaml").write_text(text)
+        guard = r["candidate"]["guard"]
         rows.append({"point": i, "recommended": r["key"] == rec, "deployment": r["describe"],
+                     "guards": guard if guard != "none" else "",
                      "energy_mj": r["energy_j"] * 1e3,
                      "total_energy_mj": r["total_energy_j"] * 1e3,
                      "latency_ms": r["latency_s"] * 1e3,
@@ -70,6 +74,7 @@ def write_outputs(result: Exploration, levels: list[dict[str, Any]], platform: A
         "objectives": {o: labels(result.measure)[o] for o in OBJECTIVES}, "front": rows,
         "recommended": {"point": next(r["point"] for r in rows if r["recommended"]),
                         "deployment": result.recommended["describe"],
+                        "guards": result.recommended["candidate"]["guard"],
                         "plan": "plans/recommended.yaml", "reason": result.reason},
         "security_levels": levels,
         "device_types": types}

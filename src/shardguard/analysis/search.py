@@ -16,7 +16,7 @@ runs NSGA-II with ``budget`` evaluations otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ import pyarrow as pa
 from .._progress import progress
 from ..errors import ConfigError
 from .backend import Backend, Journal, claim, split_cores
-from .explore import Candidate, ExploreSpec, Space, evaluate, init
+from .candidate import Candidate
+from .explore import ExploreSpec, Space, evaluate, init
 from .rows import table
 
 OBJECTIVES = ("energy_j", "total_energy_j", "latency_s", "vulnerability")
@@ -91,6 +92,8 @@ class Evaluations:
             self.journal.add(row)
             self.new += 1
             self.bar.update(self.task, advance=1, info=row["describe"][:40])
+        for c in fresh.values():  # a row journaled before guard placements: named as now
+            self.journal.rows[c.key].update(candidate=asdict(c), describe=c.describe())
         return [self.journal.rows[c.key] for c in candidates]
 
 

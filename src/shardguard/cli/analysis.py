@@ -152,7 +152,10 @@ _Ends = Annotated[str | None, typer.Option(help="Comma-separated protections to 
                                                 "and results; default: --protections).")]
 _Copies = Annotated[str, typer.Option(help="Comma-separated copies per stage to choose "
                                            "from: 1 (none), 2 or 3 (voting).")]
-_Guards = Annotated[str, typer.Option(help="Range guards: both, on or off.")]
+_Guards = Annotated[str, typer.Option(help="Comma-separated range-guard placements to "
+                                           "choose from: none, links, activations (every "
+                                           "ReLU-family activation inside the stages), both "
+                                           "(links and activations); on = links, off = none.")]
 _Precisions = Annotated[str, typer.Option(help="Comma-separated precisions each stage "
                                                "chooses from: fp32, int8.")]
 _Samples = Annotated[int, typer.Option("-n", help="Held-out test images per candidate "
@@ -179,7 +182,7 @@ def explore(
     protections: _Protections = "none,mac:blake2b,aead:chacha20-poly1305,aead:aes-128-gcm",
     ends: _Ends = None,
     copies: _Copies = "1,3",
-    guards: _Guards = "both",
+    guards: _Guards = "none,links",
     precisions: _Precisions = "fp32",
     samples: _Samples = 300,
     seed: _Seed = 0,
@@ -200,6 +203,9 @@ def explore(
     front.csv, a plan per front point, figures and explore.json to the output directory.
 
     Example: shardguard explore lenet5 -p rpi4x4-ethernet -t examples/threats.yaml --budget 200
+
+    Example: shardguard explore lenet5 -p rpi4x4-ethernet -t examples/threats.yaml
+    --guards none,links,activations,both
 
     Example: shardguard explore net.onnx --input-shape 3,224,224 --preprocess imagenet
     -p rpi4x4-ethernet -t examples/threats.yaml --data photos/ -n 50 --budget 40
@@ -233,8 +239,6 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
     from ..data import parse_preprocess
     from ..errors import ConfigError
 
-    if guards not in ("both", "on", "off"):
-        raise ConfigError(f"--guards must be both, on or off, got {guards!r}")
     scenario = read_yaml(threats)
     if not isinstance(scenario, dict) or not isinstance(scenario.get("threats"), list):
         raise ConfigError(f"{threats}: expected a list under 'threats'")
@@ -243,7 +247,7 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
         "strategies": _items(strategies), "max_devices": max_devices,
         "protections": _items(protections), "copies": _items(copies),
         "ends": _items(ends) if ends is not None else None,
-        "guards": {"both": [False, True], "on": [True], "off": [False]}[guards],
+        "guards": [{"on": "links", "off": "none"}.get(g, g) for g in _items(guards)],
         "precisions": _items(precisions), "samples": samples, "seed": seed, "seeds": seeds,
         "weights": str(weights) if weights else None,
         "input_shape": list(parse_shape(input_shape)) if input_shape else None,

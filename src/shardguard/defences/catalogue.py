@@ -146,14 +146,17 @@ class Defence:
 def _guard_energy(compiled: CompiledPlan, platform: Platform, placement: str
                   ) -> dict[str, float]:
     """Range guards: each guarded element (``guards.guarded_elements``) costs
-    ``GUARD_OPS_PER_ELEMENT`` operations, each priced as a MAC, on the stage's device."""
+    ``GUARD_OPS_PER_ELEMENT`` operations, each priced as a MAC, on the stage's device and
+    on each of its replicas (a voting copy runs the guarded stage too)."""
     from .guards import GUARD_OPS_PER_ELEMENT, guarded_elements
 
     extra = {d: 0.0 for d in compiled.plan.devices_used()}
     for name, elements in guarded_elements(compiled, placement).items():
-        device = compiled.by_name[name].device
-        spec = platform.devices[device]
-        extra[device] += spec.active_power_w * GUARD_OPS_PER_ELEMENT * elements / spec.mac_rate
+        program = compiled.by_name[name]
+        for device in (program.device, *program.replicas):
+            spec = platform.devices[device]
+            extra[device] = extra.get(device, 0.0) + (
+                spec.active_power_w * GUARD_OPS_PER_ELEMENT * elements / spec.mac_rate)
     return extra
 
 
