@@ -278,6 +278,7 @@ def freivalds_one_percent_lies() -> list[dict[str, Any]]:
     start = time.perf_counter()
     split = load_split("test")
     lines = ["| model | affine layers | rounds | bound 1 − 2^-r | detection %, layers pooled "
+             "(= mean over layers) "
              "| lowest layer % | layers below the bound (95 % upper end) | "
              "false positives (honest), 95 % upper |", "|---|---|---|---|---|---|---|---|"]
     rows: list[dict[str, Any]] = []
