@@ -76,7 +76,8 @@ def test_an_activation_guard_candidate_pays_that_defences_energy_and_its_guards_
     _, linked = _row(state, "links", copies)
     # energy: exactly guard:activations' energy_j, on every device (the voting copies too)
     compiled = explore.build(c).compiled
-    charged = parse_defence("guard:activations").energy_j(compiled, state["platform"])
+    charged = parse_defence("guard:activations").energy_j(compiled, state["platform"],
+                                                           copies=copies)
     used = compiled.plan.devices_used()  # pi1, pi2 and, voting, the copies' devices
     assert len(used) == (2 if copies == 1 else 4)
     assert {d for d, j in charged.items() if j > 0} == set(used)
@@ -142,3 +143,4 @@ def test_cli_explore_names_a_bad_guard_placement_in_one_line(tmp_path):
     assert bad.err.strip().startswith("error: explore: guards.1: unknown guard placement "
                                       "'edges'")
     assert not (tmp_path / "out").exists()
+
