@@ -144,3 +144,34 @@ def test_cli_explore_names_a_bad_guard_placement_in_one_line(tmp_path):
                                       "'edges'")
     assert not (tmp_path / "out").exists()
 
+
+def test_a_voting_guarded_row_journaled_before_placements_is_costed_anew(tmp_path):
+    """Before placements a voting copy's guards cost nothing; such a row, resumed, keeps its
+    key but is evaluated again (its copies now pay). Rows the change did not touch are
+    reused."""
+    from shardguard.analysis.backend import Journal
+    from shardguard.analysis.search import OBJECTIVES, Evaluations
+
+    voted, single = (Candidate("pipeline", ("a", "b"), (1,), ("none",), k, True)
+                     for k in (3, 1))
+    journal = Journal(tmp_path / "evaluations.jsonl", "key")
+    for c in (voted, single):  # as an older version wrote them: the guard a boolean
+        journal.add({"key": c.key, "candidate": {**asdict(c), "guard": True},
+                     "describe": "old", **dict.fromkeys(OBJECTIVES, 0.0)})
+
+    class Backend:
+        asked: list[Candidate] = []
+
+        def map(self, fn, items):
+            self.asked += items
+            return [(c, {"key": c.key, "candidate": asdict(c), "describe": c.describe(),
+                         **dict.fromkeys(OBJECTIVES, 1.0)}) for c in items]
+
+    class Bar:
+        def update(self, *args, **kwargs):
+            pass
+
+    backend = Backend()
+    rows = Evaluations(Journal(journal.path, "key"), backend, Bar(), 0)([voted, single])
+    assert backend.asked == [voted]
+    assert rows[0]["energy_j"] == 1.0 and rows[1]["energy_j"] == 0.0
