@@ -175,3 +175,18 @@ def test_a_voting_guarded_row_journaled_before_placements_is_costed_anew(tmp_pat
     rows = Evaluations(Journal(journal.path, "key"), backend, Bar(), 0)([voted, single])
     assert backend.asked == [voted]
     assert rows[0]["energy_j"] == 1.0 and rows[1]["energy_j"] == 0.0
+
+
+def test_cli_explore_says_what_the_old_guards_both_now_means(tmp_path):
+    """``--guards both`` once meant "with and without guards" (the default); it is now one
+    placement. An old invocation is told so on stderr, and the spec holds that placement."""
+    threats = tmp_path / "threats.yaml"
+    threats.write_text("threats:\n  - {id: L1, target: links}\n")
+    told = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                   "--guards", "both", "--copies", "9", "-o", str(tmp_path / "out"))
+    assert told.code == 1 and "copies" in told.err  # stopped before any work
+    assert "note: --guards both is the placement links and activations" in told.err
+    assert "--guards none,links" in told.err
+    quiet = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                    "--guards", "none,both", "--copies", "9", "-o", str(tmp_path / "out"))
+    assert quiet.code == 1 and "note:" not in quiet.err
