@@ -76,7 +76,8 @@ def test_an_activation_guard_candidate_pays_that_defences_energy_and_its_guards_
     _, linked = _row(state, "links", copies)
     # energy: exactly guard:activations' energy_j, on every device (the voting copies too)
     compiled = explore.build(c).compiled
-    charged = parse_defence("guard:activations").energy_j(compiled, state["platform"])
+    charged = parse_defence("guard:activations").energy_j(compiled, state["platform"],
+                                                           copies=copies)
     used = compiled.plan.devices_used()  # pi1, pi2 and, voting, the copies' devices
     assert len(used) == (2 if copies == 1 else 4)
     assert {d for d, j in charged.items() if j > 0} == set(used)
@@ -142,3 +143,50 @@ def test_cli_explore_names_a_bad_guard_placement_in_one_line(tmp_path):
     assert bad.err.strip().startswith("error: explore: guards.1: unknown guard placement "
                                       "'edges'")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_voting_guarded_row_journaled_before_placements_is_costed_anew(tmp_path):
+    """Before placements a voting copy's guards cost nothing; such a row, resumed, keeps its
+    key but is evaluated again (its copies now pay). Rows the change did not touch are
+    reused."""
+    from shardguard.analysis.backend import Journal
+    from shardguard.analysis.search import OBJECTIVES, Evaluations
+
+    voted, single = (Candidate("pipeline", ("a", "b"), (1,), ("none",), k, True)
+                     for k in (3, 1))
+    journal = Journal(tmp_path / "evaluations.jsonl", "key")
+    for c in (voted, single):  # as an older version wrote them: the guard a boolean
+        journal.add({"key": c.key, "candidate": {**asdict(c), "guard": True},
+                     "describe": "old", **dict.fromkeys(OBJECTIVES, 0.0)})
+
+    class Backend:
+        asked: list[Candidate] = []
+
+        def map(self, fn, items):
+            self.asked += items
+            return [(c, {"key": c.key, "candidate": asdict(c), "describe": c.describe(),
+                         **dict.fromkeys(OBJECTIVES, 1.0)}) for c in items]
+
+    class Bar:
+        def update(self, *args, **kwargs):
+            pass
+
+    backend = Backend()
+    rows = Evaluations(Journal(journal.path, "key"), backend, Bar(), 0)([voted, single])
+    assert backend.asked == [voted]
+    assert rows[0]["energy_j"] == 1.0 and rows[1]["energy_j"] == 0.0
+
+
+def test_cli_explore_says_what_the_old_guards_both_now_means(tmp_path):
+    """``--guards both`` once meant "with and without guards" (the default); it is now one
+    placement. An old invocation is told so on stderr, and the spec holds that placement."""
+    threats = tmp_path / "threats.yaml"
+    threats.write_text("threats:\n  - {id: L1, target: links}\n")
+    told = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                   "--guards", "both", "--copies", "9", "-o", str(tmp_path / "out"))
+    assert told.code == 1 and "copies" in told.err  # stopped before any work
+    assert "note: --guards both is the placement links and activations" in told.err
+    assert "--guards none,links" in told.err
+    quiet = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
+                    "--guards", "none,both", "--copies", "9", "-o", str(tmp_path / "out"))
+    assert quiet.code == 1 and "note:" not in quiet.err

@@ -119,6 +119,21 @@ def test_guards_sit_where_the_catalogue_says_and_are_charged_per_element():
         parse_defence("guard:everywhere")
 
 
+def test_guards_are_charged_on_voting_copies_but_not_on_standby_replicas():
+    """A replica computes only when it votes: a guard on a plan with failover replicas is
+    charged on the stages' own devices, and with ``copies`` on that many of each stage's."""
+    compiled = planned(replicas=3).compiled  # every stage has two replicas
+    platform = load_platform(PLATFORM)
+    guard = parse_defence("guard:activations")
+    primary = {p.device for p in compiled.programs}
+    alone = guard.energy_j(compiled, platform)
+    assert {d for d, j in alone.items() if j > 0} == primary
+    voting = guard.energy_j(compiled, platform, copies=3)
+    assert {d for d, j in voting.items() if j > 0} == {
+        d for p in compiled.programs for d in (p.device, *p.replicas[:2])} > primary
+    assert sum(voting.values()) == pytest.approx(3 * sum(alone.values()))
+
+
 def test_a_campaign_run_from_the_cli_compares_guard_placements_under_weight_flips(tmp_path):
     """As a user runs it: ``defences: [none, guard:links, guard:activations]`` in a spec."""
     import csv

@@ -333,7 +333,7 @@ def evaluate(c: Candidate) -> dict[str, Any]:
     # ``vulnerability`` runs them (on every copy of a stage: ``Defence.energy_j``)
     extras = [parse_defence(f"guard:{c.guard}")] if c.guard != "none" else []
     for defence in extras:
-        for d, j in defence.energy_j(planned.compiled, platform).items():
+        for d, j in defence.energy_j(planned.compiled, platform, copies=c.copies).items():
             energy[d] = energy.get(d, 0.0) + j
     used = {d for d, j in energy.items() if j > 0}
     over = sum(excess for _, excess in cost.overflows())

@@ -84,9 +84,11 @@ class Evaluations:
     def __call__(self, candidates: list[Candidate]) -> list[dict[str, Any]]:
         fresh = {c.key: c for c in candidates if c.key not in self.asked}
         self.asked.update(dict.fromkeys(fresh))
-        # a row journaled before an objective existed (total_energy_j) is costed anew
+        # a row journaled before an objective existed (total_energy_j), or before voting
+        # copies paid for their guards (a boolean guard, copies > 1), is costed anew
         missing = [c for k, c in fresh.items() if k not in self.journal
-                   or not set(OBJECTIVES) <= set(self.journal.rows[k])]
+                   or not set(OBJECTIVES) <= set(self.journal.rows[k])
+                   or _unpriced_copies(self.journal.rows[k], c)]
         self.bar.update(self.task, advance=len(fresh) - len(missing))
         for _, row in self.backend.map(evaluate, missing):
             self.journal.add(row)
@@ -95,6 +97,13 @@ class Evaluations:
         for c in fresh.values():  # a row journaled before guard placements: named as now
             self.journal.rows[c.key].update(candidate=asdict(c), describe=c.describe())
         return [self.journal.rows[c.key] for c in candidates]
+
+
+def _unpriced_copies(row: dict[str, Any], c: Candidate) -> bool:
+    """Whether ``row`` was journaled with a boolean guard (before guard placements, when a
+    voting copy's guards cost nothing) for a candidate whose copies now pay for them."""
+    return isinstance(row.get("candidate", {}).get("guard"), bool) and (
+        c.copies > 1 and c.guard != "none")
 
 
 def _problem(space: Space, evaluations: Evaluations) -> Any:

@@ -239,6 +239,10 @@ def _explore_spec(*, model: str, platform: str, threats: Path, strategies: str,
     from ..data import parse_preprocess
     from ..errors import ConfigError
 
+    if _items(guards) == ["both"]:  # the old spelling of the old default: say what changed
+        typer.echo("note: --guards both is the placement links and activations (guard:both) "
+                   "in every candidate; with and without link guards, as 'both' once meant, "
+                   "is --guards none,links (the default)", err=True)
     scenario = read_yaml(threats)
     if not isinstance(scenario, dict) or not isinstance(scenario.get("threats"), list):
         raise ConfigError(f"{threats}: expected a list under 'threats'")

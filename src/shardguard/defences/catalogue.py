@@ -92,8 +92,12 @@ class Defence:
                 out |= mask
         return out
 
-    def energy_j(self, compiled: CompiledPlan, platform: Platform) -> dict[str, float]:
-        """Per device, joules per inference this defence adds (cost model)."""
+    def energy_j(self, compiled: CompiledPlan, platform: Platform,
+                 copies: int = 1) -> dict[str, float]:
+        """Per device, joules per inference this defence adds (cost model). ``copies``: how
+        many devices compute each stage (voting beside this defence, as ``explore`` runs
+        it); a guard is charged on each of them. Other replicas are on standby (failover)
+        and compute nothing, as in ``partition.cost``."""
         from ..partition.cost import estimate
 
         extra = {d: 0.0 for d in compiled.plan.devices_used()}
@@ -110,7 +114,7 @@ class Defence:
                     for d, c in voted.devices.items()}
         part = self.parts[0] if self.parts else None
         if self.kind == "guard":
-            return _guard_energy(compiled, platform, self.placement)
+            return _guard_energy(compiled, platform, self.placement, copies)
         verifiers: dict[str, list[str]] | None = None  # Freivalds: as workers place them
         for p in compiled.programs:
             # who checks this stage: the device of the stage its outputs go to; for the
@@ -143,17 +147,18 @@ class Defence:
         return extra
 
 
-def _guard_energy(compiled: CompiledPlan, platform: Platform, placement: str
-                  ) -> dict[str, float]:
+def _guard_energy(compiled: CompiledPlan, platform: Platform, placement: str,
+                  copies: int = 1) -> dict[str, float]:
     """Range guards: each guarded element (``guards.guarded_elements``) costs
     ``GUARD_OPS_PER_ELEMENT`` operations, each priced as a MAC, on the stage's device and
-    on each of its replicas (a voting copy runs the guarded stage too)."""
+    on its first ``copies - 1`` replicas (a voting copy runs the guarded stage too; a
+    standby replica does not)."""
     from .guards import GUARD_OPS_PER_ELEMENT, guarded_elements
 
     extra = {d: 0.0 for d in compiled.plan.devices_used()}
     for name, elements in guarded_elements(compiled, placement).items():
         program = compiled.by_name[name]
-        for device in (program.device, *program.replicas):
+        for device in [program.device, *program.replicas][:max(1, copies)]:
             spec = platform.devices[device]
             extra[device] = extra.get(device, 0.0) + (
                 spec.active_power_w * GUARD_OPS_PER_ELEMENT * elements / spec.mac_rate)

@@ -36,7 +36,6 @@ from ._settings import (
 T = TypeVar("T")
 
 
-
 @dataclass
 class DemoSummary:
     out_dir: str
@@ -94,7 +93,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     defence = steps.run("defend", "defending: the same attack on a link, unsealed and then "
                         f"sealed with {DEMO_PROTECTION}",
                         lambda: defend_step(planned, demo.test, out_dir, platform,
-                                        demo.sizes.defence))
+                                            demo.sizes.defence))
     summary.lines += defence.pop("lines")
     summary.facts.update(defence)
     cost = planned.cost
@@ -106,7 +105,7 @@ def run_demo(out_dir: Path, data: str | Path | None = None, model: str = DEMO_MO
     exploration = steps.run("explore", "exploring deployments: security against energy "
                             f"per device (NSGA-II, {demo.sizes.explore_budget} candidates)",
                             lambda: explore_step(model, platform, out_dir / "explore", data,
-                                             demo.sizes))
+                                                 demo.sizes))
     summary.lines += exploration.pop("lines")
     summary.facts.update(exploration)
     (out_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2) + "\n")
@@ -205,8 +204,8 @@ def _plan_and_check(demo: _Demo, graph: Any) -> tuple[Any, Any]:
         f"plan       {len(planned.compiled.programs)} pipeline stages on "
         f"{', '.join(cost.devices)}: latency {cost.latency_s * 1e3:.2f} ms, "
         f"{cost.throughput:.0f} inferences/s, max {cost.max_active_j * 1e3:.2f} mJ per device, "
-        f"{cost.total_energy_j * 1e3:.2f} mJ in total with idle power, "
-        f"{len(cost.idle_boards)} unused boards' included (cost model) — "
+        f"{cost.total_energy_j * 1e3:.2f} mJ in total, the idle power of "
+        f"{len(cost.idle_boards)} unused board(s) included (cost model) — "
         f"{out_dir}/plan.yaml, plan.png",
         f"check      partitioned = whole model on {checked.same_class}/{checked.samples} "
         f"images (max |difference| {checked.max_abs_diff:.1e})"]
@@ -292,7 +291,6 @@ def _analyze(demo: _Demo) -> None:
                          l1_1e4_accuracy={k: r["accuracy"] for k, r in by_class.items()},
                          l1_1e4_accuracy_interval={k: [r["accuracy_low"], r["accuracy_high"]]
                                                    for k, r in by_class.items()})
-
 
 
 def _refuse_untrained(loaded: Any, test: Any) -> None:

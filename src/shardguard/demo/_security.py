@@ -29,7 +29,7 @@ def ci(row: dict[str, Any], key: str) -> str:
 
 
 def explore_step(model: str, platform: str, out: Path, data: str | None,
-             sizes: DemoSizes) -> dict[str, Any]:
+                 sizes: DemoSizes) -> dict[str, Any]:
     """NSGA-II over pipeline and spatial partitions of up to 3 devices, three protections
     and range guards, against bit flips and replays on every link."""
     from ..analysis.explore import ExploreSpec
@@ -63,7 +63,7 @@ def explore_step(model: str, platform: str, out: Path, data: str | None,
 
 
 def defend_step(planned: Any, test: Any, out_dir: Path, platform: str,
-            images: int) -> dict[str, Any]:
+                images: int) -> dict[str, Any]:
     """An on-path attacker replays tensors on the first link; then the links are sealed."""
     from ..analysis.metrics import rate, scored
     from ..defences.catalogue import parse_defence
