@@ -82,6 +82,17 @@ def write_plan(tmp_path: Path, of: Any, protection: str = "none", name: str = "p
     return path
 
 
+def explore_inputs(tmp_path: Path, *profiles: str) -> tuple[Path, Path]:
+    """A threat file (L1 random bit flips at 1e-3 on every link) and a platform of one board
+    per profile (``a``, ``b``, … on 100 Mbit/s Ethernet), for a short ``explore``."""
+    threats = tmp_path / "threats.yaml"
+    threats.write_text("threats:\n  - {id: L1, target: links, ber: 1.0e-3, bits: all}\n")
+    platform = tmp_path / "boards.yaml"
+    platform.write_text("name: boards\nmedium: ethernet-100m\ndevices:\n" + "".join(
+        f"  - {{name: {chr(97 + i)}, profile: {p}}}\n" for i, p in enumerate(profiles)))
+    return threats, platform
+
+
 def reference(bound: Any, x: Any) -> Any:
     """What the local executor answers for ``x`` (numpy in, numpy out)."""
     import torch

@@ -20,6 +20,10 @@ def test_demo_runs_end_to_end_and_summarises(tmp_path):
     facts = summary["facts"]
     assert facts["test_accuracy"] >= 0.91
     assert facts["stages"] >= 2
+    # The platform's total energy counts the boards the plan leaves idle (4 on the platform,
+    # one per pipeline stage used).
+    assert len(facts["idle_boards"]) == 4 - facts["stages"]
+    assert facts["total_energy_j"] > facts["max_device_energy_j"] > 0
     assert facts["check_same_class"] == 10_000
     assert facts["distributed_answered"] == 500  # 2000 images in requests of 4
     assert facts["distributed_same_class"] == 2000

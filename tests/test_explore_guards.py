@@ -16,7 +16,7 @@ from shardguard.analysis import explore
 from shardguard.analysis.explore import Candidate, ExploreSpec, Space
 from shardguard.defences.catalogue import parse_defence
 
-from .conftest import run_cli, succeeded
+from .conftest import explore_inputs, run_cli, succeeded
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -105,12 +105,7 @@ def test_activation_guards_in_an_int8_stage_make_the_candidate_infeasible_with_t
 
 @pytest.mark.slow
 def test_cli_explore_searches_guard_placements_and_names_them(tmp_path):
-    threats = tmp_path / "threats.yaml"
-    threats.write_text("threats:\n  - {id: L1, target: links, ber: 1.0e-3, bits: all}\n")
-    platform = tmp_path / "two.yaml"
-    platform.write_text("name: two\nmedium: ethernet-100m\ndevices:\n"
-                        "  - {name: a, profile: raspberry-pi-4}\n"
-                        "  - {name: b, profile: raspberry-pi-3b}\n")
+    threats, platform = explore_inputs(tmp_path, "raspberry-pi-4", "raspberry-pi-3b")
     out = tmp_path / "out"
     result = succeeded(run_cli(
         "explore", "lenet5", "-p", str(platform), "-t", str(threats), "--method",

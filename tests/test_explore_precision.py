@@ -16,7 +16,7 @@ from shardguard.analysis.explore import Candidate, Space
 from shardguard.analysis.search import objectives
 from shardguard.partition import bind
 
-from .conftest import run_cli, succeeded
+from .conftest import explore_inputs, run_cli, succeeded
 
 SPACE = Space(("pipeline", "spatial"), ("a", "b", "c"), 2, (1, 2), ("none", "mac:blake2b"),
               (1,), (False,), ("none",), ("fp32", "int8"))
@@ -55,14 +55,9 @@ def test_fp32_candidates_keep_the_keys_their_journals_were_written_with():
 @pytest.mark.timeout(900)
 def test_cli_explore_with_precision_fronts_both_precisions_where_both_are_non_dominated(
         tmp_path):
-    threats = tmp_path / "threats.yaml"
-    threats.write_text("threats:\n  - {id: L1, target: links, ber: 1.0e-3, bits: all}\n")
     # Raspberry Pi 3B boards: their int8 kernels are slower than float (profiles.yaml, from
     # ncnn's Cortex-A53 rows): int8 is not free there, and both precisions reach the front
-    platform = tmp_path / "pi3.yaml"
-    platform.write_text("name: pi3x2\nmedium: ethernet-100m\ndevices:\n"
-                        "  - {name: a, profile: raspberry-pi-3b}\n"
-                        "  - {name: b, profile: raspberry-pi-3b}\n")
+    threats, platform = explore_inputs(tmp_path, "raspberry-pi-3b", "raspberry-pi-3b")
     out = tmp_path / "out"
     succeeded(run_cli("explore", "lenet5", "-p", str(platform), "-t", str(threats),
                       "--method", "exhaustive", "--budget", "1000", "--strategies",

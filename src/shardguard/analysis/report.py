@@ -212,7 +212,9 @@ def _campaign(d: Path, where: str) -> dict[str, Any]:
             "availability", "unscorable", "detection_rate", "false_positive_rate",
             "max_defence_energy_j")}
         table.append({"strategy": strategy, "threat": threat, "defence": defence,
-                      "seeds": len(rs), f"clean {word}": both["clean_accuracy"],
+                      "seeds": len(rs), f"clean {word} (95% interval)": with_interval(
+                          both["clean_accuracy"], both["clean_accuracy_low"],
+                          both["clean_accuracy_high"]),
                       f"{word} (95% interval)": with_interval(
                           both["accuracy"], both["accuracy_low"], both["accuracy_high"]),
                       f"{LOSSES[measure]} (95% interval)": with_interval(
