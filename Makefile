@@ -8,7 +8,7 @@ export PYTHON VENV TORCH
 
 BIN := $(VENV)/bin
 
-.PHONY: setup dataset chromium demo test bench clean
+.PHONY: setup dataset chromium netns-tools demo test bench clean
 
 setup:
 	@scripts/setup.sh
@@ -19,10 +19,13 @@ dataset:
 chromium:
 	@scripts/ensure-chromium.sh
 
+netns-tools:
+	@scripts/ensure-netns-tools.sh
+
 demo: setup dataset
 	$(BIN)/shardguard demo
 
-test: setup dataset chromium
+test: setup dataset chromium netns-tools
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup

@@ -69,11 +69,11 @@ def test_an_imagenet_validation_layout_is_labelled_by_the_models_wordnet_ids(tmp
     right = run_cli("eval", *model, "--classes", str(classes))
     assert right.code == 0, right.err
     assert "WordNet-id subfolders → the model's classes" in right.out
-    assert _accuracy(right.out).startswith("1.0000") and _accuracy(right.out).endswith("on 6")
+    assert _accuracy(right.out).startswith("100.00% [") and _accuracy(right.out).endswith("on 6")
     unmapped = run_cli("eval", *model)  # no class list: sorted folder order, wrong here
     assert unmapped.code == 0, unmapped.err
     assert "sorted subfolder order" in unmapped.out and "model declares none" in unmapped.out
-    assert _accuracy(unmapped.out).startswith("0.0000")
+    assert _accuracy(unmapped.out).startswith("0.00% [")
 
 
 def test_unlabelled_data_is_scored_against_the_clean_models_answers(tmp_path, test_split):
