@@ -187,8 +187,9 @@ def test_a_campaign_eavesdropper_stops_on_its_held_out_split_and_reports_its_epo
             assert (r["epochs"], r["converged"]) == (2, True)
         elif "param_patience" in r:
             assert (r["epochs"], r["converged"]) == (3, False)
-        else:
-            assert 1 <= r["epochs"] <= 2
+        else:  # an old `epochs: 2` is a limit under the default patience of 2, which needs
+            # 3 epochs to stop early: the limit stops it, not convergence
+            assert (r["epochs"], r["converged"]) == (2, False)
     for link in links:  # a bar per trial, from the pool's processes (processes: 2)
         assert f"eavesdropper on {link}" in result.err
     with (tmp_path / "out" / "results.csv").open() as f:
