@@ -93,6 +93,17 @@ def explore_inputs(tmp_path: Path, *profiles: str) -> tuple[Path, Path]:
     return threats, platform
 
 
+def explore_refusal(tmp_path: Path, threat: str, *args: str) -> str:
+    """Run ``explore lenet5`` on rpi4x4-ethernet against one ``threat`` (a YAML flow
+    mapping) with ``args``; it must refuse in one line and exit 1. Returns that line."""
+    threats = tmp_path / "threats.yaml"
+    threats.write_text(f"threats:\n  - {threat}\n")
+    bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats), *args,
+                  "-o", str(tmp_path / "out"))
+    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
+    return bad.err.strip()
+
+
 def reference(bound: Any, x: Any) -> Any:
     """What the local executor answers for ``x`` (numpy in, numpy out)."""
     import torch

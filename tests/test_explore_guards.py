@@ -16,7 +16,7 @@ from shardguard.analysis import explore
 from shardguard.analysis.explore import Candidate, ExploreSpec, Space
 from shardguard.defences.catalogue import parse_defence
 
-from .conftest import explore_inputs, run_cli, succeeded
+from .conftest import explore_inputs, explore_refusal, run_cli, succeeded
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -130,13 +130,8 @@ def test_cli_explore_searches_guard_placements_and_names_them(tmp_path):
 
 
 def test_cli_explore_names_a_bad_guard_placement_in_one_line(tmp_path):
-    threats = tmp_path / "threats.yaml"
-    threats.write_text("threats:\n  - {id: L1, target: links}\n")
-    bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
-                  "--guards", "none,edges", "-o", str(tmp_path / "out"))
-    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
-    assert bad.err.strip().startswith("error: explore: guards.1: unknown guard placement "
-                                      "'edges'")
+    line = explore_refusal(tmp_path, "{id: L1, target: links}", "--guards", "none,edges")
+    assert line.startswith("error: explore: guards.1: unknown guard placement 'edges'")
     assert not (tmp_path / "out").exists()
 
 

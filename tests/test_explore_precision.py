@@ -16,7 +16,7 @@ from shardguard.analysis.explore import Candidate, Space
 from shardguard.analysis.search import objectives
 from shardguard.partition import bind
 
-from .conftest import explore_inputs, run_cli, succeeded
+from .conftest import explore_inputs, explore_refusal, run_cli, succeeded
 
 SPACE = Space(("pipeline", "spatial"), ("a", "b", "c"), 2, (1, 2), ("none", "mac:blake2b"),
               (1,), (False,), ("none",), ("fp32", "int8"))
@@ -88,9 +88,6 @@ def test_cli_explore_with_precision_fronts_both_precisions_where_both_are_non_do
 
 
 def test_cli_explore_names_a_float_bit_class_when_int8_is_a_choice(tmp_path):
-    threats = tmp_path / "threats.yaml"
-    threats.write_text("threats:\n  - {id: L1, target: links, bits: exponent}\n")
-    bad = run_cli("explore", "lenet5", "-p", "rpi4x4-ethernet", "-t", str(threats),
-                  "--precisions", "fp32,int8", "-o", str(tmp_path / "out"))
-    assert bad.code == 1 and len(bad.err.strip().splitlines()) == 1
-    assert bad.err.strip().startswith("error: threats.0: bit class 'exponent' is for float32")
+    line = explore_refusal(tmp_path, "{id: L1, target: links, bits: exponent}",
+                           "--precisions", "fp32,int8")
+    assert line.startswith("error: threats.0: bit class 'exponent' is for float32")
